@@ -1,0 +1,53 @@
+"""xprompt_jax: parameter-efficient tuning of frozen T5 models in JAX/Flax.
+
+`tasks/` ships as the subpackage `xprompt_jax.tasks` and the gin configs under `gin/` ship as package data
+(`xprompt_jax/gin/...` once installed), so `--gin_file=models/t5_1_1_base.gin` resolves from anywhere.
+"""
+import setuptools
+
+INSTALL_REQUIRES = [
+    "jax>=0.4.30",
+    "flax>=0.10",
+    "optax>=0.2.4",
+    "orbax-checkpoint>=0.11",
+    "seqio>=0.0.19",
+    "tensorflow-datasets>=4.9",
+    "gin-config>=0.5",
+    "clu>=0.0.12",
+    "tensorstore>=0.1.60",
+    "sentencepiece>=0.2",
+    "msgpack>=1.0",
+    "numpy>=1.26",
+    "absl-py>=2.0",
+    "tqdm>=4.66",
+    "matplotlib>=3.8",
+    "scipy>=1.11",
+    "scikit-learn>=1.3",
+    "sacrebleu>=2.4",
+    "rouge-score>=0.1.2",
+    "safetensors>=0.4",
+]
+
+EXTRAS = {
+    "hf": ["safetensors>=0.4"],
+    "tpu": ["jax[tpu]>=0.4.30"],
+    "aot": ["libtpu"],
+    "test": ["pytest>=8", "pytest-timeout>=2.3", "safetensors>=0.4"],
+    "bench": ["torch", "transformers>=4.40", "peft>=0.11"],
+}
+
+setuptools.setup(
+    name="xprompt_jax",
+    version="0.1.0",
+    description="Prompt, prefix, MPT and XPrompt tuning of frozen T5 models in JAX/Flax.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["xprompt_jax", "xprompt_jax.*"]) + ["xprompt_jax.tasks", "xprompt_jax.gin"],
+    package_dir={"xprompt_jax.tasks": "tasks", "xprompt_jax.gin": "gin"},
+    package_data={"xprompt_jax.gin": ["*.gin", "*/*.gin", "*/*/*.gin"]},
+    include_package_data=True,
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["xprompt-jax=xprompt_jax.cli:run"]},
+)

@@ -1,0 +1,1 @@
+"""xprompt_jax.training."""
