@@ -1,0 +1,61 @@
+"""`xprompt-jax <command> [--flags]`: one console script, one module per subcommand.
+
+The subcommand module is imported only after the command name is read, so each command defines just its own
+absl flags (T5X names: --gin_file, --gin.NAME=value, --gin_search_paths, --model_dir, ...).
+"""
+import importlib
+import os
+import sys
+
+COMMANDS = {
+    "score": "Score targets given inputs (sum of log-probabilities, T5X convention).",
+    "convert": "Convert checkpoints between T5X, Orbax and Hugging Face safetensors.",
+    "train": "Train a parametrisation of a frozen T5 from a gin config.",
+    "eval": "Evaluate a trained parametrisation on a task's validation split.",
+    "infer": "Write predictions for a task or a jsonl file.",
+    "compile": "Ahead-of-time compile the train/eval step for a TPU topology and report memory and FLOPs.",
+}
+
+
+def _usage() -> str:
+  width = max(map(len, COMMANDS))
+  lines = ["usage: xprompt-jax <command> [--flags]   (xprompt-jax <command> --help for its flags)", "",
+           "commands:"]
+  lines += [f"  {name:<{width}}  {doc}" for name, doc in COMMANDS.items()]
+  return "\n".join(lines)
+
+
+def run(argv=None):
+  """Console-script entry point."""
+  argv = list(sys.argv if argv is None else argv)
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+    print(_usage())
+    return 0 if len(argv) >= 2 else 2
+  name = argv[1]
+  if name not in COMMANDS:
+    import difflib
+    close = difflib.get_close_matches(name, COMMANDS, n=3)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    print(f"xprompt-jax: unknown command {name!r}.{hint}\n\n{_usage()}", file=sys.stderr)
+    return 2
+  try:
+    module = importlib.import_module(f"xprompt_jax.commands.{name}")
+  except ModuleNotFoundError as e:
+    if e.name == f"xprompt_jax.commands.{name}":
+      print(f"xprompt-jax: command {name!r} is not available in this build.", file=sys.stderr)
+      return 2
+    raise
+  from absl import app
+  app.run(module.main, argv=[f"xprompt-jax {name}"] + argv[2:], flags_parser=_flags_parser)
+  return 0
+
+
+def _flags_parser(argv):
+  from absl import flags
+  from xprompt_jax.commands import common
+  return flags.FLAGS(common.rewrite_gin_flags(argv))
+
+
+if __name__ == "__main__":
+  sys.exit(run())

@@ -1,0 +1,65 @@
+"""Flags and gin plumbing shared by the subcommands (T5X flag names).
+
+`--gin.NAME=VALUE` is rewritten to a gin binding `NAME = VALUE` (as T5X's gin_utils does), `--gin_file` may be
+repeated and is looked up in `--gin_search_paths`, then in the shipped `xprompt_jax/gin` folder.
+"""
+import os
+import re
+
+from absl import flags
+import gin
+
+from xprompt_jax import paths
+
+_GIN_FLAG = re.compile(r"^--gin\.([^=]+)=(.*)$", re.S)
+
+
+def rewrite_gin_flags(argv):
+  """Turns every `--gin.NAME=VALUE` into `--gin_bindings=NAME = VALUE`; leaves other arguments alone."""
+  out = []
+  for arg in argv:
+    m = _GIN_FLAG.match(arg)
+    out.append(f"--gin_bindings={m.group(1)} = {m.group(2)}" if m else arg)
+  return out
+
+
+def define_gin_flags():
+  """Defines --gin_file/--gin_bindings/--gin_search_paths once (safe to call from several commands)."""
+  if "gin_file" in flags.FLAGS:
+    return
+  flags.DEFINE_multi_string("gin_file", [], "Gin config file(s), relative to --gin_search_paths or the shipped "
+                            "gin/ folder (e.g. models/t5_1_1_base.gin).")
+  flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings; `--gin.NAME=VALUE` is accepted too.")
+  flags.DEFINE_list("gin_search_paths", [], "Extra folders in which --gin_file names are looked up.")
+
+
+def resolve_gin_file(name: str, search_paths=()) -> str:
+  """Absolute path of a gin file, searching the given folders then the shipped configs; a clear error if none."""
+  if os.path.isabs(name) or os.path.exists(name):
+    if not os.path.exists(name):
+      raise FileNotFoundError(f"gin file {name!r} does not exist")
+    return os.path.abspath(name)
+  tried = []
+  for folder in [*search_paths, str(paths.gin_dir())]:
+    candidate = os.path.join(folder, name)
+    tried.append(candidate)
+    if os.path.exists(candidate):
+      return candidate
+  shipped = sorted(str(p.relative_to(paths.gin_dir())) for p in paths.gin_dir().rglob("*.gin"))
+  raise FileNotFoundError(f"gin file {name!r} not found; looked in: {', '.join(tried)}. "
+                          f"Shipped configs: {', '.join(shipped)}")
+
+
+def parse_gin(gin_files, gin_bindings, search_paths=(), finalize=True):
+  """Parses gin files and bindings; unknown configurables/bindings raise with gin's message (names them)."""
+  for folder in [*search_paths, str(paths.gin_dir())]:
+    gin.add_config_file_search_path(folder)
+  files = [resolve_gin_file(f, search_paths) for f in gin_files]
+  try:
+    gin.parse_config_files_and_bindings(files, gin_bindings, finalize_config=finalize)
+  except (ValueError, KeyError, TypeError, SyntaxError) as e:
+    raise ValueError(f"gin configuration error: {e}") from e
+
+
+def parse_gin_from_flags(finalize=True):
+  parse_gin(flags.FLAGS.gin_file, flags.FLAGS.gin_bindings, flags.FLAGS.gin_search_paths, finalize=finalize)
