@@ -1,0 +1,246 @@
+"""SeqIO-style metric functions `fn(targets, predictions) -> {name: value}` on T5's 0-100 scale.
+
+Classification metrics take integer labels (a postprocessor maps label words to ids; anything it cannot map, e.g.
+-1, is an *invalid* prediction and counts as wrong, as in T5's `f1_score_with_invalid`). Span metrics take lists of
+reference strings per example and a predicted string. Generation metrics (BLEU, ROUGE) take one or several
+references per example. `rank_classification` is a score metric (`fn(targets, scores)`) for seqio's
+rank-classification tasks. The work is done by sklearn, scipy, sacrebleu and rouge-score.
+
+METEOR is not provided: the maintained implementation (nltk) needs the WordNet corpus, which nltk downloads at run
+time and which is not installable from the package registry here.
+"""
+import collections
+import re
+import string
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import sacrebleu
+import scipy.stats
+from rouge_score import rouge_scorer
+from sklearn import metrics as sk_metrics
+
+
+def _as_labels(values: Sequence[Any], what: str) -> np.ndarray:
+  """Integer label array; a clear error for values that are not integers."""
+  arr = np.asarray(values)
+  if arr.ndim != 1:
+    raise ValueError(f"{what} must be a flat sequence of labels, got shape {arr.shape}")
+  if arr.size and not np.issubdtype(arr.dtype, np.integer) and not np.issubdtype(arr.dtype, np.bool_):
+    raise TypeError(f"{what} must be integer labels, got dtype {arr.dtype} (first value {values[0]!r})")
+  return arr.astype(np.int64)
+
+
+def _check_lengths(targets: Sequence[Any], predictions: Sequence[Any]) -> None:
+  if len(targets) != len(predictions):
+    raise ValueError(f"targets and predictions differ in length: {len(targets)} targets vs "
+                     f"{len(predictions)} predictions")
+  if not len(targets):
+    raise ValueError("no examples: targets and predictions are empty")
+
+
+def _binary_with_invalid(targets: Sequence[Any], predictions: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+  """Binary labels where a prediction outside {0, 1} is replaced by the wrong label (1 - target)."""
+  _check_lengths(targets, predictions)
+  t = _as_labels(targets, "targets")
+  p = _as_labels(predictions, "predictions")
+  bad = np.setdiff1d(np.unique(t), [0, 1])
+  if bad.size:
+    raise ValueError(f"binary targets must be 0 or 1, found {bad.tolist()}")
+  p = np.where(np.isin(p, [0, 1]), p, 1 - t)
+  return t, p
+
+
+def accuracy(targets: Sequence[Any], predictions: Sequence[Any]) -> dict[str, float]:
+  """Exact-match accuracy of labels (or any comparable values)."""
+  _check_lengths(targets, predictions)
+  correct = [t == p for t, p in zip(targets, predictions)]
+  return {"accuracy": 100.0 * float(np.mean(correct))}
+
+
+def f1_binary(targets: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
+  """F1 of the positive class 1 (MRPC, QQP); invalid predictions count as wrong."""
+  t, p = _binary_with_invalid(targets, predictions)
+  return {"f1": 100.0 * float(sk_metrics.f1_score(t, p, pos_label=1, average="binary", zero_division=0.0))}
+
+
+def mean_accuracy_macro_f1(targets: Sequence[int], predictions: Sequence[int],
+                           num_classes: int = 3) -> dict[str, float]:
+  """CB: accuracy, macro-F1 over classes `0..num_classes-1`, and their mean (the SuperGLUE CB score)."""
+  _check_lengths(targets, predictions)
+  t = _as_labels(targets, "targets")
+  p = _as_labels(predictions, "predictions")
+  bad = np.setdiff1d(np.unique(t), np.arange(num_classes))
+  if bad.size:
+    raise ValueError(f"targets must be in 0..{num_classes - 1}, found {bad.tolist()}")
+  acc = 100.0 * float(np.mean(t == p))
+  f1 = 100.0 * float(sk_metrics.f1_score(t, p, labels=list(range(num_classes)), average="macro", zero_division=0.0))
+  return {"accuracy": acc, "macro_f1": f1, "mean_accuracy_macro_f1": (acc + f1) / 2.0}
+
+
+def matthews_corrcoef(targets: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
+  """Matthews correlation (CoLA); invalid predictions count as wrong."""
+  t, p = _binary_with_invalid(targets, predictions)
+  return {"matthews_corrcoef": 100.0 * float(sk_metrics.matthews_corrcoef(t, p))}
+
+
+def pearson_spearman(targets: Sequence[float], predictions: Sequence[float]) -> dict[str, float]:
+  """Pearson and Spearman correlation of float scores (STS-B)."""
+  _check_lengths(targets, predictions)
+  t = np.asarray(targets, dtype=np.float64)
+  p = np.asarray(predictions, dtype=np.float64)
+  if np.isnan(p).any():
+    raise ValueError(f"predictions contain {int(np.isnan(p).sum())} NaN value(s); the postprocessor must map "
+                     "unparsable outputs to a number")
+  return {"pearson_corrcoef": 100.0 * float(scipy.stats.pearsonr(t, p)[0]),
+          "spearman_corrcoef": 100.0 * float(scipy.stats.spearmanr(t, p)[0])}
+
+
+def _group_by(items: Sequence[Any], what: str) -> dict[Any, list[int]]:
+  groups = collections.defaultdict(list)
+  for i, item in enumerate(items):
+    if not isinstance(item, Mapping) or "group" not in item or "value" not in item:
+      raise ValueError(f"{what}[{i}] must be a dict with keys 'group' and 'value', got {item!r}")
+    groups[item["group"]].append(i)
+  return groups
+
+
+def multirc_f1a_em(targets: Sequence[Mapping[str, Any]],
+                   predictions: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+  """MultiRC: F1a (binary F1 over all answers) and EM (share of questions whose answers are all right).
+
+  Each target / prediction is `{"group": question id, "value": 0 or 1}`; predictions and targets are aligned.
+  """
+  _check_lengths(targets, predictions)
+  groups = _group_by(targets, "targets")
+  _group_by(predictions, "predictions")
+  for i, (t, p) in enumerate(zip(targets, predictions)):
+    if t["group"] != p["group"]:
+      raise ValueError(f"example {i}: target group {t['group']!r} != prediction group {p['group']!r}")
+  t, p = _binary_with_invalid([x["value"] for x in targets], [x["value"] for x in predictions])
+  f1a = 100.0 * float(sk_metrics.f1_score(t, p, pos_label=1, average="binary", zero_division=0.0))
+  em = 100.0 * float(np.mean([np.all(t[idx] == p[idx]) for idx in groups.values()]))
+  return {"f1a": f1a, "exact_match": em}
+
+
+_PUNCTUATION = frozenset(string.punctuation)
+
+
+def normalize_squad(text: str) -> str:
+  """SQuAD v1.1 official normalisation: lower case, drop punctuation, articles (a/an/the) and extra whitespace."""
+  text = text.lower()
+  text = "".join(ch for ch in text if ch not in _PUNCTUATION)
+  text = re.sub(r"\b(a|an|the)\b", " ", text)
+  return " ".join(text.split())
+
+
+def _token_f1(reference: str, prediction: str) -> float:
+  ref = normalize_squad(reference).split()
+  pred = normalize_squad(prediction).split()
+  common = collections.Counter(ref) & collections.Counter(pred)
+  overlap = sum(common.values())
+  if overlap == 0:
+    return 0.0
+  precision = overlap / len(pred)
+  recall = overlap / len(ref)
+  return 2 * precision * recall / (precision + recall)
+
+
+def _span_em_f1(targets: Sequence[Sequence[str]], predictions: Sequence[str]) -> dict[str, float]:
+  _check_lengths(targets, predictions)
+  ems, f1s = [], []
+  for i, (answers, pred) in enumerate(zip(targets, predictions)):
+    if isinstance(answers, str):
+      answers = [answers]
+    if not len(answers):
+      raise ValueError(f"example {i} has no reference answers")
+    if not isinstance(pred, str):
+      raise TypeError(f"prediction {i} must be a string, got {type(pred).__name__}")
+    ems.append(max(float(normalize_squad(a) == normalize_squad(pred)) for a in answers))
+    f1s.append(max(_token_f1(a, pred) for a in answers))
+  return {"em": 100.0 * float(np.mean(ems)), "f1": 100.0 * float(np.mean(f1s))}
+
+
+def squad_em_f1(targets: Sequence[Sequence[str]], predictions: Sequence[str]) -> dict[str, float]:
+  """SQuAD v1.1 EM and token F1, each the max over the reference answers, averaged over examples."""
+  return _span_em_f1(targets, predictions)
+
+
+def record_em_f1(targets: Sequence[Sequence[str]], predictions: Sequence[str]) -> dict[str, float]:
+  """ReCoRD EM and token F1 (the official ReCoRD script uses the SQuAD v1.1 normalisation and max over answers)."""
+  return _span_em_f1(targets, predictions)
+
+
+def _references(targets: Sequence[Any]) -> list[list[str]]:
+  refs = []
+  for i, t in enumerate(targets):
+    r = [t] if isinstance(t, str) else list(t)
+    if not r or not all(isinstance(x, str) for x in r):
+      raise ValueError(f"target {i} must be a string or a non-empty list of strings, got {t!r}")
+    refs.append(r)
+  return refs
+
+
+def bleu(targets: Sequence[Any], predictions: Sequence[str], tokenize: str = "intl") -> dict[str, float]:
+  """sacrebleu corpus BLEU; each target is a reference string or a list of them (any number per example).
+
+  The defaults follow T5's `bleu` metric (exponential smoothing, `intl` tokenisation, case sensitive).
+  """
+  _check_lengths(targets, predictions)
+  refs = _references(targets)
+  n_streams = max(len(r) for r in refs)
+  streams = [[r[k] if k < len(r) else None for r in refs] for k in range(n_streams)]
+  score = sacrebleu.corpus_bleu(list(predictions), streams, smooth_method="exp", tokenize=tokenize)
+  return {"bleu": float(score.score)}
+
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+
+
+def rouge(targets: Sequence[Any], predictions: Sequence[str],
+          rouge_types: Sequence[str] = ROUGE_TYPES, use_stemmer: bool = True) -> dict[str, float]:
+  """rouge-score F-measures, best over each example's references, averaged over examples."""
+  _check_lengths(targets, predictions)
+  refs = _references(targets)
+  scorer = rouge_scorer.RougeScorer(list(rouge_types), use_stemmer=use_stemmer)
+  totals = collections.defaultdict(float)
+  for r, p in zip(refs, predictions):
+    scores = scorer.score_multi(r, p)
+    for k in rouge_types:
+      totals[k] += scores[k].fmeasure
+  return {k: 100.0 * totals[k] / len(refs) for k in rouge_types}
+
+
+def rank_classification(targets: Sequence[Sequence[Any]], scores: Sequence[float],
+                        num_classes: int | None = None) -> dict[str, float]:
+  """Accuracy of picking the best-scoring option per example (seqio rank classification).
+
+  Each target is `(example_idx, is_correct)` (a trailing weight is ignored), one per candidate label in label
+  order, as made by seqio's `rank_classification` preprocessor. Options are grouped by `example_idx`; the
+  prediction is the option with the highest score. With `num_classes=2` the binary F1 of option 1 is added, with
+  `num_classes > 2` the macro-F1 over options.
+  """
+  _check_lengths(targets, scores)
+  groups: dict[Any, list[tuple[int, bool, float]]] = collections.defaultdict(list)
+  for i, (t, s) in enumerate(zip(targets, scores)):
+    if not isinstance(t, (tuple, list)) or len(t) not in (2, 3):
+      raise ValueError(f"target {i} must be (example_idx, is_correct[, weight]), got {t!r}")
+    groups[t[0]].append((len(groups[t[0]]), bool(t[1]), float(s)))
+  labels, preds, correct = [], [], []
+  for idx, options in groups.items():
+    right = [pos for pos, ok, _ in options if ok]
+    if not right:
+      raise ValueError(f"example_idx {idx!r} has no correct option among its {len(options)} options")
+    if num_classes is not None and len(options) != num_classes:
+      raise ValueError(f"example_idx {idx!r} has {len(options)} options, expected num_classes={num_classes}")
+    best = max(options, key=lambda o: o[2])
+    labels.append(right[0])
+    preds.append(best[0])
+    correct.append(best[1])
+  result = {"accuracy": 100.0 * float(np.mean(correct))}
+  if num_classes == 2:
+    result["f1"] = 100.0 * float(sk_metrics.f1_score(labels, preds, pos_label=1, zero_division=0.0))
+  elif num_classes is not None and num_classes > 2:
+    result["macro_f1"] = 100.0 * float(
+        sk_metrics.f1_score(labels, preds, labels=list(range(num_classes)), average="macro", zero_division=0.0))
+  return result
