@@ -76,7 +76,8 @@ def benchmark_score(results: Mapping[str, Mapping[str, float]], tasks: tuple[Ben
     if len(values) == len(task.metrics):
       scores[task.name] = float(np.mean(values))
   if missing and not allow_partial:
-    raise ValueError(f"{benchmark} score needs all of {[t.name for t in tasks]}; missing:\n  " + "\n  ".join(dict.fromkeys(missing)))
+    listed = "\n  ".join(dict.fromkeys(missing))
+    raise ValueError(f"{benchmark} score needs all of {[t.name for t in tasks]}; missing:\n  {listed}")
   if not scores:
     raise ValueError(f"{benchmark} score: none of {[t.name for t in tasks]} is in the results ({sorted(results)})")
   return {**scores, benchmark: float(np.mean(list(scores.values()))), "num_tasks": float(len(scores))}

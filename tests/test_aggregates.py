@@ -1,0 +1,63 @@
+"""Tests for xprompt_jax.evaluation.aggregates: SuperGLUE / GLUE scores on worked examples."""
+import pytest
+
+from xprompt_jax.evaluation import aggregates
+
+SUPERGLUE_RESULTS = {
+    "super_glue_boolq_v102": {"accuracy": 80.0},
+    "super_glue_cb_v102": {"accuracy": 90.0, "macro_f1": 70.0, "mean_accuracy_macro_f1": 80.0},
+    "super_glue_copa_v102_rank": {"accuracy": 60.0},
+    "super_glue_multirc_v102": {"f1a": 75.0, "exact_match": 35.0},
+    "super_glue_record_v102": {"f1": 85.0, "em": 83.0},
+    "super_glue_rte_v102": {"accuracy": 70.0},
+    "super_glue_wic_v102": {"accuracy": 65.0},
+    "super_glue_wsc_v102_simple_eval": {"accuracy": 50.0},
+}
+GLUE_RESULTS = {
+    "glue_cola_v002": {"matthews_corrcoef": 50.0},
+    "glue_sst2_v002": {"accuracy": 94.0},
+    "glue_mrpc_v002": {"f1": 90.0, "accuracy": 86.0},
+    "glue_stsb_v002": {"pearson_corrcoef": 88.0, "spearman_corrcoef": 86.0},
+    "glue_qqp_v002": {"f1": 70.0, "accuracy": 88.0},
+    "glue_mnli_matched_v002": {"accuracy": 84.0},
+    "glue_mnli_mismatched_v002": {"accuracy": 83.0},
+    "glue_qnli_v002": {"accuracy": 91.0},
+    "glue_rte_v002": {"accuracy": 72.0},
+    "glue_wnli_v002": {"accuracy": 10.0},  # left out of the GLUE score, as T5 does
+}
+
+
+def test_superglue_worked_example():
+  out = aggregates.superglue_score(SUPERGLUE_RESULTS)
+  # Task scores: BoolQ 80, CB (90+70)/2=80, COPA 60, MultiRC (75+35)/2=55, ReCoRD (85+83)/2=84, RTE 70, WiC 65,
+  # WSC 50 -> (80+80+60+55+84+70+65+50)/8 = 544/8 = 68.
+  assert out["CB"] == 80.0 and out["MultiRC"] == 55.0 and out["ReCoRD"] == 84.0
+  assert out["superglue"] == pytest.approx(68.0)
+  assert out["num_tasks"] == 8
+
+
+def test_glue_worked_example():
+  out = aggregates.glue_score(GLUE_RESULTS)
+  # CoLA 50, SST-2 94, MRPC 88, STS-B 87, QQP 79, MNLI 83.5, QNLI 91, RTE 72 -> 644.5 / 8.
+  assert out["MNLI"] == 83.5 and out["STS-B"] == 87.0
+  assert out["glue"] == pytest.approx(644.5 / 8)
+
+
+def test_missing_tasks_are_listed_or_allowed():
+  partial = {k: v for k, v in SUPERGLUE_RESULTS.items() if "boolq" not in k and "record" not in k}
+  with pytest.raises(ValueError, match=r"(?s)BoolQ: task super_glue_boolq_v102.*ReCoRD: task super_glue_record"):
+    aggregates.superglue_score(partial)
+  out = aggregates.superglue_score(partial, allow_partial=True)
+  assert out["num_tasks"] == 6
+  assert out["superglue"] == pytest.approx((80 + 60 + 55 + 70 + 65 + 50) / 6)
+
+
+def test_missing_metric_and_ambiguous_names():
+  bad = dict(GLUE_RESULTS, glue_mrpc_v002={"accuracy": 86.0})
+  with pytest.raises(ValueError, match="metric 'f1' of glue_mrpc_v002"):
+    aggregates.glue_score(bad)
+  twice = dict(SUPERGLUE_RESULTS, super_glue_copa_v102_gen={"accuracy": 1.0})
+  with pytest.raises(ValueError, match="several results match task 'super_glue_copa_v102'"):
+    aggregates.superglue_score(twice)
+  with pytest.raises(ValueError, match="none of"):
+    aggregates.glue_score({}, allow_partial=True)
