@@ -17,6 +17,12 @@ def shared_dir() -> pathlib.Path | None:
 
 
 def gin_dir() -> pathlib.Path:
-  """The folder holding the shipped gin configs (source tree or installed package data)."""
-  import xprompt_jax.gin as gin_pkg  # `gin/` is installed as `xprompt_jax.gin`.
-  return pathlib.Path(gin_pkg.__file__).resolve().parent
+  """The folder holding the shipped gin configs: `gin/` of a source checkout, else the installed package data.
+
+  `gin/` has no `__init__.py` on purpose: a regular package named `gin` in the working directory would shadow
+  the gin-config library.
+  """
+  source = PROJECT_ROOT / "gin"
+  if (source / "models").is_dir():
+    return source
+  return pathlib.Path(__file__).resolve().parent / "gin"
