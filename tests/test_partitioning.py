@@ -1,0 +1,205 @@
+"""Mesh construction, the logical-axis rule table, and batch placement on 8 simulated CPU devices."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
+import numpy as np
+import pytest
+
+from xprompt_jax.training import partitioning as pt
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _eight_devices():
+  if jax.device_count() < 8:
+    pytest.skip(f"needs 8 simulated devices (tests/conftest.py sets XLA_FLAGS), got {jax.device_count()}")
+
+
+@pytest.mark.parametrize("data,model,shape", [(8, 1, (8, 1)), (2, 4, (2, 4)), (1, 1, (1, 1)), (-1, 2, (4, 2)),
+                                              (-1, 1, (8, 1))])
+def test_mesh_shapes(data, model, shape):
+  mesh = pt.make_mesh(pt.MeshConfig(data=data, model=model))
+  assert mesh.axis_names == ("data", "model")
+  assert mesh.devices.shape == shape
+  assert len(set(mesh.devices.flat)) == shape[0] * shape[1]
+
+
+def test_mesh_errors_are_clear():
+  with pytest.raises(ValueError, match=r"data=3 x model=3 needs 9 devices but only 8 exist"):
+    pt.make_mesh(pt.MeshConfig(data=3, model=3))
+  with pytest.raises(ValueError, match=r"needs 16 devices but only 8 exist"):
+    pt.make_mesh(pt.MeshConfig(data=16, model=1))
+  with pytest.raises(ValueError, match=r"= 3 devices does not divide the 8 available devices"):
+    pt.make_mesh(pt.MeshConfig(data=3, model=1))
+  with pytest.raises(ValueError, match=r"model=3\) does not divide the 8 available devices"):
+    pt.make_mesh(pt.MeshConfig(data=-1, model=3))
+  with pytest.raises(ValueError, match=r"MeshConfig.model must be positive, got 0"):
+    pt.make_mesh(pt.MeshConfig(data=1, model=0))
+  with pytest.raises(ValueError, match=r"MeshConfig.data must be positive or -1"):
+    pt.make_mesh(pt.MeshConfig(data=-2, model=1))
+
+
+def test_mesh_over_given_devices():
+  devices = jax.devices()[:4]
+  mesh = pt.make_mesh(pt.MeshConfig(data=-1, model=2), devices=devices)
+  assert mesh.devices.shape == (2, 2)
+  assert set(mesh.devices.flat) == set(devices)
+
+
+# A T5X-like parameter tree (a scanned encoder block, an unscanned decoder block, prompt parameters).
+T5X_AXES = {
+    "token_embedder": {"embedding": ("vocab", "embed")},
+    "encoder": {
+        "layers": {
+            "attention": {"query": {"kernel": ("layers", "embed", "joined_kv")},
+                          "out": {"kernel": ("layers", "joined_kv", "embed")}},
+            "mlp": {"wi_0": {"kernel": ("layers", "embed", "mlp")}, "wo": {"kernel": ("layers", "mlp", "embed")}},
+            "pre_attention_layer_norm": {"scale": ("layers", "embed")},
+        },
+        "relpos_bias": {"rel_embedding": ("heads", "relpos_buckets")},
+    },
+    "decoder": {"logits_dense": {"kernel": ("embed", "vocab")}},
+    "prompt": {"prompt": ("prompt_length", "prompt_embed")},
+    "mpt": {"u": ("tasks", "prompt_length", "rank"), "xprompt_mask": ("prompt_length", "pieces")},
+}
+
+DEFAULT_SPECS = {
+    "token_embedder": {"embedding": P("model", None)},
+    "encoder": {
+        "layers": {
+            "attention": {"query": {"kernel": P(None, None, "model")}, "out": {"kernel": P(None, "model", None)}},
+            "mlp": {"wi_0": {"kernel": P(None, None, "model")}, "wo": {"kernel": P(None, "model", None)}},
+            "pre_attention_layer_norm": {"scale": P(None, None)},
+        },
+        "relpos_bias": {"rel_embedding": P("model", None)},
+    },
+    "decoder": {"logits_dense": {"kernel": P(None, "model")}},
+    "prompt": {"prompt": P(None, None)},
+    "mpt": {"u": P(None, None, None), "xprompt_mask": P(None, None)},
+}
+
+
+def test_default_rules_map_t5x_tree():
+  assert pt.logical_to_mesh_axes(T5X_AXES) == DEFAULT_SPECS
+
+
+def test_xxl_and_fsdp_rule_sets_shard_embed():
+  xxl = pt.logical_to_mesh_axes(T5X_AXES, "xxl")
+  # 'model' already taken by joined_kv/mlp/vocab: embed stays replicated there, but 1-D embed params shard.
+  assert xxl["encoder"]["layers"]["attention"]["query"]["kernel"] == P(None, None, "model")
+  assert xxl["token_embedder"]["embedding"] == P("model", None)
+  assert xxl["encoder"]["layers"]["pre_attention_layer_norm"]["scale"] == P(None, "model")
+  assert pt.logical_to_mesh_axes(("batch", "length", "embed"), "xxl") == P("data", None, "model")
+  fsdp = pt.logical_to_mesh_axes(T5X_AXES, "fsdp")
+  assert fsdp["encoder"]["layers"]["mlp"]["wi_0"]["kernel"] == P(None, "data", "model")
+  assert fsdp["token_embedder"]["embedding"] == P("model", "data")
+  assert pt.logical_to_mesh_axes(("batch", "length", "embed"), "fsdp") == P("data", None, None)
+  with pytest.raises(ValueError, match=r"unknown logical-axis rule set 'xxxl'; known: default, xxl, fsdp"):
+    pt.get_rules("xxxl")
+
+
+def test_rule_table_is_ordered_and_complete():
+  names = [name for name, _ in pt.LOGICAL_AXIS_RULES]
+  assert len(names) == len(set(names)), "default table lists each logical name once"
+  for required in ("batch", "vocab", "embed", "mlp", "heads", "kv", "joined_kv", "relpos_buckets", "layers",
+                   "length", "prompt_length", "prompt_embed", "prefix_length", "tasks", "rank", "pieces",
+                   "cache_batch", "cache_length", "cache_heads", "cache_kv"):
+    assert required in names
+  assert all(axis in (None, "data", "model") for _, axis in pt.LOGICAL_AXIS_RULES)
+
+
+def test_unknown_axis_names_parameter_path():
+  tree = {"encoder": {"layers_3": {"mlp": {"wi": {"kernel": ("embed", "hidden")}}}}}
+  with pytest.raises(ValueError, match=r"parameter encoder/layers_3/mlp/wi/kernel: logical axis name\(s\) "
+                     r"\['hidden'\].*known names: .*joined_kv"):
+    pt.logical_to_mesh_axes(tree)
+
+
+def test_indivisible_dimension_errors_or_replicates():
+  mesh = pt.make_mesh(pt.MeshConfig(data=2, model=4))
+  axes = {"relpos": {"rel_embedding": ("heads", "relpos_buckets")}, "wo": ("mlp", "embed")}
+  shapes = {"relpos": {"rel_embedding": jax.ShapeDtypeStruct((6, 32), jnp.float32)},
+            "wo": jax.ShapeDtypeStruct((16, 8), jnp.float32)}
+  with pytest.raises(ValueError, match=r"parameter relpos/rel_embedding: dimension 0 \('heads'\) of shape "
+                     r"\(6, 32\) has size 6, not divisible by mesh axis 'model' of size 4"):
+    pt.logical_to_sharding(axes, mesh, shapes=shapes)
+  shardings = pt.logical_to_sharding(axes, mesh, shapes=shapes, replicate_indivisible=True)
+  assert shardings["relpos"]["rel_embedding"] == NamedSharding(mesh, P(None, None))
+  assert shardings["wo"] == NamedSharding(mesh, P("model", None))
+
+
+def test_rank_mismatch_and_bad_leaf():
+  with pytest.raises(ValueError, match=r"parameter w: 2 logical axes \('embed', 'mlp'\) for an array of shape "
+                     r"\(4,\)"):
+    pt.logical_to_mesh_axes({"w": ("embed", "mlp")}, shapes={"w": np.zeros(4)})
+  with pytest.raises(TypeError, match=r"parameter w: expected a tuple of logical axis names"):
+    pt.logical_to_mesh_axes({"w": 3})
+  with pytest.raises(ValueError, match=r"parameter w: logical axis name\(s\) \['embed'\] occur more than once"):
+    pt.logical_to_mesh_axes({"w": ("embed", "embed")})
+
+
+class _Boxed(nn.Module):
+  """A tiny flax module with logically annotated parameters, as the T5 model provides them."""
+  features: int = 16
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("embed", "mlp")),
+                        (x.shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    return x @ kernel + bias
+
+
+def test_flax_boxed_metadata_is_accepted():
+  mesh = pt.make_mesh(pt.MeshConfig(data=2, model=4))
+  abstract = jax.eval_shape(_Boxed().init, jax.random.PRNGKey(0), jnp.zeros((2, 8)))
+  specs = pt.logical_to_mesh_axes(abstract)
+  assert specs == {"params": {"kernel": P(None, "model"), "bias": P()}}
+  assert pt.logical_to_mesh_axes(nn.get_partition_spec(abstract)) == specs
+  shardings = pt.logical_to_sharding(abstract, mesh)
+  params = jax.jit(_Boxed().init, out_shardings=shardings)(jax.random.PRNGKey(0), jnp.zeros((2, 8)))
+  params = nn.unbox(params)
+  assert params["params"]["kernel"].sharding.spec == P(None, "model")
+  bad = jax.eval_shape(_Boxed(features=12).init, jax.random.PRNGKey(0), jnp.zeros((2, 8)))
+  with pytest.raises(ValueError, match=r"parameter params/kernel: dimension 1 \('mlp'\) of shape \(8, 12\) has "
+                     r"size 12, not divisible by mesh axis 'model' of size 8"):
+    pt.logical_to_sharding(bad, pt.make_mesh(pt.MeshConfig(data=-1, model=8)))
+
+
+def test_shard_batch_places_leading_dim_on_data():
+  mesh = pt.make_mesh(pt.MeshConfig(data=4, model=2))
+  batch = {"inputs": np.arange(8 * 5).reshape(8, 5), "weights": np.ones(8, np.float32)}
+  out = pt.shard_batch(batch, mesh)
+  for key, value in out.items():
+    assert value.sharding == NamedSharding(mesh, P("data"))
+    np.testing.assert_array_equal(np.asarray(value), batch[key])
+  assert {s.data.shape for s in out["inputs"].addressable_shards} == {(2, 5)}
+  with pytest.raises(ValueError, match=r"batch\['weights'\] has batch size 6 .*not divisible by the 'data' mesh "
+                     r"axis size 4"):
+    pt.shard_batch({"weights": np.ones(6)}, mesh)
+  with pytest.raises(ValueError, match=r"batch\['step'\] is a scalar"):
+    pt.shard_batch({"step": np.int32(3)}, mesh)
+
+
+def test_sharded_matmul_matches_unsharded():
+  mesh = pt.make_mesh(pt.MeshConfig(data=2, model=4))
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((8, 16)).astype(np.float32)
+  w = rng.standard_normal((16, 32)).astype(np.float32)
+  (w_sharding,) = jax.tree_util.tree_leaves(pt.logical_to_sharding([("embed", "mlp")], mesh, shapes=[w]))
+  xs = pt.shard_batch({"x": x}, mesh)["x"]
+  ws = jax.device_put(w, w_sharding)
+
+  @jax.jit
+  def f(a, b):
+    y = a @ b
+    return pt.with_logical_constraint(y, ("batch", "mlp"), mesh)
+
+  y = f(xs, ws)
+  assert y.sharding.spec == P("data", "model")
+  np.testing.assert_allclose(np.asarray(y), x @ w, rtol=1e-5, atol=1e-5)
+
+
+def test_axis_rules_context_feeds_flax_helpers():
+  with pt.axis_rules("xxl"):
+    assert nn.logical_to_mesh_axes(("batch", "length", "embed")) == P("data", None, "model")
