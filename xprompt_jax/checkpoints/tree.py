@@ -1,0 +1,55 @@
+"""Parameter-tree helpers shared by the checkpoint formats: '/'-joined paths and validation against the model.
+
+Every format converts to and from the same thing: T5X's nested dict of arrays (see `xprompt_jax.models.t5`).
+Validation compares a loaded tree with `abstract_params(config)` and names every missing, unexpected or
+wrongly-shaped parameter by its '/'-joined path.
+"""
+from typing import Any, Mapping
+
+from flax import traverse_util
+import numpy as np
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that cannot be read as the requested model (bad layout, missing file, wrong shapes)."""
+
+
+def flatten(tree: Mapping[str, Any]) -> dict[str, Any]:
+  """{'a': {'b': x}} -> {'a/b': x}."""
+  return traverse_util.flatten_dict(tree, sep="/")
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+  """{'a/b': x} -> {'a': {'b': x}}."""
+  return traverse_util.unflatten_dict(dict(flat), sep="/")
+
+
+def expected_params(config) -> dict[str, Any]:
+  """The model's parameter tree as `jax.ShapeDtypeStruct`s (from `xprompt_jax.models.t5.abstract_params`)."""
+  from xprompt_jax.models import t5  # Imported late: the model module pulls in flax.linen.
+  return t5.abstract_params(config)
+
+
+def mismatches(params: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
+  """Human-readable differences between a tree of arrays and a tree of expected shapes (empty if they agree)."""
+  got, want = flatten(params), flatten(expected)
+  problems = [f"missing parameter {p} (expected shape {tuple(want[p].shape)})" for p in sorted(want.keys() - got)]
+  problems += [f"unexpected parameter {p} (shape {tuple(np.shape(got[p]))})" for p in sorted(got.keys() - want)]
+  for p in sorted(got.keys() & want.keys()):
+    have, need = tuple(np.shape(got[p])), tuple(want[p].shape)
+    if have != need:
+      problems.append(f"shape mismatch for {p}: checkpoint has {have}, model expects {need}")
+  return problems
+
+
+def validate(params: Mapping[str, Any], expected: Mapping[str, Any], source: str) -> None:
+  """Raises CheckpointError listing every difference between `params` (read from `source`) and `expected`."""
+  problems = mismatches(params, expected)
+  if problems:
+    raise CheckpointError(f"checkpoint {source} does not match the model configuration:\n  " +
+                          "\n  ".join(problems))
+
+
+def to_numpy(params: Mapping[str, Any]) -> dict[str, Any]:
+  """The same tree with every leaf as a host numpy array (dtype kept)."""
+  return unflatten({k: np.asarray(v) for k, v in flatten(params).items()})
