@@ -203,3 +203,26 @@ def test_sharded_matmul_matches_unsharded():
 def test_axis_rules_context_feeds_flax_helpers():
   with pt.axis_rules("xxl"):
     assert nn.logical_to_mesh_axes(("batch", "length", "embed")) == P("data", None, "model")
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_t5_model_axes_all_have_rules(scan):
+  from xprompt_jax.models import config, t5
+  cfg = config.PRESETS["t5_1_1_tiny"].replace(scan_layers=scan)
+  mesh = pt.make_mesh(pt.MeshConfig(data=2, model=4))
+  for rules in pt.RULE_SETS:
+    shardings = pt.logical_to_sharding(t5.param_logical_axes(cfg), mesh, rules, shapes=t5.abstract_params(cfg))
+    assert shardings["token_embedder"]["embedding"].spec[0] == "model"
+
+
+def test_xxl_per_device_parameter_bytes():
+  from xprompt_jax.models import config, t5
+  cfg = config.PRESETS["t5_1_1_xxl"].replace(scan_layers=True)
+  axes, shapes = t5.param_logical_axes(cfg), t5.abstract_params(cfg)
+  total = cfg.num_params() * 4
+  model8 = pt.logical_to_sharding(axes, pt.make_mesh(pt.MeshConfig(data=1, model=8)), shapes=shapes)
+  assert total / 8 <= pt.per_device_bytes(shapes, model8) < 1.01 * total / 8
+  data_only = pt.logical_to_sharding(axes, pt.make_mesh(pt.MeshConfig(data=8, model=1)), shapes=shapes)
+  assert pt.per_device_bytes(shapes, data_only) == total
+  fsdp = pt.logical_to_sharding(axes, pt.make_mesh(pt.MeshConfig(data=2, model=4)), "fsdp", shapes=shapes)
+  assert pt.per_device_bytes(shapes, fsdp) < 1.01 * total / 8

@@ -319,3 +319,10 @@ def with_logical_constraint(x: jax.Array, logical_axes: Sequence[Optional[str]],
 def axis_rules(rules: Union[str, Rules] = "default"):
   """Context manager installing the rule table for flax's `nn.with_logical_constraint` / `nn.logical_*` helpers."""
   return nn.logical_axis_rules(get_rules(rules))
+
+
+def per_device_bytes(abstract_tree, shardings) -> int:
+  """Bytes each device holds for a tree of arrays / ShapeDtypeStructs placed with `shardings` (a matching tree)."""
+  sizes = jax.tree_util.tree_map(
+      lambda x, s: math.prod(s.shard_shape(tuple(x.shape))) * np.dtype(x.dtype).itemsize, abstract_tree, shardings)
+  return int(sum(jax.tree_util.tree_leaves(sizes)))
