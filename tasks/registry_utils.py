@@ -1,0 +1,223 @@
+"""Shared pieces for registering text-to-text classification tasks: T5's GLUE-style text format, label
+postprocessors, rank classification (preprocessor and postprocessor), and name lookup with suggestions.
+
+`rank_classification` is implemented here because the installed seqio (0.0.20) does not ship one; it follows the
+T5 contract: every candidate label becomes an example `{"idx": [example_idx, option_idx], "inputs", "targets",
+"is_correct"}`, and the target postprocessor yields `(example_idx, is_correct)` for
+`xprompt_jax.evaluation.metrics.rank_classification`.
+"""
+import difflib
+import functools
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import seqio
+import tensorflow as tf
+
+from xprompt_jax.tasks import vocab as vocab_lib
+
+RANK_SUFFIX = "_rank"
+
+
+def text_preprocessors() -> list:
+  """The token-level steps after a text preprocessor (T5's standard tail)."""
+  return [seqio.preprocessors.tokenize, seqio.CacheDatasetPlaceholder(), seqio.preprocessors.append_eos_after_trim]
+
+
+def _as_text(value: Any) -> str:
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Text formats.
+
+
+def glue_text(ds: tf.data.Dataset, benchmark_name: str, label_names: Sequence[str],
+              feature_names: Optional[Sequence[str]] = None, id_key: Optional[str] = "idx") -> tf.data.Dataset:
+  """T5's GLUE/SuperGLUE format: `"<benchmark> <key1>: <v1> <key2>: <v2> ..."` -> label word.
+
+  Keys default to the example's features other than `label`/`idx`, sorted (so SuperGLUE RTE reads
+  `rte hypothesis: ... premise: ...`). A label of -1 (unlabelled test rows) becomes `<unk>`. MultiRC drops its
+  `<br>`/`<b>` markup and keeps `idx/paragraph`, `idx/question`, `idx/answer` for grouping; other tasks keep `idx`.
+  """
+  label_table = tf.constant(list(label_names))
+
+  def fn(x):
+    keys = list(feature_names) if feature_names else sorted(set(x).difference(["label", "idx"]))
+    parts = [benchmark_name]
+    for key in keys:
+      parts += [f"{key}:", x[key]]
+    joined = tf.strings.join(parts, separator=" ")
+    label = tf.cast(x["label"], tf.int32)
+    target = tf.cond(tf.equal(label, -1), lambda: tf.constant("<unk>"), lambda: tf.gather(label_table, label))
+    ex = {}
+    if benchmark_name == "multirc":
+      joined = tf.strings.regex_replace(joined, "<br>", " ")
+      joined = tf.strings.regex_replace(joined, "<(/)?b>", "")
+      for k in ("paragraph", "question", "answer"):
+        ex[f"idx/{k}"] = x["idx"][k]
+    elif id_key:
+      ex["idx"] = x[id_key]
+    ex["inputs"] = joined
+    ex["targets"] = target
+    return ex
+
+  return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def glue_preprocessor(benchmark_name: str, label_names: Sequence[str],
+                      feature_names: Optional[Sequence[str]] = None) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
+  return functools.partial(glue_text, benchmark_name=benchmark_name, label_names=tuple(label_names),
+                           feature_names=tuple(feature_names) if feature_names else None)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Postprocessors (seqio signature: fn(output, example=None, is_target=False)).
+
+
+def string_label_to_class_id(string_label: Any, example: Optional[Mapping[str, Any]] = None,
+                             is_target: bool = False, label_classes: Sequence[str] = ()) -> int:
+  """The index of a decoded label word in `label_classes`, -1 when it is none of them."""
+  del example, is_target
+  text = _as_text(string_label)
+  return list(label_classes).index(text) if text in label_classes else -1
+
+
+def label_postprocessor(label_classes: Sequence[str]) -> Callable[..., int]:
+  return functools.partial(string_label_to_class_id, label_classes=tuple(label_classes))
+
+
+def string_to_float(string: Any, example: Optional[Mapping[str, Any]] = None, is_target: bool = False,
+                    default: float = -1.0) -> float:
+  """A decoded number (STS-B), `default` when it does not parse."""
+  del example, is_target
+  try:
+    return float(_as_text(string))
+  except ValueError:
+    return default
+
+
+def multirc_postprocessor(string_label: Any, example: Optional[Mapping[str, Any]] = None,
+                          is_target: bool = False) -> dict:
+  """`{"group": question id, "value": 0/1/-1}` for `metrics.multirc_f1a_em`."""
+  del is_target
+  out = {"value": string_label_to_class_id(string_label, label_classes=("False", "True"))}
+  if example is not None:
+    out["group"] = int(example["idx/question"])
+  return out
+
+
+def qa_postprocessor(answer: Any, example: Optional[Mapping[str, Any]] = None, is_target: bool = False):
+  """Targets: every reference answer of the example (a list of str); predictions: the decoded string."""
+  if is_target:
+    return [_as_text(a) for a in example["answers"]]
+  return _as_text(answer)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Rank classification.
+
+
+def rank_classification(ds: tf.data.Dataset,
+                        inputs_fn: Callable[[Mapping[str, tf.Tensor]], tf.Tensor],
+                        targets_fn: Callable[[Mapping[str, tf.Tensor]], tf.Tensor],
+                        is_correct_fn: Callable[[Mapping[str, tf.Tensor]], tf.Tensor],
+                        mode: str = "eval") -> tf.data.Dataset:
+  """One example per candidate: `{"idx": [example_idx, option_idx], "inputs", "targets", "is_correct"}`.
+
+  `inputs_fn`/`targets_fn`/`is_correct_fn` return equally long 1-D tensors per raw example. Mode "eval" keeps every
+  candidate (to score them), "train" only the correct ones, "fewshot_eval" keeps the candidates batched per example.
+  """
+  if mode not in ("train", "eval", "fewshot_eval"):
+    raise ValueError(f"rank_classification mode must be 'train', 'eval' or 'fewshot_eval', got {mode!r}")
+
+  def expand(i, ex):
+    inputs, targets = inputs_fn(ex), targets_fn(ex)
+    is_correct = tf.cast(is_correct_fn(ex), tf.bool)
+    tf.debugging.assert_equal(tf.size(inputs), tf.size(targets), "inputs_fn and targets_fn sizes differ")
+    tf.debugging.assert_equal(tf.size(is_correct), tf.size(targets), "is_correct_fn and targets_fn sizes differ")
+    n = tf.size(is_correct)
+    idx = tf.stack([tf.fill([n], tf.cast(i, tf.int32)), tf.range(n, dtype=tf.int32)], axis=1)
+    return {"idx": idx, "inputs": inputs, "targets": targets, "is_correct": is_correct}
+
+  ds = ds.enumerate().map(expand, num_parallel_calls=tf.data.AUTOTUNE)
+  if mode != "fewshot_eval":
+    ds = ds.unbatch()
+  if mode == "train":
+    ds = ds.filter(lambda ex: ex["is_correct"])
+  return ds
+
+
+def rank_over_labels(ds: tf.data.Dataset, label_names: Sequence[str], mode: str = "eval") -> tf.data.Dataset:
+  """Rank classification of an already formatted text task: score each label word for the same inputs."""
+  labels = tf.constant(list(label_names))
+  n = len(label_names)
+  return rank_classification(
+      ds,
+      inputs_fn=lambda ex: tf.fill([n], ex["inputs"]),
+      targets_fn=lambda ex: labels,
+      is_correct_fn=lambda ex: tf.equal(labels, ex["targets"]),
+      mode=mode)
+
+
+def rank_classification_postprocessor(output: Any, example: Optional[Mapping[str, Any]] = None,
+                                      is_target: bool = False):
+  """Targets: `(example_idx, is_correct)` for `metrics.rank_classification`; scores pass through."""
+  if is_target:
+    return (int(example["idx"][0]), bool(example["is_correct"]))
+  return output
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Registration.
+
+
+def add_text_task(name: str, source: seqio.DataSource, preprocessor: Callable, *,
+                  postprocess_fn: Optional[Callable] = None, metric_fns: Sequence[Callable] = (),
+                  output_features: Optional[Mapping[str, seqio.Feature]] = None) -> seqio.Task:
+  """Registers (replacing any previous one) a text-to-text task with the standard tokenize/EOS tail."""
+  seqio.TaskRegistry.remove(name)
+  return seqio.TaskRegistry.add(
+      name, source=source, preprocessors=[preprocessor, *text_preprocessors()],
+      output_features=output_features or vocab_lib.DEFAULT_OUTPUT_FEATURES,
+      postprocess_fn=postprocess_fn, metric_fns=list(metric_fns))
+
+
+def add_rank_task(name: str, source: seqio.DataSource, preprocessor: Callable, label_names: Sequence[str], *,
+                  score_metric_fns: Sequence[Callable],
+                  output_features: Optional[Mapping[str, seqio.Feature]] = None) -> seqio.Task:
+  """Registers `<name>_rank`: the same text format, one scored example per label word."""
+  rank_name = name + RANK_SUFFIX
+  seqio.TaskRegistry.remove(rank_name)
+  return seqio.TaskRegistry.add(
+      rank_name, source=source,
+      preprocessors=[preprocessor, functools.partial(rank_over_labels, label_names=tuple(label_names)),
+                     *text_preprocessors()],
+      output_features=output_features or vocab_lib.DEFAULT_OUTPUT_FEATURES,
+      postprocess_fn=rank_classification_postprocessor, metric_fns=list(score_metric_fns))
+
+
+def registered_names() -> list[str]:
+  return sorted(set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names()))
+
+
+class UnknownTaskError(KeyError):
+  """A task or mixture name that is not registered (the message lists the closest registered names)."""
+
+  def __str__(self):
+    return str(self.args[0])
+
+
+def unknown_name_error(name: str, n: int = 5) -> UnknownTaskError:
+  names = registered_names()
+  close = difflib.get_close_matches(name, names, n=n, cutoff=0.5)
+  hint = f"closest registered names: {close}" if close else f"{len(names)} names are registered"
+  return UnknownTaskError(f"No task or mixture named {name!r}; {hint}.")
+
+
+def get_task_or_mixture(name: str) -> seqio.DatasetProviderBase:
+  """The registered task or mixture `name`; an unknown name raises listing the closest registered names."""
+  if name in seqio.MixtureRegistry.names():
+    return seqio.get_mixture_or_task(name)
+  if name in seqio.TaskRegistry.names():
+    return seqio.get_mixture_or_task(name)
+  raise unknown_name_error(name)
