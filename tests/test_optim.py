@@ -1,4 +1,5 @@
 """Tests for xprompt_jax.training.optim: the Adafactor recipe against the numpy reference, schedules, labels."""
+import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +17,7 @@ def _tree(seed=0):
       "prompt": rng.normal(size=(5, 16)).astype(np.float32),  # Small: full second moment.
       "vec": rng.normal(size=(7,)).astype(np.float32),
       "tall": rng.normal(size=(300, 4)).astype(np.float32),  # One dim >= 128 only: unfactored.
+      "stacked": rng.normal(size=(3, 140, 128)).astype(np.float32),  # Rank 3: factors dims 1 and 2.
   }
 
 
@@ -60,6 +62,7 @@ def test_reference_actually_factors_and_clips():
   assert ref.factored_dims((130, 160), hp) == (0, 1)
   assert ref.factored_dims((300, 4), hp) is None
   assert ref.factored_dims((5, 16), hp) is None
+  assert ref.factored_dims((3, 140, 128), hp) == (2, 1)
   # With beta2 = 0 and no clipping, an unfactored first step is lr * sign(g) (minus weight decay).
   p = {"w": np.ones((3, 4), np.float32)}
   g = {"w": np.arange(-6, 6, dtype=np.float32).reshape(3, 4) + 0.5}
@@ -186,3 +189,13 @@ def test_state_holds_only_the_trainable_leaves():
   big = [x for x in jax.tree.leaves(state) if x.size > 1]
   assert [x.shape for x in big] == [(100, 512)]
   assert sum(x.size for x in jax.tree.leaves(state)) < 100 * 512 + 16
+
+
+def test_config_is_gin_bindable():
+  gin.clear_config()
+  try:
+    gin.parse_config("OptimizerConfig.learning_rate = 0.05\nOptimizerConfig.schedule = 'rsqrt'")
+    cfg = optim.OptimizerConfig()
+    assert (cfg.learning_rate, cfg.schedule, cfg.decay_rate) == (0.05, "rsqrt", 0.8)
+  finally:
+    gin.clear_config()
