@@ -1,0 +1,1 @@
+"""Cloud TPU launch tooling (`python -m launch.tpu_vm ...`); not part of the installed package."""
