@@ -7,7 +7,8 @@ Cross entropy follows T5X `losses.compute_weighted_cross_entropy` / `cross_entro
 the (label-smoothed) one-hot target and `H(q)` the entropy of `q` (0 without smoothing), times the token weight.
 T5X wraps it in a custom VJP whose logits gradient is `(1 + 2 z_loss lse) softmax - q`; plain autodiff of the
 expression above gives `sum(q) softmax - q + 2 z_loss lse softmax`, the same since `sum(q) = 1`, so no custom
-gradient is needed (tests check it against finite differences).
+gradient is needed (tests check it against finite differences). T5X's VJP also drops the cotangent of its second
+output (the z-loss alone), so differentiating that output there gives 0; here it gives the true gradient.
 
 Normalisation (`normalize_loss`, T5X `loss_normalizing_factor`): None / "sum" (T5X's default, and the prompt-tuning
 configs' `LOSS_NORMALIZING_FACTOR = None`), "num_real_target_tokens" (divide by the sum of weights),
