@@ -483,7 +483,10 @@ class HybridSource(seqio.DataSource):
     kind, where = self.resolve(split)
     if kind == "local":
       return len(_load_rows(str(where), self._local[split].reader))
-    return self._tfds.num_input_examples(split)
+    try:
+      return self._tfds.num_input_examples(split)
+    except KeyError:  # TFDS metadata without split sizes (e.g. `tfds.testing.mock_data`): size unknown.
+      return None
 
 
 def describe_source(task_name: str, split: str) -> str:
