@@ -164,6 +164,7 @@ class TrainJob:
   extra_flags: tuple[str, ...] = ()
   log_file: str = DEFAULT_LOG_FILE
   python: str = "python3"
+  env: tuple[str, ...] = ()  # NAME=VALUE environment variables for the trainer (e.g. TFDS_DATA_DIR=gs://...).
 
   def __post_init__(self):
     if not self.gin_files:
@@ -174,6 +175,9 @@ class TrainJob:
     for binding in self.gin_bindings:
       if "=" not in binding or not binding.split("=", 1)[0].strip():
         raise LaunchError(f"gin binding {binding!r} is not NAME=VALUE")
+    for variable in self.env:
+      if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", variable, re.S):
+        raise LaunchError(f"environment variable {variable!r} is not NAME=VALUE")
 
   def train_argv(self) -> list[str]:
     return [self.python, "-m", "xprompt_jax.cli", "train", *[f"--gin_file={f}" for f in self.gin_files],
@@ -188,7 +192,8 @@ def run_command(tpu: TpuSlice, job: TrainJob) -> list[str]:
   Every worker runs the same program; `--multihost` makes the trainer call `jax.distributed.initialize()`, which
   on Cloud TPU VMs discovers the coordinator and process ids from the TPU metadata.
   """
-  remote = f"nohup {shlex.join(job.train_argv())} > {shlex.quote(job.log_file)} 2>&1 < /dev/null &"
+  argv = (["env", *job.env] if job.env else []) + job.train_argv()
+  remote = f"nohup {shlex.join(argv)} > {shlex.quote(job.log_file)} 2>&1 < /dev/null &"
   return ssh_command(tpu, remote)
 
 
@@ -249,12 +254,13 @@ class LaunchOptions:
   extra_train_flags: tuple[str, ...] = ()
   log_file: str = DEFAULT_LOG_FILE
   python: str = "python3"
+  env: tuple[str, ...] = ()
   queued_id: str = ""
   valid_until_duration: str = ""
 
   def job(self) -> TrainJob:
     return TrainJob(tuple(self.gin_files), self.model_dir, tuple(self.gin_bindings), tuple(self.extra_train_flags),
-                    self.log_file, self.python)
+                    self.log_file, self.python, tuple(self.env))
 
 
 STEPS: dict[str, Callable[[TpuSlice, LaunchOptions], list[list[str]]]] = {
@@ -325,6 +331,7 @@ def _define_flags(flags) -> None:
   flags.DEFINE_multi_string("gin_bindings", [], "run: NAME=VALUE gin bindings; `--gin.NAME=VALUE` works too.")
   flags.DEFINE_string("model_dir", "", "run: gs:// folder for checkpoints and summaries.")
   flags.DEFINE_multi_string("train_flag", [], "run: extra flag passed verbatim to `xprompt-jax train`.")
+  flags.DEFINE_multi_string("env", [], "run: NAME=VALUE environment variable for the trainer (repeatable).")
   flags.DEFINE_string("log_file", DEFAULT_LOG_FILE, "run/logs: log file in each worker's home folder.")
   flags.DEFINE_string("python", "python3", "Python interpreter on the workers.")
   flags.DEFINE_string("queued_id", "", "queued-*: queued-resource id; empty = NAME-qr.")
@@ -342,7 +349,7 @@ def main(argv: Sequence[str]) -> int:
         spot=f.spot, preemptible=f.preemptible, git_url=f.git_url, git_ref=f.git_ref, sdist=f.sdist,
         copy_gin=tuple(f.copy_gin), gin_files=tuple(f.gin_file), model_dir=f.model_dir,
         gin_bindings=tuple(f.gin_bindings), extra_train_flags=tuple(f.train_flag), log_file=f.log_file,
-        python=f.python, queued_id=f.queued_id, valid_until_duration=f.valid_until_duration)
+        python=f.python, env=tuple(f.env), queued_id=f.queued_id, valid_until_duration=f.valid_until_duration)
     execute(plan(list(argv[1:]), tpu, options), dry_run=f.dry_run)
   except LaunchError as e:
     print(f"tpu_vm: {e}", file=sys.stderr)

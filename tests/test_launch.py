@@ -116,6 +116,16 @@ def test_run_command_starts_all_workers_detached(tpu, loc):
   assert words[1:words.index(">")] == TRAIN_ARGV
 
 
+def test_run_command_with_environment():
+  job = tv.TrainJob(("recipes/lester.gin",), "gs://b/x", env=("TFDS_DATA_DIR=gs://b/tfds",), log_file="boolq.log")
+  remote = tv.run_command(V4, job)[-1][len("--command="):]
+  assert remote == ("nohup env TFDS_DATA_DIR=gs://b/tfds python3 -m xprompt_jax.cli train "
+                    "--gin_file=recipes/lester.gin --gin_search_paths=xprompt_gin --model_dir=gs://b/x --multihost "
+                    "> boolq.log 2>&1 < /dev/null &")
+  with pytest.raises(tv.LaunchError, match=r"environment variable 'TFDS DATA=1' is not NAME=VALUE"):
+    tv.TrainJob(("recipes/lester.gin",), "gs://b/x", env=("TFDS DATA=1",))
+
+
 def test_train_job_validation():
   with pytest.raises(tv.LaunchError, match="at least one --gin_file"):
     tv.TrainJob((), "gs://b/x")
@@ -192,10 +202,11 @@ def test_cli_dry_run_matches_plan():
   result = _cli("create", "run", "queued-delete", "--name=pt-v5e", "--zone=us-west4-a",
                 "--accelerator_type=v5litepod-16", "--spot", "--gin_file=models/t5_1_1_xxl.gin",
                 "--gin_file=recipes/lester.gin", "--model_dir=gs://bucket/runs/lester_xxl", "--gin.MeshConfig.model=8",
-                "--gin.MIXTURE_OR_TASK_NAME='super_glue_boolq_v102'", "--dry_run")
+                "--gin.MIXTURE_OR_TASK_NAME='super_glue_boolq_v102'", "--env=TFDS_DATA_DIR=gs://b/tfds", "--dry_run")
   assert result.returncode == 0, result.stderr
+  job = tv.TrainJob(JOB.gin_files, JOB.model_dir, JOB.gin_bindings, env=("TFDS_DATA_DIR=gs://b/tfds",))
   assert [shlex.split(line) for line in result.stdout.splitlines()] == [
-      tv.create_command(V5E, spot=True), tv.run_command(V5E, JOB), tv.queued_delete_command(V5E)]
+      tv.create_command(V5E, spot=True), tv.run_command(V5E, job), tv.queued_delete_command(V5E)]
 
 
 def test_cli_reports_bad_input():
