@@ -213,3 +213,29 @@ def test_cli_reports_bad_input():
   result = _cli("create", "--name=pt", "--zone=us-west4-a", "--accelerator_type=v5e-16", "--dry_run")
   assert result.returncode == 2
   assert "use v5litepod-16" in result.stderr and not result.stdout
+
+
+def test_dry_run_script_reaches_the_trainer_intact(tmp_path):
+  """Runs the printed script with a fake gcloud (runs --command in a shell, as ssh does) and a fake python3."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  (bin_dir / "gcloud").write_text(r"""#!/bin/bash
+for a in "$@"; do case "$a" in --command=*) cmd="${a#--command=}";; esac; done
+cd "$FAKE_HOME" && bash -c "$cmd
+wait"
+""")
+  (bin_dir / "python3").write_text('#!/bin/bash\nprintf "%s\\n" "$@" > "$FAKE_HOME/argv.txt"\n'
+                                   'echo "TFDS_DATA_DIR=$TFDS_DATA_DIR"\n')
+  for f in bin_dir.iterdir():
+    f.chmod(0o755)
+  result = _cli("run", "--name=pt-v4", "--zone=us-central2-b", "--gin_file=recipes/lester.gin",
+                "--model_dir=gs://b/runs/x", "--gin.MIXTURE_OR_TASK_NAME='super_glue_boolq_v102'",
+                "--gin.LABELS=[\"yes\", 'no']", "--env=TFDS_DATA_DIR=gs://b/tfds dir", "--dry_run")
+  assert result.returncode == 0, result.stderr
+  env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE_HOME": str(tmp_path)}
+  subprocess.run(["bash", "-e"], input=result.stdout, text=True, env=env, check=True, timeout=60)
+  assert (tmp_path / "argv.txt").read_text().splitlines() == [
+      "-m", "xprompt_jax.cli", "train", "--gin_file=recipes/lester.gin", "--gin_search_paths=xprompt_gin",
+      "--model_dir=gs://b/runs/x", "--multihost", "--gin.MIXTURE_OR_TASK_NAME='super_glue_boolq_v102'",
+      "--gin.LABELS=[\"yes\", 'no']"]
+  assert (tmp_path / "xprompt_train.log").read_text() == "TFDS_DATA_DIR=gs://b/tfds dir\n"
