@@ -1,0 +1,196 @@
+"""Tests for tasks/superglue.py: every task builds from TFDS mock data, local files give the published sizes and
+T5's exact text, postprocessors feed the metrics, and the rank variants score each label."""
+import numpy as np
+import pytest
+import seqio
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from xprompt_jax.evaluation import metrics
+from xprompt_jax.tasks import registry_utils as ru
+from xprompt_jax.tasks import sources
+from xprompt_jax.tasks import superglue
+from xprompt_jax.tasks import vocab as vocab_lib
+
+RTE_VAL_0_INPUTS = ("rte hypothesis: Christopher Reeve had an accident. premise: Dana Reeve, the widow of the actor "
+                    "Christopher Reeve, has died of lung cancer at age 44, according to the Christopher Reeve "
+                    "Foundation.")
+
+
+@pytest.fixture
+def local_mode():
+  sources.set_data_source("local")
+  yield
+  sources.set_data_source(None)
+
+
+def _first(task_name, split, n=1):
+  ds = seqio.get_mixture_or_task(task_name).get_dataset(None, split=split, shuffle=False)
+  return list(ds.take(n).as_numpy_iterator())
+
+
+def _eval_split(task):
+  return "validation" if "validation" in task.splits else "test"
+
+
+# The WSC tasks need real span indices (mock spans point outside the random text); they are tested on local files.
+MOCKABLE = [n for n in superglue.TASK_NAMES if "wsc" not in n and "32shot" not in n]
+
+
+@pytest.mark.parametrize("name", MOCKABLE)
+def test_builds_from_tfds_mock_data(name):
+  sources.set_data_source("tfds")
+  try:
+    with tfds.testing.mock_data(num_examples=2, policy=tfds.testing.MockPolicy.USE_CODE):
+      task = seqio.get_mixture_or_task(name)
+      examples = list(task.get_dataset(None, split=_eval_split(task), shuffle=False).take(2).as_numpy_iterator())
+  finally:
+    sources.set_data_source(None)
+  assert examples
+  for ex in examples:
+    assert ex["inputs"].dtype == np.int32 and ex["inputs"][-1] == 1 and len(ex["inputs"]) > 2
+    assert ex["targets"][-1] == 1
+
+
+@pytest.mark.parametrize("name,split,count", [
+    ("super_glue_rte_v102", "validation", 277),
+    ("super_glue_rte_v102", "train", 2490),
+    ("super_glue_cb_v102", "validation", 56),
+    ("super_glue_copa_v102", "validation", 100),
+    ("super_glue_wic_v102", "validation", 638),
+    ("super_glue_wsc_v102_simple_eval", "validation", 104),
+    ("super_glue_multirc_v102", "validation", 4848),
+    ("super_glue_boolq_v102", "validation", 3270),
+    ("super_glue_boolq_v102_32shot", "train", 32),
+    ("super_glue_boolq_v102_32shot", "dev32", 32),
+    ("super_glue_record_v102_32shot", "train", 32),
+])
+def test_local_split_sizes(shared, local_mode, name, split, count):
+  assert seqio.get_mixture_or_task(name).source.num_input_examples(split) == count
+
+
+def test_rte_first_validation_example_exact_text_with_t5_vocab(shared, local_mode):
+  ex = _first("super_glue_rte_v102", "validation")[0]
+  assert ex["inputs_pretokenized"].decode() == RTE_VAL_0_INPUTS
+  assert ex["targets_pretokenized"] == b"not_entailment"
+  assert ex["idx"] == 0
+  vocab = vocab_lib.get_default_vocabulary()
+  assert vocab.vocab_size == 32100
+  assert ex["inputs"][-1] == 1 and ex["targets"][-1] == 1  # EOS appended.
+  assert vocab.decode(ex["inputs"][:-1].tolist()) == RTE_VAL_0_INPUTS
+  assert vocab.decode(ex["targets"][:-1].tolist()) == "not_entailment"
+
+
+def test_t5_formats_of_other_tasks(shared, local_mode):
+  cb = _first("super_glue_cb_v102", "validation")[0]
+  assert cb["inputs_pretokenized"].startswith(b"cb hypothesis: Valence was helping premise: Valence the void-brain")
+  assert cb["targets_pretokenized"] == b"contradiction"
+  copa = _first("super_glue_copa_v102", "validation")[0]
+  assert copa["inputs_pretokenized"] == (b"copa choice1: The toilet filled with water. choice2: Water flowed from the "
+                                         b"spout. premise: The man turned on the faucet. question: effect")
+  assert copa["targets_pretokenized"] == b"choice2"
+  wic = _first("super_glue_wic_v102", "validation")[0]
+  assert wic["inputs_pretokenized"].endswith(b"showed real class. word: class")
+  assert wic["targets_pretokenized"] == b"False"
+  boolq = _first("super_glue_boolq_v102", "validation")[0]
+  assert boolq["inputs_pretokenized"].startswith(b"boolq passage: Ethanol fuel -- ")
+  assert b" question: does ethanol take more energy make that produces" in boolq["inputs_pretokenized"]
+  multirc = _first("super_glue_multirc_v102", "validation")[0]
+  assert multirc["inputs_pretokenized"].startswith(b"multirc question: Would the mass of a baseball affect how much "
+                                                   b"force you have to use to pick it up? answer: No paragraph: ")
+  assert b"<b>" not in multirc["inputs_pretokenized"] and b"<br>" not in multirc["inputs_pretokenized"]
+  assert (multirc["idx/paragraph"], multirc["idx/question"], multirc["idx/answer"]) == (0, 0, 0)
+
+
+def test_wsc_marks_the_pronoun_and_train_keeps_correct_referents(shared, local_mode):
+  ex = _first("super_glue_wsc_v102_simple_eval", "validation")[0]
+  assert ex["inputs_pretokenized"].startswith(b"wsc: Bernard , who had not told")
+  assert ex["inputs_pretokenized"].endswith(b"could take his claim away from *him* .")
+  assert ex["targets_pretokenized"] == b"anyone" and ex["label"] == 0
+  train = seqio.get_mixture_or_task("super_glue_wsc_v102_simple_train")
+  labels = [int(x["label"]) for x in train.get_dataset(None, "train", shuffle=False).as_numpy_iterator()]
+  assert len(labels) == 259 and set(labels) == {1}
+
+
+def test_mark_wsc_pronoun_cases():
+  assert superglue.mark_wsc_pronoun("Bob asked Tom if he can go.", "he", 4) == "Bob asked Tom if *he* can go."
+  assert superglue.mark_wsc_pronoun('"Good for him," he said.', "him", 2) == '"Good for *him* ," he said.'
+  assert superglue.mark_wsc_pronoun("they might want to use it , but", "it", 4) == "they might want to use *it* , but"
+  with pytest.raises(ValueError, match="not found near word 1"):
+    superglue.mark_wsc_pronoun("a b c d e f", "she", 1)
+
+
+def test_wsc_postprocessor():
+  ex = {"targets_pretokenized": b"The young gentleman", "label": 1}
+  assert superglue.wsc_simple_postprocessor("young gentleman", ex) == 1
+  assert superglue.wsc_simple_postprocessor("the pony", ex) == 0
+  assert superglue.wsc_simple_postprocessor("", ex) == -1
+  assert superglue.wsc_simple_postprocessor("x", ex, is_target=True) == 1
+
+
+def test_record_32shot_format_and_metric_inputs(shared, local_mode):
+  ex = _first("super_glue_record_v102_32shot", "train")[0]
+  text = ex["inputs_pretokenized"].decode()
+  assert text.startswith("record query: Speaking after the game, Mourinho said:")
+  assert " entities: Blues, Branislav Ivanovic, Cesc Fabregas," in text and " passage: By Hamish Mackay" in text
+  assert "@highlight" not in text
+  assert ex["targets_pretokenized"] == b"Olimpija Ljubljana"
+  assert ru.qa_postprocessor(b"", ex, is_target=True) == ["Olimpija Ljubljana"]
+  assert metrics.record_em_f1([["Olimpija Ljubljana"]], ["olimpija ljubljana"])["em"] == 100.0
+
+
+def test_multirc_postprocessor_groups_by_question():
+  task = seqio.get_mixture_or_task("super_glue_multirc_v102")
+  ex = {"idx/question": np.int32(7)}
+  target = task.postprocess_fn("True", example=ex, is_target=True)
+  pred = task.postprocess_fn("False", example=ex, is_target=False)
+  assert target == {"value": 1, "group": 7} and pred == {"value": 0, "group": 7}
+  assert metrics.multirc_f1a_em([target], [pred])["exact_match"] == 0.0
+
+
+def test_label_postprocessor_maps_words_to_tfds_ids():
+  task = seqio.get_mixture_or_task("super_glue_cb_v102")
+  assert [task.postprocess_fn(w) for w in ("entailment", "contradiction", "neutral", "maybe")] == [0, 1, 2, -1]
+
+
+def test_rank_variant_scores_every_label(shared, local_mode):
+  task = seqio.get_mixture_or_task("super_glue_cb_v102_rank")
+  exs = list(task.get_dataset(None, "validation", shuffle=False).take(6).as_numpy_iterator())
+  assert [tuple(e["idx"]) for e in exs] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+  assert [e["targets_pretokenized"] for e in exs[:3]] == [b"entailment", b"contradiction", b"neutral"]
+  assert all(e["inputs_pretokenized"] == exs[0]["inputs_pretokenized"] for e in exs[:3])
+  assert [bool(e["is_correct"]) for e in exs[:3]] == [False, True, False]  # CB val 0 is "contradiction".
+  targets = [task.postprocess_fn(None, example=e, is_target=True) for e in exs]
+  assert targets[:3] == [(0, False), (0, True), (0, False)]
+  scores = [float(e["is_correct"]) for e in exs]  # A perfect scorer.
+  [metric] = task.score_metric_fns
+  assert metric(targets, scores)["accuracy"] == 100.0
+
+
+def test_rank_classification_modes():
+  ds = tf.data.Dataset.from_tensor_slices({"inputs": ["a", "b"], "targets": ["yes", "no"]})
+  train = list(ru.rank_over_labels(ds, ("no", "yes"), mode="train").as_numpy_iterator())
+  assert [(tuple(e["idx"]), e["targets"]) for e in train] == [((0, 1), b"yes"), ((1, 0), b"no")]
+  batched = list(ru.rank_over_labels(ds, ("no", "yes"), mode="fewshot_eval").as_numpy_iterator())
+  assert batched[0]["targets"].tolist() == [b"no", b"yes"]
+  with pytest.raises(ValueError, match="mode must be"):
+    ru.rank_over_labels(ds, ("no", "yes"), mode="score")
+
+
+def test_missing_boolq_train_points_to_fewglue(shared, local_mode):
+  source = seqio.get_mixture_or_task("super_glue_boolq_v102").source
+  with pytest.raises(sources.SplitUnavailableError) as e:
+    source.get_dataset("train", shuffle=False)
+  msg = str(e.value)
+  assert "'super_glue_boolq_v102'" in msg and "'train'" in msg and "super_glue_boolq_v102_32shot" in msg
+  assert str(shared / "data") in msg
+
+
+def test_unknown_split_in_tfds_mode_is_clear():
+  sources.set_data_source("tfds")
+  try:
+    source = seqio.get_mixture_or_task("super_glue_boolq_v102_32shot").source
+    with pytest.raises(sources.SplitUnavailableError, match="'dev32' with data source 'tfds'.*FewGLUE"):
+      source.get_dataset("dev32", shuffle=False)
+  finally:
+    sources.set_data_source(None)
