@@ -33,6 +33,10 @@ def test_mesh_errors_are_clear():
     pt.make_mesh(pt.MeshConfig(data=3, model=1))
   with pytest.raises(ValueError, match=r"model=3\) does not divide the 8 available devices"):
     pt.make_mesh(pt.MeshConfig(data=-1, model=3))
+  with pytest.raises(ValueError, match=r"mesh model=16 needs at least 16 devices but only 8 exist"):
+    pt.make_mesh(pt.MeshConfig(model=16))
+  with pytest.raises(ValueError, match=r"unknown logical-axis rule set 'XXL'"):
+    pt.MeshConfig(rules="XXL")
   with pytest.raises(ValueError, match=r"MeshConfig.model must be positive, got 0"):
     pt.make_mesh(pt.MeshConfig(data=1, model=0))
   with pytest.raises(ValueError, match=r"MeshConfig.data must be positive or -1"):
@@ -198,6 +202,30 @@ def test_sharded_matmul_matches_unsharded():
   y = f(xs, ws)
   assert y.sharding.spec == P("data", "model")
   np.testing.assert_allclose(np.asarray(y), x @ w, rtol=1e-5, atol=1e-5)
+
+
+def test_activation_constraint_errors_name_the_activation():
+  mesh = pt.make_mesh(pt.MeshConfig(data=2, model=4))
+  with pytest.raises(ValueError, match=r"parameter activation: dimension 0 \('batch'\) of shape \(3, 8\)"):
+    pt.with_logical_constraint(jnp.zeros((3, 8)), ("batch", "mlp"), mesh)
+
+
+def test_mesh_config_binds_with_gin_and_custom_rules_validate():
+  import gin
+  try:
+    gin.parse_config("MeshConfig.model = 4\nMeshConfig.rules = 'fsdp'")
+    cfg = pt.MeshConfig()
+  finally:
+    gin.clear_config()
+  assert (cfg.data, cfg.model, cfg.rules) == (-1, 4, "fsdp")
+  assert pt.make_mesh(cfg).devices.shape == (2, 4)
+  assert pt.get_rules([("batch", ["data", "model"])]) == (("batch", ("data", "model")),)
+  assert pt.logical_to_mesh_axes(("batch", "embed"), [("batch", ("data", "model")), ("embed", None)]) == P(
+      ("data", "model"), None)
+  with pytest.raises(ValueError, match=r"logical-axis rule #1 \('embed',\) is not a \(logical_name, "):
+    pt.get_rules([("batch", "data"), ("embed",)])
+  with pytest.raises(ValueError, match=r"parameter w: rules map \('batch',\) to mesh axis 'pipe', which the mesh"):
+    pt.logical_to_sharding({"w": ("batch",)}, pt.make_mesh(), [("batch", "pipe")])
 
 
 def test_axis_rules_context_feeds_flax_helpers():

@@ -96,6 +96,9 @@ class MeshConfig:
   rules: str = "default"
   replicate_indivisible: bool = False
 
+  def __post_init__(self):
+    get_rules(self.rules)  # A misspelt rule-set name fails when the config is built, not at the first shard.
+
 
 def get_rules(rules: Union[str, Sequence[tuple[str, Any]]] = "default") -> Rules:
   """A rule table from its name in `RULE_SETS`, or validated as given."""
@@ -121,6 +124,8 @@ def _resolve_shape(cfg: MeshConfig, num_devices: int, multiprocess: bool) -> tup
   if cfg.data == 0 or cfg.data < -1:
     raise ValueError(f"MeshConfig.data must be positive or -1 (all remaining devices), got {cfg.data}")
   if cfg.data == -1:
+    if cfg.model > num_devices:
+      raise ValueError(f"mesh model={cfg.model} needs at least {cfg.model} devices but only {num_devices} exist")
     if num_devices % cfg.model:
       raise ValueError(f"MeshConfig(model={cfg.model}) does not divide the {num_devices} available devices, so "
                        "data=-1 cannot take the rest; pick a model size that divides the device count")
@@ -312,8 +317,8 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array
 def with_logical_constraint(x: jax.Array, logical_axes: Sequence[Optional[str]], mesh: Mesh,
                             rules: Union[str, Rules] = "default") -> jax.Array:
   """`jax.lax.with_sharding_constraint` for an activation annotated with logical axis names."""
-  spec = logical_to_mesh_axes(tuple(logical_axes), rules, mesh=mesh, shapes=x)
-  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+  spec = logical_to_mesh_axes({"activation": tuple(logical_axes)}, rules, mesh=mesh, shapes={"activation": x})
+  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec["activation"]))
 
 
 def axis_rules(rules: Union[str, Rules] = "default"):
