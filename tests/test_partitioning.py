@@ -254,3 +254,45 @@ def test_xxl_per_device_parameter_bytes():
   assert pt.per_device_bytes(shapes, data_only) == total
   fsdp = pt.logical_to_sharding(axes, pt.make_mesh(pt.MeshConfig(data=2, model=4)), "fsdp", shapes=shapes)
   assert pt.per_device_bytes(shapes, fsdp) < 1.01 * total / 8
+
+
+_TWO_PROCESS_WORKER = r'''
+import os, sys
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+import jax
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(f"localhost:{sys.argv[2]}", num_processes=2, process_id=int(sys.argv[1]))
+import numpy as np
+from jax.experimental import multihost_utils
+from xprompt_jax.training import partitioning as pt
+pid = jax.process_index()
+mesh = pt.make_mesh(pt.MeshConfig(data=-1, model=2))
+local = np.arange(4 * 3).reshape(4, 3) + 100 * pid  # This process's rows of a global batch of 8.
+out = pt.shard_batch({"x": local}, mesh)["x"]
+full = multihost_utils.process_allgather(out, tiled=True)
+print("RESULT", mesh.devices.shape, out.shape, full[:, 0].tolist())
+try:
+  pt.shard_batch({"x": local[:3]}, mesh)
+except ValueError as e:
+  print("ERROR", e)
+'''
+
+
+def test_shard_batch_two_processes(tmp_path):
+  """Two CPU processes (4 devices each) build one 4x2 mesh and each feed their own half of the batch."""
+  import socket
+  import subprocess
+  import sys
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = str(s.getsockname()[1])
+  script = tmp_path / "worker.py"
+  script.write_text(_TWO_PROCESS_WORKER)
+  procs = [subprocess.Popen([sys.executable, str(script), str(i), port], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outputs = [p.communicate(timeout=120) for p in procs]
+  for p, (out, err) in zip(procs, outputs):
+    assert p.returncode == 0, err[-3000:]
+    assert "RESULT (4, 2) (8, 3) [0, 3, 6, 9, 100, 103, 106, 109]" in out
+    assert ("ERROR batch['x'] has batch size 3 (shape (3, 3)), not divisible by the 'data' mesh axis size 4 "
+            "(2 data shards on this process)") in out
