@@ -4,6 +4,7 @@ Every format converts to and from the same thing: T5X's nested dict of arrays (s
 Validation compares a loaded tree with `abstract_params(config)` and names every missing, unexpected or
 wrongly-shaped parameter by its '/'-joined path.
 """
+import functools
 from typing import Any, Mapping
 
 from flax import traverse_util
@@ -24,8 +25,10 @@ def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
   return traverse_util.unflatten_dict(dict(flat), sep="/")
 
 
+@functools.lru_cache(maxsize=16)
 def expected_params(config) -> dict[str, Any]:
-  """The model's parameter tree as `jax.ShapeDtypeStruct`s (from `xprompt_jax.models.t5.abstract_params`)."""
+  """The model's parameter tree as `jax.ShapeDtypeStruct`s (`xprompt_jax.models.t5.abstract_params`; cached per
+  config, so treat the result as read-only)."""
   from xprompt_jax.models import t5  # Imported late: the model module pulls in flax.linen.
   return t5.abstract_params(config)
 
