@@ -20,13 +20,22 @@ from xprompt_jax.checkpoints import storage
 from xprompt_jax.commands import common
 from xprompt_jax.models.config import PRESETS, T5Config
 
-flags.DEFINE_string("checkpoint", None, "Source checkpoint: T5X dir, legacy T5X msgpack, HF or Orbax folder.")
-flags.DEFINE_string("output", None, "Destination folder.")
-flags.DEFINE_enum("to", None, list(checkpoints.WRITABLE_FORMATS), "Destination format.")
-flags.DEFINE_string("model", None, f"Preset architecture for T5X sources instead of gin: {', '.join(PRESETS)}.")
-flags.DEFINE_bool("overwrite", False, "Replace an existing non-empty --output.")
-flags.DEFINE_integer("max_shard_bytes", 0, "HF only: split model.safetensors into shards of at most this many "
-                     "bytes (with model.safetensors.index.json); 0 writes one file.")
+
+def _define(define, name, default, help_text, **kwargs):
+  """Defines a flag unless another command module (imported in the same process, e.g. by tests) already did."""
+  if name not in flags.FLAGS:
+    define(name, default, help=help_text, **kwargs)
+
+
+_define(flags.DEFINE_string, "checkpoint", None,
+        "Source checkpoint: T5X dir, legacy T5X msgpack, HF or Orbax folder.")
+_define(flags.DEFINE_string, "output", None, "Destination folder.")
+_define(flags.DEFINE_enum, "to", None, "Destination format.", enum_values=list(checkpoints.WRITABLE_FORMATS))
+_define(flags.DEFINE_string, "model", None,
+        f"Preset architecture for T5X sources instead of gin: {', '.join(PRESETS)}.")
+_define(flags.DEFINE_bool, "overwrite", False, "Replace an existing non-empty --output.")
+_define(flags.DEFINE_integer, "max_shard_bytes", 0, "HF only: split model.safetensors into shards of at most "
+        "this many bytes (with model.safetensors.index.json); 0 writes one file.")
 common.define_gin_flags()
 FLAGS = flags.FLAGS
 
