@@ -23,7 +23,7 @@ def text_preprocessors() -> list:
   return [seqio.preprocessors.tokenize, seqio.CacheDatasetPlaceholder(), seqio.preprocessors.append_eos_after_trim]
 
 
-def _as_text(value: Any) -> str:
+def as_text(value: Any) -> str:
   return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
@@ -78,7 +78,7 @@ def string_label_to_class_id(string_label: Any, example: Optional[Mapping[str, A
                              is_target: bool = False, label_classes: Sequence[str] = ()) -> int:
   """The index of a decoded label word in `label_classes`, -1 when it is none of them."""
   del example, is_target
-  text = _as_text(string_label)
+  text = as_text(string_label)
   return list(label_classes).index(text) if text in label_classes else -1
 
 
@@ -91,7 +91,7 @@ def string_to_float(string: Any, example: Optional[Mapping[str, Any]] = None, is
   """A decoded number (STS-B), `default` when it does not parse."""
   del example, is_target
   try:
-    return float(_as_text(string))
+    return float(as_text(string))
   except ValueError:
     return default
 
@@ -109,8 +109,8 @@ def multirc_postprocessor(string_label: Any, example: Optional[Mapping[str, Any]
 def qa_postprocessor(answer: Any, example: Optional[Mapping[str, Any]] = None, is_target: bool = False):
   """Targets: every reference answer of the example (a list of str); predictions: the decoded string."""
   if is_target:
-    return [_as_text(a) for a in example["answers"]]
-  return _as_text(answer)
+    return [as_text(a) for a in example["answers"]]
+  return as_text(answer)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import functools
 import json
 import os
 import pathlib
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import gin
 import seqio

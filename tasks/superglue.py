@@ -6,7 +6,6 @@ variants `<name>_rank` of the label-word tasks, and the FewGLUE 32-shot tasks `s
 """
 import functools
 
-import seqio
 import tensorflow as tf
 
 from xprompt_jax.evaluation import metrics
@@ -127,10 +126,10 @@ def wsc_simple_postprocessor(prediction, example=None, is_target: bool = False) 
   """1 when the predicted referent matches the candidate (ignoring case and determiners), else 0; targets: label."""
   if is_target:
     return int(example["label"])
-  pred = _clean_referent(ru._as_text(prediction))
+  pred = _clean_referent(ru.as_text(prediction))
   if not pred:
     return -1
-  referent = _clean_referent(ru._as_text(example["targets_pretokenized"]))
+  referent = _clean_referent(ru.as_text(example["targets_pretokenized"]))
   if ("'" in pred) != ("'" in referent):
     return 0
   pred_words, ref_words = set(pred.split(" ")), set(referent.split(" "))
