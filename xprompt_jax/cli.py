@@ -47,8 +47,25 @@ def run(argv=None):
       return 2
     raise
   from absl import app
-  app.run(module.main, argv=[f"xprompt-jax {name}"] + argv[2:], flags_parser=_flags_parser)
+  app.run(_reporting_errors(name, module.main), argv=[f"xprompt-jax {name}"] + argv[2:], flags_parser=_flags_parser)
   return 0
+
+
+# Errors a user can fix: printed as one clear message (no traceback), exit status 1.
+_USER_ERRORS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, PermissionError, FileExistsError)
+
+
+def _reporting_errors(name, main):
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except _USER_ERRORS as e:
+      if os.environ.get("XPROMPT_TRACEBACK"):
+        raise
+      message = e.args[0] if isinstance(e, KeyError) and e.args else e
+      print(f"xprompt-jax {name}: error: {message}", file=sys.stderr)
+      sys.exit(1)
+  return wrapped
 
 
 def _flags_parser(argv):

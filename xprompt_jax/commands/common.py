@@ -50,8 +50,25 @@ def resolve_gin_file(name: str, search_paths=()) -> str:
                           f"Shipped configs: {', '.join(shipped)}")
 
 
+# Modules whose @gin.configurable names must exist before a config is parsed (and locked).
+CONFIGURABLE_MODULES = (
+    "xprompt_jax.models.config",
+    "xprompt_jax.methods",
+    "xprompt_jax.training.optim",
+    "xprompt_jax.training.partitioning",
+    "xprompt_jax.tasks",
+)
+
+
+def import_configurables(extra=()):
+  import importlib
+  for name in (*CONFIGURABLE_MODULES, *extra):
+    importlib.import_module(name)
+
+
 def parse_gin(gin_files, gin_bindings, search_paths=(), finalize=True):
   """Parses gin files and bindings; unknown configurables/bindings raise with gin's message (names them)."""
+  import_configurables()
   for folder in [*search_paths, str(paths.gin_dir())]:
     gin.add_config_file_search_path(folder)
   files = [resolve_gin_file(f, search_paths) for f in gin_files]

@@ -1,0 +1,153 @@
+"""`xprompt-jax score`: log p(targets | inputs) of each row of a jsonl file under a (frozen) T5 checkpoint.
+
+    xprompt-jax score --checkpoint=../shared/golden/t5_1_1_mini --inputs=pairs.jsonl --output=scores.jsonl
+
+Each input line is `{"inputs": str, "targets": str, ...}`; each output line is that row plus `"score"`, the sum
+over target tokens (targets + EOS) of log p(token | inputs) under teacher forcing (T5X's `score` convention).
+T5X and Orbax checkpoints take the architecture from `--gin_file=models/<name>.gin`; HF checkpoints carry it.
+Rows are sorted by length into buckets so few shapes compile; malformed rows are reported with their line number
+and nothing is written unless every row was scored (the output appears atomically).
+"""
+import json
+import os
+import tempfile
+
+from absl import flags
+from absl import logging
+import numpy as np
+
+from xprompt_jax.commands import common
+
+common.define_gin_flags()
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "HF, T5X or Orbax checkpoint directory (local or gs://).")
+_VOCAB = flags.DEFINE_string("vocab", None, "SentencePiece model; default: the standard T5 vocab + 100 extra ids.")
+_INPUTS = flags.DEFINE_string("inputs", None, "jsonl with {\"inputs\": str, \"targets\": str} per line.")
+_OUTPUT = flags.DEFINE_string("output", None, "jsonl to write: each input row plus \"score\".")
+_BATCH = flags.DEFINE_integer("batch_size", 16, "Rows per jitted forward pass.")
+_MAX_IN = flags.DEFINE_integer("max_input_length", None, "Truncate inputs (before EOS) to this many tokens.")
+_MAX_TGT = flags.DEFINE_integer("max_target_length", None, "Truncate targets (before EOS) to this many tokens.")
+
+
+class ScoreInputError(ValueError):
+  """A malformed row of the --inputs file (the message names the file and line)."""
+
+
+def read_rows(path: str) -> list[dict]:
+  """The rows of a score input file; errors name the file and line of every bad row (up to 10)."""
+  from xprompt_jax.tasks import sources  # Reuses the task readers' jsonl parsing and error format.
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"--inputs file {path} does not exist")
+  try:
+    rows = sources.read_jsonl(path)
+  except sources.LocalDataError as e:
+    raise ScoreInputError(str(e)) from e
+  problems = []
+  for lineno, row in rows:
+    for key in ("inputs", "targets"):
+      if not isinstance(row.get(key), str):
+        got = "missing" if key not in row else f"a {type(row[key]).__name__}"
+        problems.append(f"{path}:{lineno}: field {key!r} must be a string, got {got}")
+  if problems:
+    more = f"\n... and {len(problems) - 10} more" if len(problems) > 10 else ""
+    raise ScoreInputError("\n".join(problems[:10]) + more)
+  if not rows:
+    raise ScoreInputError(f"{path} holds no rows")
+  return [row for _, row in rows]
+
+
+def bucket_length(n: int, minimum: int = 8) -> int:
+  """The padded length for a sequence of n tokens: the next power of two (bounded set of compiled shapes)."""
+  return max(minimum, 1 << max(0, n - 1).bit_length())
+
+
+def tokenize(rows, vocab, max_input_length=None, max_target_length=None):
+  """Lists of input and target ids (EOS = 1 appended, as seqio's append_eos)."""
+  ins, tgts = [], []
+  for row in rows:
+    i, t = list(vocab.encode(row["inputs"])), list(vocab.encode(row["targets"]))
+    ins.append((i[:max_input_length] if max_input_length else i) + [1])
+    tgts.append((t[:max_target_length] if max_target_length else t) + [1])
+  return ins, tgts
+
+
+def score_token_ids(model, params, inputs, targets, batch_size: int, progress=True) -> np.ndarray:
+  """Scores for id lists, batched by similar length; returns float64 scores in the original order."""
+  from tqdm import tqdm
+  from xprompt_jax.evaluation import scoring
+  score_fn = scoring.make_score_fn(model)
+  order = sorted(range(len(inputs)), key=lambda i: (len(inputs[i]), len(targets[i])))
+  out = np.zeros(len(inputs), np.float64)
+  bar = tqdm(total=len(inputs), desc="score", unit="row", disable=not progress)
+  for start in range(0, len(order), batch_size):
+    idx = order[start:start + batch_size]
+    li = bucket_length(max(len(inputs[i]) for i in idx))
+    lt = bucket_length(max(len(targets[i]) for i in idx))
+    enc = np.zeros((batch_size, li), np.int32)
+    tgt = np.zeros((batch_size, lt), np.int32)
+    for row, i in enumerate(idx):
+      enc[row, :len(inputs[i])] = inputs[i]
+      tgt[row, :len(targets[i])] = targets[i]
+    scores = np.asarray(score_fn(params, {"encoder_input_tokens": enc, "decoder_target_tokens": tgt}))
+    out[idx] = scores[:len(idx)]
+    bar.update(len(idx))
+  bar.close()
+  return out
+
+
+def write_jsonl_atomic(path: str, rows) -> None:
+  """Writes rows to a temp file beside `path` and renames it, so a failure leaves no partial output."""
+  folder = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(folder):
+    raise FileNotFoundError(f"--output folder {folder} does not exist")
+  if not os.access(folder, os.W_OK):
+    raise PermissionError(f"--output folder {folder} is not writable")
+  fd, tmp = tempfile.mkstemp(prefix=".score-", suffix=".jsonl.tmp", dir=folder)
+  try:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+      for row in rows:
+        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def load_model(checkpoint: str):
+  """(T5 model, params, config) from a checkpoint; gin-bound T5Config for T5X (and to override HF/Orbax)."""
+  from xprompt_jax import checkpoints
+  from xprompt_jax.models.config import T5Config
+  from xprompt_jax.models.t5 import T5
+  config = T5Config() if flags.FLAGS.gin_file or flags.FLAGS.gin_bindings else None
+  params, config = checkpoints.load_params(checkpoint, config)
+  return T5(config), params, config
+
+
+def load_vocab(path):
+  import seqio
+  from xprompt_jax.tasks import vocab as vocab_lib
+  return seqio.SentencePieceVocabulary(path, extra_ids=100) if path else vocab_lib.get_default_vocabulary()
+
+
+def check_vocab(vocab, config) -> None:
+  if vocab.vocab_size > config.vocab_size:
+    raise ValueError(f"vocabulary has {vocab.vocab_size} ids but the model's embedding has only "
+                     f"{config.vocab_size} rows (T5Config.vocab_size): checkpoint and vocabulary do not match")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise ValueError(f"unexpected positional arguments: {argv[1:]}")
+  for flag in (_CHECKPOINT, _INPUTS, _OUTPUT):
+    if not flag.value:
+      raise ValueError(f"--{flag.name} is required")
+  common.parse_gin_from_flags()
+  rows = read_rows(_INPUTS.value)
+  model, params, config = load_model(_CHECKPOINT.value)
+  vocab = load_vocab(_VOCAB.value)
+  check_vocab(vocab, config)
+  inputs, targets = tokenize(rows, vocab, _MAX_IN.value, _MAX_TGT.value)
+  scores = score_token_ids(model, params, inputs, targets, _BATCH.value)
+  write_jsonl_atomic(_OUTPUT.value, ({**row, "score": float(s)} for row, s in zip(rows, scores)))
+  logging.info("scored %d rows -> %s", len(rows), _OUTPUT.value)
+  print(f"scored {len(rows)} rows with {config.name} -> {_OUTPUT.value}")
