@@ -1,0 +1,107 @@
+"""XPrompt: token/piece masks multiply the right entries, stay out of the trainable tree, and have true gradients."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from xprompt_jax.methods.xprompt import MASKS_KEY, XPrompt, XPromptMasks, apply_masks, mask_importance, ones_masks
+from xprompt_jax.models.config import PRESETS, T5Config
+from xprompt_jax.models.t5 import T5, init_params
+
+CFG = T5Config(vocab_size=64, emb_dim=16, num_heads=2, head_dim=4, mlp_dim=32, num_encoder_layers=2,
+               num_decoder_layers=3, relpos_num_buckets=8, relpos_max_distance=16)
+RNG = jax.random.PRNGKey(0)
+ENC = jnp.asarray(np.random.default_rng(0).integers(2, 64, (2, 5)), jnp.int32)
+DEC = jnp.asarray(np.random.default_rng(1).integers(2, 64, (2, 4)), jnp.int32)
+WEIGHTS = jnp.asarray(np.random.default_rng(2).normal(size=(2, 4, 64)), jnp.float32)
+
+
+@pytest.fixture(scope="module")
+def frozen():
+  return jax.jit(init_params, static_argnums=0)(CFG, jax.random.PRNGKey(42))
+
+
+@jax.jit
+def _logits(frozen, injection=None):
+  return T5(CFG).apply({"params": frozen}, ENC, DEC, injection=injection)
+
+
+def _random_masks(length, pieces, seed=3):
+  rng = np.random.default_rng(seed)
+  return XPromptMasks(token=jnp.asarray(rng.uniform(0.5, 1.5, length), jnp.float32),
+                      piece=jnp.asarray(rng.uniform(0.5, 1.5, (length, pieces)), jnp.float32))
+
+
+def test_masks_multiply_piece_j_of_token_i():
+  prompt = jnp.ones((3, 8))
+  masks = ones_masks(3, 4)
+  masks = XPromptMasks(token=masks.token.at[2].set(0.0), piece=masks.piece.at[0, 1].set(0.0))
+  out = np.asarray(apply_masks(prompt, masks))
+  expected = np.ones((3, 8))
+  expected[0, 2:4] = 0  # Piece 1 of token 0: columns 2..3 (D / k = 2 columns per piece).
+  expected[2] = 0  # Token 2.
+  np.testing.assert_array_equal(out, expected)
+  # General case against an explicit loop.
+  prompt = jax.random.normal(RNG, (3, 8))
+  masks = _random_masks(3, 4)
+  out = np.asarray(apply_masks(prompt, masks))
+  for i in range(3):
+    for j in range(4):
+      np.testing.assert_allclose(out[i, 2 * j:2 * j + 2],
+                                 np.asarray(prompt)[i, 2 * j:2 * j + 2] * masks.token[i] * masks.piece[i, j],
+                                 rtol=1e-6)
+
+
+def test_masks_stay_outside_the_trainable_tree(frozen):
+  method = XPrompt(length=4, pieces=4)
+  trainable = method.init(RNG, frozen, CFG)
+  assert list(trainable) == ["prompt"] and method.num_params(trainable) == 64
+  assert XPrompt().num_params(XPrompt().abstract_trainable(PRESETS["t5_1_1_base"])) == 76_800
+  ones = method.ones_masks()
+  assert ones.token.shape == (4,) and ones.piece.shape == (4, 4)
+  plain = method.inject(trainable, {}, CFG).prompt
+  np.testing.assert_array_equal(plain, trainable["prompt"])
+  np.testing.assert_array_equal(method.inject_with_masks(trainable, ones, {}, CFG).prompt, plain)
+  masks = _random_masks(4, 4)
+  by_arg = method.inject(trainable, {}, CFG, masks=masks).prompt
+  by_batch = method.inject(trainable, {MASKS_KEY: masks}, CFG).prompt
+  np.testing.assert_array_equal(by_arg, apply_masks(trainable["prompt"], masks))
+  np.testing.assert_array_equal(by_batch, by_arg)
+  exported = method.export(trainable, CFG, masks)  # Masks folded in: a plain prompt for inference.
+  np.testing.assert_array_equal(method.inject(exported, {}, CFG).prompt, by_arg)
+  grads = jax.jit(jax.grad(lambda t: jnp.sum(_logits(frozen, method.inject(t, {}, CFG, masks=masks)))))(trainable)
+  assert list(grads) == ["prompt"] and float(jnp.max(jnp.abs(grads["prompt"]))) > 0
+
+
+def test_mask_gradient_matches_finite_differences(frozen):
+  method = XPrompt(length=3, pieces=4, prompt_init="random_uniform")
+  trainable = method.init(RNG, frozen, CFG)
+  masks = _random_masks(3, 4)
+
+  @jax.jit
+  def loss(m):
+    return jnp.sum(WEIGHTS * _logits(frozen, method.inject_with_masks(trainable, m, {}, CFG)))
+
+  grads = jax.jit(jax.grad(loss))(masks)
+  assert grads.token.shape == (3,) and grads.piece.shape == (3, 4)
+  eps = 1e-2
+  for field, index in (("token", (0,)), ("token", (2,)), ("piece", (1, 3)), ("piece", (2, 0))):
+    value = getattr(masks, field)
+    plus = masks.replace(**{field: value.at[index].add(eps)})
+    minus = masks.replace(**{field: value.at[index].add(-eps)})
+    estimate = (float(loss(plus)) - float(loss(minus))) / (2 * eps)
+    assert float(getattr(grads, field)[index]) == pytest.approx(estimate, rel=2e-2, abs=1e-3), (field, index)
+  importance = mask_importance(loss, masks)
+  np.testing.assert_allclose(importance.token, np.abs(grads.token), rtol=1e-4)
+  np.testing.assert_allclose(importance.piece, np.abs(grads.piece), rtol=1e-4, atol=1e-6)
+  assert float(jnp.max(importance.piece)) > 0
+
+
+def test_width_not_divisible_into_pieces_errors(frozen):
+  with pytest.raises(ValueError, match="D=16 is not divisible into k=3 equal pieces"):
+    XPrompt(length=4, pieces=3).init(RNG, frozen, CFG)
+  with pytest.raises(ValueError, match="D=10 is not divisible into k=4"):
+    apply_masks(jnp.ones((2, 10)), ones_masks(2, 4))
+  with pytest.raises(ValueError, match=r"token \(3,\) and piece \(3, 4\) do not fit a prompt of shape \(2, 8\)"):
+    apply_masks(jnp.ones((2, 8)), ones_masks(3, 4))
+  XPrompt(length=4, pieces=16).init(RNG, frozen, CFG)  # The paper's k = 16 divides emb 16 (pieces of width 1).
