@@ -32,3 +32,17 @@ def test_local_read_write(tmp_path):
   with pytest.raises(FileNotFoundError, match="nope.bin does not exist"):
     storage.read_bytes(str(tmp_path / "nope.bin"))
   assert not storage.exists(str(tmp_path / "nope.bin"))
+
+
+def test_kvstore_branch_on_the_file_driver(tmp_path):
+  """The gs:// code path is driver-agnostic; run it on tensorstore's file driver."""
+  (tmp_path / "checkpoint").write_bytes(b"xyz")
+  (tmp_path / "checkpoint_extra").write_bytes(b"")
+  spec = storage.kvstore_spec(str(tmp_path))
+  assert storage.kv_read(spec, "checkpoint", "shown") == b"xyz"
+  with pytest.raises(FileNotFoundError, match="checkpoint file gs://b/missing does not exist"):
+    storage.kv_read(spec, "missing", "gs://b/missing")
+  assert storage.kv_has_key(spec, "checkpoint") and storage.kv_has_key(spec, "checkpoint_extra")
+  assert not storage.kv_has_key(spec, "check")
+  assert storage.kv_has_prefix(spec)
+  assert not storage.kv_has_prefix(storage.kvstore_spec(str(tmp_path / "empty")))

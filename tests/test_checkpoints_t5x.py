@@ -6,6 +6,7 @@ from flax import serialization
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import ml_dtypes
+import msgpack
 import numpy as np
 import pytest
 import tensorstore as ts
@@ -120,19 +121,27 @@ def test_write_read_round_trip_keeps_dtypes_and_layout(tmp_path):
   assert os.path.isdir(os.path.join(path, "target.decoder.layers_2.mlp.wi.kernel"))
 
 
-def test_optimizer_state_in_tensorstore_is_never_opened(tmp_path):
-  """param_states pointing at zarr folders that do not exist must not matter: only the target is read."""
+def test_optimizer_state_is_neither_decoded_nor_opened(tmp_path):
+  """param_states pointing at zarr folders that do not exist, and inline state that cannot even be decoded, must
+  not matter: only optimizer/target is read."""
   config = T5Config(vocab_size=16, emb_dim=4, num_heads=2, head_dim=2, mlp_dim=4, num_encoder_layers=1,
                     num_decoder_layers=1)
   params = _random_params(config)
   path = str(tmp_path / "ckpt")
   t5x.write_t5x(params, path)
   file = os.path.join(path, "checkpoint")
-  raw = serialization.msgpack_restore(open(file, "rb").read())
-  raw["optimizer"]["state"]["param_states"] = {"token_embedder": {"embedding": {"v": {
-      "driver": "zarr", "kvstore": {"driver": "file", "path": "state.param_states.token_embedder.embedding.v"},
-      "metadata": {"shape": [16, 4]}}}}}
-  open(file, "wb").write(serialization.msgpack_serialize(raw))
+  target = serialization.msgpack_restore(open(file, "rb").read())["optimizer"]["target"]
+  state = {"step": 3, "undecodable": msgpack.ExtType(1, b"not an array"),
+           "param_states": {"token_embedder": {"embedding": {"v": {
+               "driver": "zarr", "kvstore": {"driver": "file", "path": "state.param_states.token_embedder.v"},
+               "metadata": {"shape": [16, 4]}}}}}}
+  packer = msgpack.Packer()
+  data = (packer.pack_map_header(2) + packer.pack("optimizer") + packer.pack_map_header(2) + packer.pack("state") +
+          msgpack.packb(state) + packer.pack("target") + serialization.msgpack_serialize(target) +
+          packer.pack("version") + packer.pack(3))
+  open(file, "wb").write(data)
+  with pytest.raises(Exception):  # Decoding everything, as msgpack_restore does, fails on the state.
+    serialization.msgpack_restore(data)
   back = tree.flatten(t5x.read_t5x(path))
   np.testing.assert_array_equal(back["token_embedder/embedding"], params["token_embedder"]["embedding"])
 
@@ -155,3 +164,11 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
     t5x.read_t5x(str(wrong))
   with pytest.raises(FileNotFoundError, match="does not exist"):
     t5x.read_t5x(str(tmp_path / "absent_file"))
+
+
+def test_spec_locations():
+  assert t5x._spec_path({"driver": "zarr", "kvstore": {"driver": "file", "path": "target.a.kernel"}}) == \
+      "target.a.kernel"
+  assert t5x._spec_path({"driver": "zarr", "kvstore": {"driver": "gcs", "bucket": "b", "path": "ck/target.x"}}) == \
+      "gs://b/ck/target.x"
+  assert t5x._spec_path({"driver": "zarr", "path": "target.y"}) == "target.y"

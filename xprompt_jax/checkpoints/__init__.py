@@ -29,10 +29,7 @@ __all__ = ["CheckpointError", "FORMATS", "detect_format", "load_params", "save_p
 def detect_format(path: str) -> str:
   """'t5x' | 't5x_legacy' | 'hf' | 'orbax' from the files at `path`; a clear error when it is none of them."""
   path = str(path)
-  if storage.is_file(path):
-    return "t5x_legacy"
-  if not storage.is_dir(path):
-    raise FileNotFoundError(f"checkpoint path {path} does not exist")
+  # Marker files first: on gs:// a file probe is one read, while listing a prefix can be slow.
   if storage.is_file(storage.join(path, t5x.MSGPACK_NAME)):
     return "t5x"
   if storage.is_file(storage.join(path, hf.CONFIG_NAME)) and (
@@ -40,6 +37,10 @@ def detect_format(path: str) -> str:
     return "hf"
   if orbax_io.is_orbax(path):
     return "orbax"
+  if storage.is_file(path):
+    return "t5x_legacy"
+  if not storage.is_dir(path):
+    raise FileNotFoundError(f"checkpoint path {path} does not exist")
   expected = "\n  ".join(f"{fmt}: {files}" for fmt, files in _EXPECTED_FILES.items())
   raise CheckpointError(f"{path} is not a checkpoint in any known format; expected one of:\n  {expected}")
 

@@ -36,7 +36,9 @@ def config_from_json(data: Mapping[str, Any], source: str) -> T5Config:
 
 
 def is_orbax(path: str) -> bool:
-  return storage.is_dir(storage.join(path, PARAMS_ITEM)) and storage.is_dir(storage.join(path, CONFIG_ITEM))
+  """Whether `path` holds a finished checkpoint written by `write_orbax` (checked by marker files, no listing)."""
+  return (storage.is_file(storage.join(path, PARAMS_ITEM, "_METADATA")) and
+          storage.is_file(storage.join(path, CONFIG_ITEM, "metadata")))
 
 
 def write_orbax(params: Mapping[str, Any], path: str, config: T5Config, force: bool = False) -> None:

@@ -55,10 +55,7 @@ def read_bytes(path: str) -> bytes:
     with open(path, "rb") as f:
       return f.read()
   folder, name = _split(path)
-  result = ts.KvStore.open(kvstore_spec(folder)).result().read(name).result()
-  if result.state != "value":
-    raise FileNotFoundError(f"checkpoint file {path} does not exist")
-  return bytes(result.value)
+  return kv_read(kvstore_spec(folder), name, path)
 
 
 def write_bytes(path: str, data: bytes) -> None:
@@ -74,16 +71,34 @@ def is_file(path: str) -> bool:
   if not is_gcs(path):
     return os.path.isfile(path)
   folder, name = _split(path)
-  return ts.KvStore.open(kvstore_spec(folder)).result().read(name).result().state == "value"
+  return kv_has_key(kvstore_spec(folder), name)
 
 
 def is_dir(path: str) -> bool:
   """Local: an existing folder. GCS: any object under the prefix."""
   if not is_gcs(path):
     return os.path.isdir(path)
-  kv = ts.KvStore.open(kvstore_spec(path)).result()
-  return bool(kv.list().result())
+  return kv_has_prefix(kvstore_spec(path))
 
 
 def exists(path: str) -> bool:
   return is_file(path) or is_dir(path)
+
+
+# The kvstore operations behind the gs:// branches (driver-agnostic, so they are tested on the file driver).
+def kv_read(spec: dict, key: str, shown_as: str) -> bytes:
+  result = ts.KvStore.open(spec).result().read(key).result()
+  if result.state != "value":
+    raise FileNotFoundError(f"checkpoint file {shown_as} does not exist")
+  return bytes(result.value)
+
+
+def kv_has_key(spec: dict, key: str) -> bool:
+  """Whether `key` exists, by listing just that key (no object data is transferred)."""
+  kv = ts.KvStore.open(spec).result()
+  raw = key.encode()
+  return bool(kv.list(ts.KvStore.KeyRange(inclusive_min=raw, exclusive_max=raw + b"\x00")).result())
+
+
+def kv_has_prefix(spec: dict) -> bool:
+  return bool(ts.KvStore.open(spec).result().list().result())

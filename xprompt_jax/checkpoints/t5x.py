@@ -12,6 +12,7 @@ from typing import Any, Mapping, Optional
 
 from flax import serialization
 import jax
+import msgpack
 import numpy as np
 import tensorstore as ts
 
@@ -26,29 +27,49 @@ _MAX_CHUNK_BYTES = 1 << 24
 
 def msgpack_path(path: str) -> str:
   """The msgpack file of a checkpoint directory, or `path` itself for the single-file form."""
-  return storage.join(path, MSGPACK_NAME) if storage.is_dir(path) else str(path)
+  inside = storage.join(path, MSGPACK_NAME)
+  return inside if storage.is_file(inside) else str(path)
 
 
-def read_state(path: str) -> dict:
-  """The raw msgpack state dict (arrays inline, tensorstore specs as dicts)."""
+def read_target(path: str) -> Mapping[str, Any]:
+  """The raw `optimizer/target` tree (inline arrays, tensorstore specs as dicts) of a checkpoint's msgpack.
+
+  The msgpack is walked with `msgpack.Unpacker`: only the bytes of `optimizer/target` are decoded (with flax's
+  `msgpack_restore`); `optimizer/state` (Adafactor/Adam statistics) is skipped without building its arrays.
+  """
   file = msgpack_path(path)
+  data = storage.read_bytes(file)
   try:
-    return serialization.msgpack_restore(storage.read_bytes(file))
-  except FileNotFoundError:
-    raise
-  except Exception as e:  # msgpack raises several unrelated types on corrupt input.
+    version, target = _split_state(data)
+  except (ValueError, msgpack.UnpackException, msgpack.ExtraData, TypeError) as e:
     raise tree_lib.CheckpointError(f"{file} is not a T5X msgpack checkpoint: {e}") from e
-
-
-def _target(state: Mapping[str, Any], file: str) -> Mapping[str, Any]:
-  if not isinstance(state, Mapping) or "optimizer" not in state or "target" not in state.get("optimizer", {}):
-    keys = sorted(state) if isinstance(state, Mapping) else type(state).__name__
-    raise tree_lib.CheckpointError(f"{file} has no optimizer/target entry (top-level keys: {keys}); "
-                                   "not a T5X checkpoint")
-  version = state.get("version")
+  if target is None:
+    raise tree_lib.CheckpointError(f"{file} has no optimizer/target entry; not a T5X checkpoint")
   if version != VERSION:
     raise tree_lib.CheckpointError(f"{file}: unsupported T5X checkpoint version {version!r} (expected {VERSION})")
-  return state["optimizer"]["target"]
+  return serialization.msgpack_restore(target)
+
+
+def _split_state(data: bytes) -> tuple[Any, Optional[bytes]]:
+  """(version, msgpack bytes of optimizer/target or None) of a T5X state dict, decoding nothing else."""
+  unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=max(len(data), 1 << 20))
+  unpacker.feed(data)
+  version, target = None, None
+  for _ in range(unpacker.read_map_header()):
+    key = unpacker.unpack()
+    if key == "version":
+      version = unpacker.unpack()
+    elif key == "optimizer":
+      for _ in range(unpacker.read_map_header()):
+        if unpacker.unpack() == "target":
+          start = unpacker.tell()
+          unpacker.skip()
+          target = data[start:unpacker.tell()]
+        else:
+          unpacker.skip()
+    else:
+      unpacker.skip()
+  return version, target
 
 
 def _is_spec(x) -> bool:
@@ -65,8 +86,11 @@ def _leaves(node, prefix=()):
 
 
 def _spec_path(spec: Mapping[str, Any]) -> str:
+  """The array's location as written: relative to the checkpoint, absolute, or gs:// for a 'gcs' kvstore."""
   kvstore = spec.get("kvstore")
   if isinstance(kvstore, Mapping):
+    if kvstore.get("bucket"):
+      return f"gs://{kvstore['bucket']}/{kvstore['path']}"
     return kvstore["path"]
   return kvstore if isinstance(kvstore, str) else spec["path"]
 
@@ -83,7 +107,7 @@ def _open(path: str):
   """(file, {path tuple: inline array or opened tensorstore}) for a checkpoint; no array data is read."""
   file = msgpack_path(path)
   folder = storage.parent(file)
-  leaves = dict(_leaves(_target(read_state(path), file)))
+  leaves = dict(_leaves(read_target(path)))
   opened = {p: _open_spec(leaf, folder) for p, leaf in leaves.items() if _is_spec(leaf)}
   for p, (location, future) in opened.items():
     try:
