@@ -166,9 +166,14 @@ def test_read_into_shardings(tmp_path):
   params = _random_params(T5_1_0)
   hf.write_hf(params, str(tmp_path), T5_1_0)
   mesh = Mesh(np.array(jax.devices()[:8]).reshape(2, 4), ("data", "model"))
-  shardings = {"token_embedder": {"embedding": NamedSharding(mesh, P("data", None))}}
+  shardings = {"token_embedder": {"embedding": NamedSharding(mesh, P("data", None))},
+               "encoder": {"layers_1": {"attention": {"query": {"kernel": NamedSharding(mesh, P("data", "model"))}}}}}
   back, _ = hf.read_hf(str(tmp_path), shardings=shardings)
-  embedding = back["token_embedder"]["embedding"]
-  assert embedding.sharding == shardings["token_embedder"]["embedding"]
-  np.testing.assert_array_equal(np.asarray(embedding), params["token_embedder"]["embedding"])
+  flat, flat_params, flat_shardings = tree.flatten(back), tree.flatten(params), tree.flatten(shardings)
+  for key, sharding in flat_shardings.items():
+    assert flat[key].sharding == sharding
+    np.testing.assert_array_equal(np.asarray(flat[key]), flat_params[key])
+    for shard in flat[key].addressable_shards:
+      np.testing.assert_array_equal(np.asarray(shard.data), flat_params[key][shard.index])
+  assert flat["encoder/layers_1/attention/query/kernel"].addressable_shards[0].data.shape == (3, 2)
   assert isinstance(back["encoder"]["encoder_norm"]["scale"], np.ndarray)

@@ -36,3 +36,11 @@ def test_validate_accepts_matching_tree_and_expected_params_is_the_model_tree():
   assert flat["encoder/layers_0/attention/query/kernel"].shape == (4, 6)
   assert "decoder/layers_1/mlp/wi_1/kernel" in flat and "encoder/layers_1/mlp/wi_0/kernel" not in flat
   assert tree.to_numpy({"a": jax.numpy.ones(2)})["a"].__class__ is np.ndarray
+
+
+def test_shape_of_accepts_arrays_structs_and_tuples():
+  assert tree.shape_of(np.zeros((2, 3))) == (2, 3)
+  assert tree.shape_of(jax.ShapeDtypeStruct((4,), np.float32)) == (4,)
+  assert tree.shape_of((5, 6)) == (5, 6)
+  assert tree.mismatches({"a": (2, 3)}, {"a": jax.ShapeDtypeStruct((2, 4), np.float32)}) == [
+      "shape mismatch for a: checkpoint has (2, 3), model expects (2, 4)"]

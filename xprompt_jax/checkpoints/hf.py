@@ -16,6 +16,7 @@ torch's Linear stores [out, in], so every 2-D tensor but the embedding is transp
 `decoder.embed_tokens.weight` (and `lm_head.weight` of a tied model) are copies of `shared.weight` and are only
 checked, never loaded as parameters.
 """
+import contextlib
 import json
 import os
 from typing import Any, Mapping, Optional
@@ -148,6 +149,37 @@ def _weight_files(path: str) -> dict[str, str]:
   return {name: single for name in _tensor_names(single)}
 
 
+class _Tensors(contextlib.AbstractContextManager):
+  """Tensors of a set of safetensors files: shapes without reading, whole tensors, or one slice of a tensor.
+
+  Local files are opened once with `safe_open` (memory-mapped; a slice reads only its bytes); gs:// files are
+  fetched whole.
+  """
+
+  def __init__(self, files: Mapping[str, str]):
+    self._stack = contextlib.ExitStack()
+    self._handles = {}
+    for file in sorted(set(files.values())):
+      if storage.is_gcs(file):
+        self._handles[file] = st_numpy.load(storage.read_bytes(file))
+      else:
+        self._handles[file] = self._stack.enter_context(safetensors.safe_open(file, framework="numpy"))
+    self._where = {name: self._handles[file] for name, file in files.items()}
+
+  def __exit__(self, *exc):
+    self._stack.close()
+
+  def shape(self, name: str) -> tuple:
+    handle = self._where[name]
+    return tuple(handle[name].shape if isinstance(handle, dict) else handle.get_slice(name).get_shape())
+
+  def read(self, name: str, index=None) -> np.ndarray:
+    handle = self._where[name]
+    if isinstance(handle, dict):
+      return handle[name] if index is None else handle[name][index]
+    return handle.get_tensor(name) if index is None else handle.get_slice(name)[index]
+
+
 def _tensor_names(file: str) -> list[str]:
   if storage.is_gcs(file):
     return list(st_numpy.load(storage.read_bytes(file)))
@@ -155,27 +187,20 @@ def _tensor_names(file: str) -> list[str]:
     return list(f.keys())
 
 
-def _read_tensors(files: Mapping[str, str], names) -> dict[str, np.ndarray]:
-  """Reads the named tensors, opening each file once (memory-mapped locally)."""
-  by_file: dict[str, list[str]] = {}
-  for name in names:
-    by_file.setdefault(files[name], []).append(name)
-  out = {}
-  for file, wanted in by_file.items():
-    if storage.is_gcs(file):
-      loaded = st_numpy.load(storage.read_bytes(file))
-      out.update({n: loaded[n] for n in wanted})
-      continue
-    with safetensors.safe_open(file, framework="numpy") as f:
-      out.update({n: f.get_tensor(n) for n in wanted})
-  return out
+def _to_t5x(tensors: _Tensors, name: str, transposed: bool, index=None) -> np.ndarray:
+  """The T5X-orientation array (or its `index` slice) of HF tensor `name`."""
+  if index is not None and transposed:
+    index = tuple(index)[::-1]
+  array = tensors.read(name, None if index is None else tuple(index))
+  return np.ascontiguousarray(array.T) if transposed else array
 
 
 def read_hf(path: str, config: Optional[T5Config] = None, shardings=None) -> tuple[dict, T5Config]:
   """(T5X-layout parameter tree, config) of a HF T5 checkpoint folder; `config` defaults to its config.json.
 
-  Unknown tensors, missing tensors and tied copies that differ from `shared.weight` raise CheckpointError.
-  With `shardings` (tree of `jax.sharding.Sharding`) leaves become `jax.Array`s placed accordingly.
+  Unknown tensors, missing tensors, wrong shapes and tied copies that differ from `shared.weight` raise
+  CheckpointError (shapes are checked before any tensor data is read). With `shardings` (tree of
+  `jax.sharding.Sharding`) those leaves become `jax.Array`s and each host reads only its devices' slices.
   """
   config = config or read_config(path)
   expected = tree_lib.flatten(tree_lib.expected_params(config))
@@ -190,35 +215,28 @@ def read_hf(path: str, config: Optional[T5Config] = None, shardings=None) -> tup
     problems += [f"unexpected tensor {n}" for n in unexpected]
     raise tree_lib.CheckpointError(f"Hugging Face checkpoint {path} does not match the model configuration:\n  " +
                                    "\n  ".join(problems))
-  tensors = _read_tensors(files, [*names, *(n for n in ignorable if n in files)])
-  for copy in ignorable:
-    if copy in tensors and not np.array_equal(tensors[copy], tensors["shared.weight"]):
-      raise tree_lib.CheckpointError(f"{path}: {copy} differs from shared.weight, but the model ties them")
-  flat = {}
-  for name, p in names.items():
-    array = tensors[name]
-    flat[p] = np.ascontiguousarray(array.T) if hf_name(p)[1] else array
-  params = tree_lib.unflatten(flat)
-  tree_lib.validate(params, tree_lib.expected_params(config), path)
-  if shardings:
-    params = place(params, shardings)
-  return params, config
+  flat_shardings = tree_lib.flatten(shardings or {})
+  with _Tensors(files) as tensors:
+    stored = {p: tensors.shape(n)[::-1] if hf_name(p)[1] else tensors.shape(n) for n, p in names.items()}
+    tree_lib.validate(tree_lib.unflatten(stored), tree_lib.expected_params(config), path)
+    shared = tensors.read("shared.weight")
+    for copy in sorted(ignorable & set(files)):
+      if not np.array_equal(tensors.read(copy), shared):
+        raise tree_lib.CheckpointError(f"{path}: {copy} differs from shared.weight, but the model ties them")
+    flat = {}
+    for name, p in names.items():
+      transposed, sharding = hf_name(p)[1], flat_shardings.get(p)
+      if sharding is None:
+        flat[p] = shared if name == "shared.weight" else _to_t5x(tensors, name, transposed)
+      else:
+        flat[p] = jax.make_array_from_callback(
+            stored[p], sharding, lambda index, n=name, t=transposed: _to_t5x(tensors, n, t, index))
+  return tree_lib.unflatten(flat), config
 
 
 def _hf_shape(path: str, expected: Mapping[str, Any]) -> tuple:
   shape = tuple(expected[path].shape)
   return shape[::-1] if hf_name(path)[1] else shape
-
-
-def place(params: Mapping[str, Any], shardings: Mapping[str, Any]) -> dict:
-  """Host arrays -> `jax.Array`s with the given shardings (each device gets only its slice)."""
-  flat_shardings = tree_lib.flatten(shardings)
-  out = {}
-  for p, array in tree_lib.flatten(params).items():
-    sharding = flat_shardings.get(p)
-    out[p] = array if sharding is None else jax.make_array_from_callback(
-        array.shape, sharding, lambda index, a=array: a[index])
-  return tree_lib.unflatten(out)
 
 
 def write_hf(params: Mapping[str, Any], path: str, config: T5Config,

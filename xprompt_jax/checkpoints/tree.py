@@ -33,13 +33,19 @@ def expected_params(config) -> dict[str, Any]:
   return t5.abstract_params(config)
 
 
+def shape_of(leaf) -> tuple:
+  """The shape of an array, a `jax.ShapeDtypeStruct`, or a shape tuple itself."""
+  return tuple(leaf) if isinstance(leaf, tuple) else tuple(np.shape(leaf) if not hasattr(leaf, "shape") else leaf.shape)
+
+
 def mismatches(params: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
-  """Human-readable differences between a tree of arrays and a tree of expected shapes (empty if they agree)."""
+  """Differences between a tree (of arrays, ShapeDtypeStructs or shape tuples) and the expected tree, as
+  human-readable lines (empty if they agree)."""
   got, want = flatten(params), flatten(expected)
-  problems = [f"missing parameter {p} (expected shape {tuple(want[p].shape)})" for p in sorted(want.keys() - got)]
-  problems += [f"unexpected parameter {p} (shape {tuple(np.shape(got[p]))})" for p in sorted(got.keys() - want)]
+  problems = [f"missing parameter {p} (expected shape {shape_of(want[p])})" for p in sorted(want.keys() - got)]
+  problems += [f"unexpected parameter {p} (shape {shape_of(got[p])})" for p in sorted(got.keys() - want)]
   for p in sorted(got.keys() & want.keys()):
-    have, need = tuple(np.shape(got[p])), tuple(want[p].shape)
+    have, need = shape_of(got[p]), shape_of(want[p])
     if have != need:
       problems.append(f"shape mismatch for {p}: checkpoint has {have}, model expects {need}")
   return problems
