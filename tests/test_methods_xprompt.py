@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from xprompt_jax.methods.xprompt import MASKS_KEY, XPrompt, XPromptMasks, apply_masks, mask_importance, ones_masks
+from xprompt_jax.methods.xprompt import (MASKS_KEY, XPrompt, XPromptMasks, apply_masks, mask_importance, ones_masks,
+                                       prune_masks)
 from xprompt_jax.models.config import PRESETS, T5Config
 from xprompt_jax.models.t5 import T5, init_params
 
@@ -105,3 +106,22 @@ def test_width_not_divisible_into_pieces_errors(frozen):
   with pytest.raises(ValueError, match=r"token \(3,\) and piece \(3, 4\) do not fit a prompt of shape \(2, 8\)"):
     apply_masks(jnp.ones((2, 8)), ones_masks(3, 4))
   XPrompt(length=4, pieces=16).init(RNG, frozen, CFG)  # The paper's k = 16 divides emb 16 (pieces of width 1).
+
+
+def test_prune_masks_zeroes_the_lowest_scores_first():
+  masks = ones_masks(4, 2)
+  importance = XPromptMasks(token=jnp.array([0.3, 0.1, 0.4, 0.2]),
+                            piece=jnp.array([[0.5, 0.1], [0.0, 0.0], [0.2, 0.9], [0.3, 0.05]]))
+  pruned = prune_masks(masks, importance, token_fraction=0.5)
+  np.testing.assert_array_equal(pruned.token, [1, 0, 1, 0])  # Tokens 1 and 3 score lowest.
+  np.testing.assert_array_equal(pruned.piece, np.ones((4, 2)))
+  # Pieces: only those of surviving tokens 0 and 2 compete; half of those 4 go, lowest first (0.1, then 0.2).
+  pruned = prune_masks(pruned, importance, piece_fraction=0.5)
+  np.testing.assert_array_equal(pruned.piece, [[1, 0], [1, 1], [0, 1], [1, 1]])
+  # A further round only considers entries still active.
+  again = prune_masks(pruned, importance, token_fraction=0.5)
+  np.testing.assert_array_equal(again.token, [0, 0, 1, 0])
+  with pytest.raises(ValueError, match="token_fraction=1.5 must be in"):
+    prune_masks(masks, importance, token_fraction=1.5)
+  with pytest.raises(ValueError, match=r"importance.piece has shape \(4, 3\); the masks' piece has shape \(4, 2\)"):
+    prune_masks(masks, importance.replace(piece=jnp.zeros((4, 3))))

@@ -8,7 +8,7 @@ from xprompt_jax.methods.base import Method, count_params
 from xprompt_jax.methods.mpt import MPT, check_task_ids, target_init_from_sources
 from xprompt_jax.methods.prefix import PrefixTuning
 from xprompt_jax.methods.prompt import PromptTuning
-from xprompt_jax.methods.xprompt import XPrompt, XPromptMasks, ones_masks
+from xprompt_jax.methods.xprompt import XPrompt, XPromptMasks, mask_importance, ones_masks, prune_masks
 
 METHODS = {"prompt": PromptTuning, "prefix": PrefixTuning, "mpt": MPT, "xprompt": XPrompt}
 
@@ -22,4 +22,4 @@ def get_method(name: str = gin.REQUIRED, **kwargs) -> Method:
 
 
 __all__ = ["METHODS", "MPT", "Method", "PrefixTuning", "PromptTuning", "XPrompt", "XPromptMasks", "check_task_ids",
-           "count_params", "get_method", "ones_masks", "target_init_from_sources"]
+           "count_params", "get_method", "mask_importance", "ones_masks", "prune_masks", "target_init_from_sources"]

@@ -7,8 +7,8 @@ vector (D must be divisible by k). The effective prompt is
     prompt_eff[i, piece j] = prompt[i, piece j] · γ[i] · ζ[i, j]
 
 `inject_with_masks(trainable, masks, batch, config)` is differentiable in the masks, so the paper's importance
-scores I = E_x |∂L(x)/∂γ| (and likewise for ζ) come from `jax.grad` w.r.t. the masks (`mask_importance`).
-During the rewinding stage the pruned (0/1) masks are passed to `inject(..., masks=...)` or carried in the batch
+scores I = E_x |∂L(x)/∂γ| (and likewise for ζ) come from `jax.grad` w.r.t. the masks (`mask_importance`), and
+`prune_masks` zeroes the lowest-scoring tokens, then pieces of the surviving tokens. During the rewinding stage the pruned (0/1) masks are passed to `inject(..., masks=...)` or carried in the batch
 under `MASKS_KEY`; `export(trainable, config, masks)` folds them into a plain prompt for inference.
 """
 import dataclasses
@@ -18,6 +18,7 @@ import flax
 import gin
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from xprompt_jax.methods.base import Trainable
 from xprompt_jax.methods.prompt import PromptTuning
@@ -60,6 +61,34 @@ def apply_masks(prompt: jax.Array, masks: XPromptMasks) -> jax.Array:
 def mask_importance(loss_fn: Callable[[XPromptMasks], jax.Array], masks: XPromptMasks) -> XPromptMasks:
   """|∂loss/∂mask| for the token and piece masks, given `loss_fn(masks) -> scalar` (average it over batches)."""
   return jax.tree_util.tree_map(jnp.abs, jax.grad(loss_fn)(masks))
+
+
+def _prune_lowest(mask: np.ndarray, score: np.ndarray, candidates: np.ndarray, fraction: float) -> np.ndarray:
+  """`mask` with the round(fraction · #candidates) lowest-scoring candidate entries set to 0."""
+  flat_candidates = np.flatnonzero(candidates)
+  count = int(round(fraction * flat_candidates.size))
+  order = flat_candidates[np.argsort(score.ravel()[flat_candidates], kind="stable")]
+  pruned = mask.copy().ravel()
+  pruned[order[:count]] = 0.0
+  return pruned.reshape(mask.shape)
+
+
+def prune_masks(masks: XPromptMasks, importance: XPromptMasks, token_fraction: float = 0.0,
+                piece_fraction: float = 0.0) -> XPromptMasks:
+  """One pruning round (host-side): zero the `token_fraction` of still-active tokens with the lowest token
+  importance, then the `piece_fraction` of still-active pieces (of surviving tokens) with the lowest piece importance.
+  """
+  for name, fraction in (("token_fraction", token_fraction), ("piece_fraction", piece_fraction)):
+    if not 0.0 <= fraction <= 1.0:
+      raise ValueError(f"prune_masks: {name}={fraction} must be in [0, 1]")
+  token, piece = np.asarray(masks.token, np.float32), np.asarray(masks.piece, np.float32)
+  for field, mask, score in (("token", token, importance.token), ("piece", piece, importance.piece)):
+    if np.shape(score) != mask.shape:
+      raise ValueError(f"prune_masks: importance.{field} has shape {np.shape(score)}; the masks' {field} has "
+                       f"shape {mask.shape}")
+  token = _prune_lowest(token, np.asarray(importance.token), token != 0, token_fraction)
+  piece = _prune_lowest(piece, np.asarray(importance.piece), (piece != 0) & (token != 0)[:, None], piece_fraction)
+  return XPromptMasks(token=jnp.asarray(token), piece=jnp.asarray(piece))
 
 
 @gin.configurable
