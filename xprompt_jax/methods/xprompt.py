@@ -8,8 +8,9 @@ vector (D must be divisible by k). The effective prompt is
 
 `inject_with_masks(trainable, masks, batch, config)` is differentiable in the masks, so the paper's importance
 scores I = E_x |∂L(x)/∂γ| (and likewise for ζ) come from `jax.grad` w.r.t. the masks (`mask_importance`), and
-`prune_masks` zeroes the lowest-scoring tokens, then pieces of the surviving tokens. During the rewinding stage the pruned (0/1) masks are passed to `inject(..., masks=...)` or carried in the batch
-under `MASKS_KEY`; `export(trainable, config, masks)` folds them into a plain prompt for inference.
+`prune_masks` zeroes the lowest-scoring tokens, then pieces of the surviving tokens. During the rewinding stage
+the pruned (0/1) masks are passed to `inject(..., masks=...)` or carried in the batch under `MASKS_KEY`;
+`export(trainable, config, masks)` folds them into a plain prompt for inference.
 """
 import dataclasses
 from typing import Callable, Optional
