@@ -143,3 +143,25 @@ def test_load_params_into_shardings(fmt, tmp_path):
     np.testing.assert_array_equal(np.asarray(flat[key]), value)
   wi = flat["encoder/layers_0/mlp/wi_0/kernel"]
   assert wi.addressable_shards[0].data.shape == (4, 3)
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 simulated devices (tests/conftest.py sets XLA_FLAGS)")
+def test_scanned_layout_loads_saves_and_shards(tiny_dir, tmp_path):
+  scan_config = TINY_RANDOM.replace(scan_layers=True)
+  mesh = Mesh(np.array(jax.devices()[:8]).reshape(2, 4), ("data", "model"))
+  shardings = jax.tree.map(lambda s: NamedSharding(mesh, P(None, "data", "model") if len(s.shape) == 3 else P()),
+                           tree.expected_params(scan_config))
+  scanned, config = checkpoints.load_params(tiny_dir, scan_config, shardings)
+  assert config == scan_config
+  kernel = scanned["encoder"]["layers"]["attention"]["query"]["kernel"]
+  assert kernel.shape == (2, 4, 4) and kernel.sharding == tree.flatten(shardings)[
+      "encoder/layers/attention/query/kernel"]
+  unscanned, _ = checkpoints.load_params(tiny_dir, TINY_RANDOM)
+  np.testing.assert_array_equal(np.asarray(kernel)[1], unscanned["encoder"]["layers_1"]["attention"]["query"]["kernel"])
+  for fmt in ("hf", "orbax", "t5x"):
+    checkpoints.save_params(scanned, str(tmp_path / fmt), fmt, scan_config)
+    if fmt != "hf":  # Written per layer, as T5X does (HF is per block by construction).
+      assert "layers_1" in checkpoints.stored_shapes(str(tmp_path / fmt))["encoder"]
+    back, back_config = checkpoints.load_params(str(tmp_path / fmt), None if fmt == "orbax" else scan_config)
+    assert back_config == scan_config
+    _assert_bit_exact(jax.tree.map(np.asarray, scanned), back)

@@ -44,3 +44,24 @@ def test_shape_of_accepts_arrays_structs_and_tuples():
   assert tree.shape_of((5, 6)) == (5, 6)
   assert tree.mismatches({"a": (2, 3)}, {"a": jax.ShapeDtypeStruct((2, 4), np.float32)}) == [
       "shape mismatch for a: checkpoint has (2, 3), model expects (2, 4)"]
+
+
+def test_stack_and_unstack_layers():
+  config = T5Config(vocab_size=16, emb_dim=4, num_heads=2, head_dim=3, mlp_dim=5, num_encoder_layers=2,
+                    num_decoder_layers=3)
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(s.dtype), tree.expected_params(config))
+  stacked = tree.stack_layers(params)
+  assert tree.is_scanned(stacked) and not tree.is_scanned(params)
+  tree.validate(stacked, tree.expected_params(config.replace(scan_layers=True)), "stacked")
+  np.testing.assert_array_equal(stacked["decoder"]["layers"]["mlp"]["wo"]["kernel"][2],
+                                params["decoder"]["layers_2"]["mlp"]["wo"]["kernel"])
+  back = tree.unstack_layers(stacked)
+  assert sorted(tree.flatten(back)) == sorted(tree.flatten(params))
+  for key, value in tree.flatten(params).items():
+    np.testing.assert_array_equal(tree.flatten(back)[key], value)
+  assert tree.unscanned(config.replace(scan_layers=True)) == config
+  broken = dict(params, encoder={k: v for k, v in params["encoder"].items() if k != "layers_0"})
+  broken["encoder"]["layers_2"] = params["encoder"]["layers_1"]
+  with pytest.raises(tree.CheckpointError, match=r"cannot stack encoder: layers \[0\] are missing"):
+    tree.stack_layers(broken)

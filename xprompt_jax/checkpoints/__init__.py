@@ -61,33 +61,46 @@ def load_params(path: str, config: Optional[T5Config] = None,
 
   `config` is required for T5X checkpoints; for HF/Orbax it overrides the stored one (shapes must still match).
   `shardings`: a tree of `jax.sharding.Sharding` (same paths as the params) to restore straight onto devices.
-  Raises CheckpointError naming every missing, unexpected or wrongly shaped parameter.
+  With `config.scan_layers` the per-layer checkpoint is stacked into the scanned layout (then placed from host
+  memory). Raises CheckpointError naming every missing, unexpected or wrongly shaped parameter.
   """
   path = str(path)
   fmt = detect_format(path)
+  if fmt in ("t5x", "t5x_legacy") and config is None:
+    raise ValueError(f"{path} is a T5X checkpoint, which stores no model configuration: pass a T5Config "
+                     "(e.g. --gin_file=models/t5_1_1_base.gin or --model=<preset>)")
+  scanned = bool(config and config.scan_layers)
+  read_config = tree_lib.unscanned(config) if config else None
+  direct = None if scanned else shardings
   if fmt == "hf":
-    return hf.read_hf(path, config, shardings)
-  if fmt in ("t5x", "t5x_legacy"):
-    if config is None:
-      raise ValueError(f"{path} is a T5X checkpoint, which stores no model configuration: pass a T5Config "
-                       "(e.g. --gin_file=models/t5_1_1_base.gin or --model=<preset>)")
-    tree_lib.validate(t5x.stored_shapes(path), tree_lib.expected_params(config), path)
-    return t5x.read_t5x(path, shardings), config
-  stored_config = orbax_io.read_config(path)
+    params, stored_config = hf.read_hf(path, read_config, direct)
+  elif fmt in ("t5x", "t5x_legacy"):
+    tree_lib.validate(t5x.stored_shapes(path), tree_lib.expected_params(read_config), path)
+    params, stored_config = t5x.read_t5x(path, direct), config
+  else:
+    stored_config = orbax_io.read_config(path)
+    tree_lib.validate(orbax_io.stored_shapes(path),
+                      tree_lib.expected_params(read_config or tree_lib.unscanned(stored_config)), path)
+    params, _ = orbax_io.read_orbax(path, direct)
   config = config or stored_config
-  tree_lib.validate(orbax_io.stored_shapes(path), tree_lib.expected_params(config), path)
-  params, _ = orbax_io.read_orbax(path, shardings)
+  if config.scan_layers:
+    params = tree_lib.stack_layers(params)
+    tree_lib.validate(params, tree_lib.expected_params(config), path)
+    params = tree_lib.place(params, shardings)
   return params, config
 
 
 def save_params(params: Mapping[str, Any], path: str, fmt: str, config: T5Config, **kwargs) -> None:
   """Writes `params` (checked against `config`) as `fmt` in 't5x' | 'hf' | 'orbax' at `path`.
 
+  Scanned trees (`config.scan_layers`) are written in the per-layer layout every format uses.
   kwargs go to the writer: `max_shard_bytes` for hf, `step` for t5x, `force` for orbax.
   """
   if fmt not in WRITABLE_FORMATS:
     raise ValueError(f"cannot write checkpoint format {fmt!r}; choose one of {WRITABLE_FORMATS}")
   tree_lib.validate(params, tree_lib.expected_params(config), f"to be written to {path}")
+  if tree_lib.is_scanned(params):
+    params = tree_lib.unstack_layers(params)
   if fmt == "t5x":
     t5x.write_t5x(params, str(path), **kwargs)
   elif fmt == "hf":

@@ -203,7 +203,7 @@ def read_hf(path: str, config: Optional[T5Config] = None, shardings=None) -> tup
   `jax.sharding.Sharding`) those leaves become `jax.Array`s and each host reads only its devices' slices.
   """
   config = config or read_config(path)
-  expected = tree_lib.flatten(tree_lib.expected_params(config))
+  expected = tree_lib.flatten(tree_lib.expected_params(tree_lib.unscanned(config)))
   names = {hf_name(p)[0]: p for p in expected}
   files = _weight_files(path)
   ignorable = set(_TIED_COPIES) | ({"lm_head.weight"} if config.logits_via_embedding else set())
@@ -218,7 +218,7 @@ def read_hf(path: str, config: Optional[T5Config] = None, shardings=None) -> tup
   flat_shardings = tree_lib.flatten(shardings or {})
   with _Tensors(files) as tensors:
     stored = {p: tensors.shape(n)[::-1] if hf_name(p)[1] else tensors.shape(n) for n, p in names.items()}
-    tree_lib.validate(tree_lib.unflatten(stored), tree_lib.expected_params(config), path)
+    tree_lib.validate(tree_lib.unflatten(stored), tree_lib.expected_params(tree_lib.unscanned(config)), path)
     shared = tensors.read("shared.weight")
     for copy in sorted(ignorable & set(files)):
       if not np.array_equal(tensors.read(copy), shared):
