@@ -87,6 +87,9 @@ class OptimizerConfig:
   adam_b1: float = 0.9
   adam_b2: float = 0.999
   adam_eps: float = 1e-8
+  # Per-label peak learning rates for methods that label their parameters (MPT: ('shared', 0.3), ('task', 0.3)),
+  # as (label, lr) pairs so gin can bind them; None: every parameter uses `learning_rate`.
+  label_learning_rates: tuple[tuple[str, float], ...] | None = None
 
   def __post_init__(self):
     if self.optimizer not in _OPTIMIZERS:
