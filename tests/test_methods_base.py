@@ -39,6 +39,7 @@ def test_registry_builds_every_method_and_names_the_known_ones():
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_every_method_fits_the_interface(name):
   method = get_method(name, **SMALL[name])
+  assert hash(method) == hash(get_method(name, **SMALL[name]))  # Usable as a static jit argument.
   frozen = abstract_params(CFG)
   trainable = method.abstract_trainable(CFG, frozen)
   axes = method.logical_axes(CFG)

@@ -43,6 +43,13 @@ def check_task_ids(batch: dict, num_tasks: int) -> None:
                      f"{bad.tolist()}; valid ids are 0..{num_tasks - 1} (MPT.num_tasks={num_tasks})")
 
 
+def _is_host_checkable(x) -> bool:
+  """Concrete ids this process can read (not a jit tracer, not another host's shards)."""
+  if isinstance(x, jax.core.Tracer):
+    return False
+  return not isinstance(x, jax.Array) or x.is_fully_addressable
+
+
 def task_prompts(trainable: Trainable) -> jax.Array:
   """Every task's prompt `P* ∘ (u_k v_kᵀ)`: `[T, L, D]`."""
   return trainable["shared_prompt"] * jnp.einsum("tlr,tdr->tld", trainable["u"], trainable["v"])
@@ -93,7 +100,7 @@ class MPT(PromptTuning):
   def inject(self, trainable: Trainable, batch: dict, config: T5Config) -> Injection:
     del config
     task_id: Optional[Any] = batch.get("task_id")
-    if task_id is None or not isinstance(task_id, jax.core.Tracer):
+    if task_id is None or _is_host_checkable(task_id):
       check_task_ids(batch, self.num_tasks)
     if task_id is None:
       return Injection(prompt=task_prompts(trainable)[0])
