@@ -7,7 +7,8 @@ with MPT (its shared prompt P*) and XPrompt:
 * `sampled_vocab`: rows of the frozen embedding table for distinct ids drawn without replacement from the
   `sampled_vocab_size` (5,000) most frequent tokens. T5's SentencePiece ids are ordered by frequency after the
   special ids, so the range is [first_vocab_id, 5000): `first_vocab_id=3` skips pad (0), eos (1) and unk (2),
-  whose embeddings carry no lexical meaning (id 3 is the word-boundary piece "▁", a real and frequent token).
+  whose embeddings carry no lexical meaning (id 3 is the word-boundary piece "▁", a real and frequent token);
+  `first_vocab_id=0` reproduces the reference initialiser, which draws from the first 5,000 rows as they are.
 * `class_labels`: row i < len(class_labels) is the mean embedding of label i's sub-tokens (labels are strings
   tokenised with `vocabulary`, default `xprompt_jax.tasks.vocab.get_default_vocabulary()`, or id lists); the
   remaining rows are sampled vocab.
