@@ -50,8 +50,8 @@ def test_tiny_random_directory_loads_with_values_of_msgpack_and_zarr(tiny_dir):
   raw_target = tree.flatten(raw["optimizer"]["target"])
   flat = tree.flatten(params)
   # Inline arrays come straight from the msgpack.
-  np.testing.assert_array_equal(flat["encoder/relpos_bias/rel_embedding"], raw_target["encoder/relpos_bias/rel_embedding"])
-  np.testing.assert_array_equal(flat["decoder/decoder_norm/scale"], raw_target["decoder/decoder_norm/scale"])
+  for key in ("encoder/relpos_bias/rel_embedding", "decoder/decoder_norm/scale"):
+    np.testing.assert_array_equal(flat[key], raw_target[key])
   # Tensorstore arrays equal what the zarr folder holds, read independently.
   for key in ("token_embedder/embedding", "decoder/logits_dense/kernel", "encoder/layers_1/mlp/wo/kernel"):
     folder = os.path.join(tiny_dir, "target." + key.replace("/", "."))

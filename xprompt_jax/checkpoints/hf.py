@@ -8,7 +8,7 @@ Name mapping between T5X's tree and `T5ForConditionalGeneration`'s state dict:
   encoder/layers_{i}/mlp/{wi_0,wi_1,wi,wo}     encoder.block.{i}.layer.1.DenseReluDense.{...}.weight       (ᵀ)
   encoder/layers_{i}/pre_mlp_layer_norm        encoder.block.{i}.layer.1.layer_norm.weight
   decoder: layer.0 SelfAttention, layer.1 EncDecAttention, layer.2 DenseReluDense (same pattern)
-  {encoder,decoder}/relpos_bias/rel_embedding  {stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight (ᵀ)
+  {stack}/relpos_bias/rel_embedding           {stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight (ᵀ)
   encoder/encoder_norm, decoder/decoder_norm   {stack}.final_layer_norm.weight
   decoder/logits_dense/kernel                  lm_head.weight (ᵀ; absent when tied, T5 1.0)
 

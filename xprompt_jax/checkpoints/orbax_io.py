@@ -50,7 +50,9 @@ def write_orbax(params: Mapping[str, Any], path: str, config: T5Config, force: b
 
 
 def read_config(path: str) -> T5Config:
-  restored = _checkpointer().restore(storage.absolute(path), args=ocp.args.Composite(**{CONFIG_ITEM: ocp.args.JsonRestore()}))
+  """The T5Config stored next to the parameters."""
+  restored = _checkpointer().restore(storage.absolute(path),
+                                     args=ocp.args.Composite(**{CONFIG_ITEM: ocp.args.JsonRestore()}))
   return config_from_json(restored[CONFIG_ITEM], storage.join(path, CONFIG_ITEM))
 
 
