@@ -51,7 +51,7 @@ def test_console_script_t5x_to_hf_to_orbax(shared, tmp_path):
 
   result = _run(f"--checkpoint={hf_dir}", "--to=orbax", f"--output={orbax_dir}")
   assert result.returncode == 1
-  assert f"--output {orbax_dir} exists and is not empty; pass --overwrite" in result.stderr
+  assert f"error: --output {orbax_dir} exists and is not empty; pass --overwrite" in result.stderr
 
 
 def test_console_script_reports_bad_input(tmp_path):
@@ -69,7 +69,7 @@ def parsed_flags():
     yield flags.FLAGS
 
 
-def test_main_with_preset_and_flag_errors(parsed_flags, shared, tmp_path, capsys):
+def test_main_with_preset_and_flag_errors(parsed_flags, shared, tmp_path):
   legacy = str(shared / "checkpoints" / "t5x_legacy_msgpack_tiny.checkpoint_0")
   out = str(tmp_path / "t5x")
   parsed_flags.checkpoint, parsed_flags.output, parsed_flags.to = legacy, out, "t5x"
@@ -79,16 +79,17 @@ def test_main_with_preset_and_flag_errors(parsed_flags, shared, tmp_path, capsys
   assert tree.flatten(params)["decoder/layers_1/self_attention/query/kernel"].shape == (8, 12)
   parsed_flags.model = "t5_1_1_nope"
   parsed_flags.overwrite = True
-  assert convert.main(["convert"]) == 1
-  assert "--model='t5_1_1_nope' is not a preset" in capsys.readouterr().err
+  with pytest.raises(ValueError, match="--model='t5_1_1_nope' is not a preset"):
+    convert.main(["convert"])
   parsed_flags.model = "t5_1_1_small"  # Wrong architecture for the tiny checkpoint: shapes are named.
-  assert convert.main(["convert"]) == 1
-  assert "shape mismatch for token_embedder/embedding: checkpoint has (32128, 8), model expects (32128, 512)" \
-      in capsys.readouterr().err
+  with pytest.raises(checkpoints.CheckpointError, match=r"shape mismatch for token_embedder/embedding: checkpoint "
+                     r"has \(32128, 8\), model expects \(32128, 512\)"):
+    convert.main(["convert"])
   parsed_flags.checkpoint = None
-  assert convert.main(["convert"]) == 2
-  assert "missing required flag(s): --checkpoint" in capsys.readouterr().err
-  assert convert.main(["convert", "stray"]) == 2
+  with pytest.raises(ValueError, match="missing required flag\(s\): --checkpoint"):
+    convert.main(["convert"])
+  with pytest.raises(ValueError, match="unexpected positional arguments"):
+    convert.main(["convert", "stray"])
 
 
 def test_overwrite_replaces_and_failures_leave_output_untouched(tmp_path):

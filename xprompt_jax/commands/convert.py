@@ -9,7 +9,6 @@ HF and Orbax sources carry it. The result is written to a temporary sibling fold
 """
 import os
 import shutil
-import sys
 import tempfile
 from typing import Optional
 
@@ -90,19 +89,13 @@ def model_config() -> Optional[T5Config]:
 
 
 def main(argv):
+  """Runs the conversion; user errors raise ValueError/OSError, which the CLI prints as one line (exit 1)."""
   if len(argv) > 1:
-    print(f"xprompt-jax convert: unexpected arguments {argv[1:]}", file=sys.stderr)
-    return 2
-  missing = [name for name in ("checkpoint", "output", "to") if not getattr(FLAGS, name)]
+    raise ValueError(f"unexpected positional arguments: {argv[1:]}")
+  missing = [f"--{name}" for name in ("checkpoint", "output", "to") if not getattr(FLAGS, name)]
   if missing:
-    print(f"xprompt-jax convert: missing required flag(s): {', '.join('--' + m for m in missing)}",
-          file=sys.stderr)
-    return 2
-  try:
-    config = convert(FLAGS.checkpoint, FLAGS.output, FLAGS.to, model_config(), FLAGS.overwrite,
-                     FLAGS.max_shard_bytes)
-  except (checkpoints.CheckpointError, FileNotFoundError, FileExistsError, ValueError) as e:
-    print(f"xprompt-jax convert: {e}", file=sys.stderr)
-    return 1
+    raise ValueError(f"missing required flag(s): {', '.join(missing)}")
+  config = convert(FLAGS.checkpoint, FLAGS.output, FLAGS.to, model_config(), FLAGS.overwrite,
+                   FLAGS.max_shard_bytes)
   print(f"wrote {FLAGS.to} checkpoint {FLAGS.output} ({config.name}: {config.num_params():,} parameters)")
   return 0
