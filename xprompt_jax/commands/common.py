@@ -56,6 +56,10 @@ CONFIGURABLE_MODULES = (
     "xprompt_jax.methods",
     "xprompt_jax.training.optim",
     "xprompt_jax.training.partitioning",
+    "xprompt_jax.training.data",
+    "xprompt_jax.training.step",
+    "xprompt_jax.training.loop",
+    "xprompt_jax.evaluation.evaluator",
     "xprompt_jax.tasks",
 )
 
@@ -80,3 +84,29 @@ def parse_gin(gin_files, gin_bindings, search_paths=(), finalize=True):
 
 def parse_gin_from_flags(finalize=True):
   parse_gin(flags.FLAGS.gin_file, flags.FLAGS.gin_bindings, flags.FLAGS.gin_search_paths, finalize=finalize)
+
+
+def define_run_flags():
+  """--model_dir and --multihost, shared by train/eval/infer."""
+  if "model_dir" in flags.FLAGS:
+    return
+  flags.DEFINE_string("model_dir", None, "Where checkpoints, metrics and predictions go (local or gs://).")
+  flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (Cloud TPU pods; coordinator, "
+                    "process count and id come from the environment or the --coordinator_address flags).")
+  flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host off Cloud TPU).")
+  flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host off Cloud TPU).")
+  flags.DEFINE_integer("process_id", None, "This process's index (multi-host off Cloud TPU).")
+
+
+def init_run(argv):
+  """Common start of train/eval/infer: no stray arguments, distributed init, gin parsed, --model_dir given."""
+  if len(argv) > 1:
+    raise ValueError(f"unexpected positional arguments: {argv[1:]}")
+  f = flags.FLAGS
+  if f.multihost or f.coordinator_address:
+    import jax
+    jax.distributed.initialize(coordinator_address=f.coordinator_address, num_processes=f.num_processes,
+                               process_id=f.process_id)
+  if not f.model_dir:
+    raise ValueError("--model_dir is required")
+  parse_gin_from_flags()
