@@ -172,3 +172,22 @@ def test_spec_locations():
   assert t5x._spec_path({"driver": "zarr", "kvstore": {"driver": "gcs", "bucket": "b", "path": "ck/target.x"}}) == \
       "gs://b/ck/target.x"
   assert t5x._spec_path({"driver": "zarr", "path": "target.y"}) == "target.y"
+
+
+def test_absolute_array_paths_of_a_copied_checkpoint_resolve_next_to_the_msgpack(tmp_path):
+  config = T5Config(vocab_size=16, emb_dim=4, num_heads=2, head_dim=2, mlp_dim=4, num_encoder_layers=1,
+                    num_decoder_layers=1)
+  params = _random_params(config)
+  path = str(tmp_path / "copied")
+  t5x.write_t5x(params, path)
+  file = os.path.join(path, "checkpoint")
+  raw = serialization.msgpack_restore(open(file, "rb").read())
+  spec = raw["optimizer"]["target"]["token_embedder"]["embedding"]
+  spec["kvstore"] = {"driver": "gcs", "bucket": "gone-bucket",
+                     "path": "run/checkpoint_9/target.token_embedder.embedding"}
+  raw["optimizer"]["target"]["decoder"]["logits_dense"]["kernel"]["kvstore"]["path"] = (
+      "/no/such/dir/target.decoder.logits_dense.kernel")
+  open(file, "wb").write(serialization.msgpack_serialize(raw))
+  back = tree.flatten(t5x.read_t5x(path))
+  for key in ("token_embedder/embedding", "decoder/logits_dense/kernel"):
+    np.testing.assert_array_equal(back[key], tree.flatten(params)[key])

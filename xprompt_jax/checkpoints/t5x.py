@@ -96,9 +96,19 @@ def _spec_path(spec: Mapping[str, Any]) -> str:
 
 
 def _open_spec(spec: Mapping[str, Any], folder: str):
-  """A tensorstore future for an array spec, its relative path resolved against the checkpoint folder."""
-  rel = _spec_path(spec)
-  location = rel if (os.path.isabs(rel) or storage.is_gcs(rel)) else storage.join(folder, rel)
+  """(location, tensorstore future) of an array spec.
+
+  Relative paths resolve against the checkpoint folder. An absolute path (older T5X wrote e.g. the gs:// address
+  it saved to) is used as is unless the checkpoint has since been copied: then the array of the same name next
+  to the msgpack wins, as T5X itself does on restore.
+  """
+  written = _spec_path(spec)
+  if os.path.isabs(written) or storage.is_gcs(written):
+    beside = storage.join(folder, written.rstrip("/").rsplit("/", 1)[-1])
+    moved = storage.parent(written) != folder and storage.is_file(storage.join(beside, ".zarray"))
+    location = beside if moved else written
+  else:
+    location = storage.join(folder, written)
   return location, ts.open({"driver": spec["driver"], "kvstore": storage.kvstore_spec(location)},
                            open=True, read=True)
 
