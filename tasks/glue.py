@@ -6,7 +6,8 @@ rank-classification variants of the label-word tasks. STS-B targets are the scor
 string (`"3.8"`), postprocessed back to a float.
 
 Local files: `validation` is the official dev set (`<shared>/data/glue/<T>/dev.tsv`) and `train` the re-split real
-GLUE train text (`<shared>/data/glue_resplit/<T>/train.json`); never report the re-split as the official dev.
+GLUE train text (`<shared>/data/glue_resplit/<T>/train.json`). The local-only split `resplit_dev` (its held-out
+`dev.json`) gives MNLI/QQP an offline validation set; never report it as the official dev.
 """
 import functools
 
@@ -17,6 +18,7 @@ from xprompt_jax.tasks import registry_utils as ru
 from xprompt_jax.tasks import sources
 
 VERSION = "2.0.0"
+RESPLIT_DEV = "resplit_dev"  # Local-only split: the held-out 10% of the re-split GLUE train (not the official dev).
 _TSV_FOLDERS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qnli": "QNLI", "rte": "RTE", "stsb": "STS-B"}
 _RESPLIT_FOLDERS = dict(_TSV_FOLDERS, mnli="MNLI", qqp="QQP")
 _METRICS = {
@@ -42,7 +44,8 @@ def glue_source(config: str, name: str, tfds_splits) -> sources.HybridSource:
   """The hybrid source of `glue/<config>:2.0.0` for the given split map."""
   local = {}
   if "train" in tfds_splits and config in _RESPLIT_FOLDERS:
-    local["train"] = sources.LocalSplit(f"glue_resplit/{_RESPLIT_FOLDERS[config]}/train.json",
+    for split, file in (("train", "train.json"), (RESPLIT_DEV, "dev.json")):
+      local[split] = sources.LocalSplit(f"glue_resplit/{_RESPLIT_FOLDERS[config]}/{file}",
                                         sources.glue_resplit_rows(config))
   if tfds_splits.get("validation") == "validation" and config in _TSV_FOLDERS:
     local["validation"] = sources.LocalSplit(f"glue/{_TSV_FOLDERS[config]}/dev.tsv", sources.glue_tsv_rows(config))

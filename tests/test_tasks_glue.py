@@ -51,6 +51,8 @@ def test_builds_from_tfds_mock_data(name):
     ("glue_mnli_v002", "train", 8999),
     ("glue_qqp_v002", "train", 8999),
     ("glue_rte_v002", "train", 2240),
+    ("glue_rte_v002", glue.RESPLIT_DEV, 249),
+    ("glue_mnli_v002", glue.RESPLIT_DEV, 1000),
 ])
 def test_local_split_sizes(shared, local_mode, name, split, count):
   assert seqio.get_mixture_or_task(name).source.num_input_examples(split) == count
@@ -114,3 +116,14 @@ def test_rank_variant_and_label_postprocessor(shared, local_mode):
   plain = seqio.get_mixture_or_task("glue_qqp_v002")
   assert [plain.postprocess_fn(w) for w in (b"duplicate", "not_duplicate", "?")] == [1, 0, -1]
   assert [f.__name__ for f in plain.predict_metric_fns] == ["f1_binary", "accuracy"]
+
+
+def test_resplit_dev_is_local_only():
+  source = seqio.get_mixture_or_task("glue_qqp_v002").source
+  assert glue.RESPLIT_DEV in source.splits
+  sources.set_data_source("tfds")
+  try:
+    with pytest.raises(sources.SplitUnavailableError, match="'resplit_dev' with data source 'tfds'"):
+      source.get_dataset(glue.RESPLIT_DEV, shuffle=False)
+  finally:
+    sources.set_data_source(None)
