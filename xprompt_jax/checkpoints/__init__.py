@@ -6,6 +6,8 @@ Hugging Face and Orbax folders carry their config; T5X checkpoints need `config`
 """
 from typing import Any, Mapping, Optional
 
+import jax
+
 from xprompt_jax.checkpoints import hf
 from xprompt_jax.checkpoints import orbax_io
 from xprompt_jax.checkpoints import storage
@@ -93,12 +95,17 @@ def load_params(path: str, config: Optional[T5Config] = None,
 def save_params(params: Mapping[str, Any], path: str, fmt: str, config: T5Config, **kwargs) -> None:
   """Writes `params` (checked against `config`) as `fmt` in 't5x' | 'hf' | 'orbax' at `path`.
 
-  Scanned trees (`config.scan_layers`) are written in the per-layer layout every format uses.
+  Scanned trees (`config.scan_layers`) are written in the per-layer layout every format uses. In a multi-process
+  run every process must call this (T5X/HF gather the arrays and process 0 writes; Orbax writes collectively).
   kwargs go to the writer: `max_shard_bytes` for hf, `step` for t5x, `force` for orbax.
   """
   if fmt not in WRITABLE_FORMATS:
     raise ValueError(f"cannot write checkpoint format {fmt!r}; choose one of {WRITABLE_FORMATS}")
   tree_lib.validate(params, tree_lib.expected_params(config), f"to be written to {path}")
+  if fmt in ("t5x", "hf"):  # Single-writer formats: gather on every process, write from process 0 only.
+    params = tree_lib.to_numpy(params)
+    if jax.process_index() != 0:
+      return
   if tree_lib.is_scanned(params):
     params = tree_lib.unstack_layers(params)
   if fmt == "t5x":

@@ -119,7 +119,7 @@ def config_to_hf(config: T5Config) -> dict:
       "relative_attention_max_distance": config.relpos_max_distance,
       "layer_norm_epsilon": config.layer_norm_eps, "dropout_rate": config.dropout_rate,
       "initializer_factor": 1.0, "decoder_start_token_id": 0, "pad_token_id": 0, "eos_token_id": 1,
-      "use_cache": True, "dtype": config.param_dtype,
+      "use_cache": True, "dtype": config.param_dtype, "torch_dtype": config.param_dtype,
       "xprompt_jax": {"dtype": config.dtype, "param_dtype": config.param_dtype, "scan_layers": config.scan_layers,
                       "remat_policy": config.remat_policy, "name": config.name},
   }

@@ -60,8 +60,16 @@ def validate(params: Mapping[str, Any], expected: Mapping[str, Any], source: str
 
 
 def to_numpy(params: Mapping[str, Any]) -> dict[str, Any]:
-  """The same tree with every leaf as a host numpy array (dtype kept)."""
-  return unflatten({k: np.asarray(v) for k, v in flatten(params).items()})
+  """The same tree with every leaf as a host numpy array (dtype kept).
+
+  A `jax.Array` spread over several processes is all-gathered first, so every process must call this.
+  """
+  def host(leaf):
+    if getattr(leaf, "is_fully_addressable", True):
+      return np.asarray(leaf)
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+  return unflatten({k: host(v) for k, v in flatten(params).items()})
 
 
 # ------------------------------------------------------------------------------------------- layer layouts
