@@ -11,7 +11,6 @@ import pytest
 
 from xprompt_jax import checkpoints
 from xprompt_jax.checkpoints import tree
-from xprompt_jax.commands import convert
 from xprompt_jax.models.config import PRESETS, T5Config
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "xprompt-jax")
@@ -23,6 +22,14 @@ def _run(*args):
     pytest.skip(f"console script {SCRIPT} is not installed (pip install -e .)")
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   return subprocess.run([SCRIPT, "convert", *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def convert():
+  """The command module, imported only once tests run: command modules define absl flags on import, and other
+  commands' test files (collected first) may define the same names (--checkpoint, --output) unguarded."""
+  from xprompt_jax.commands import convert as module
+  return module
 
 
 def _random_params(config, seed=0):
@@ -63,13 +70,13 @@ def test_console_script_reports_bad_input(tmp_path):
 
 
 @pytest.fixture
-def parsed_flags():
+def parsed_flags(convert):
   flags.FLAGS.mark_as_parsed()
   with flagsaver.flagsaver():
     yield flags.FLAGS
 
 
-def test_main_with_preset_and_flag_errors(parsed_flags, shared, tmp_path):
+def test_main_with_preset_and_flag_errors(convert, parsed_flags, shared, tmp_path):
   legacy = str(shared / "checkpoints" / "t5x_legacy_msgpack_tiny.checkpoint_0")
   out = str(tmp_path / "t5x")
   parsed_flags.checkpoint, parsed_flags.output, parsed_flags.to = legacy, out, "t5x"
@@ -92,7 +99,7 @@ def test_main_with_preset_and_flag_errors(parsed_flags, shared, tmp_path):
     convert.main(["convert", "stray"])
 
 
-def test_overwrite_replaces_and_failures_leave_output_untouched(tmp_path):
+def test_overwrite_replaces_and_failures_leave_output_untouched(convert, tmp_path):
   config = T5Config(vocab_size=16, emb_dim=4, num_heads=2, head_dim=2, mlp_dim=4, num_encoder_layers=1,
                     num_decoder_layers=1)
   source = str(tmp_path / "src")
