@@ -1,0 +1,536 @@
+"""Checkpoints of the *trainable* training state with Orbax: never the frozen model.
+
+`TrainCheckpointer(model_dir, ...)` wraps `orbax.checkpoint.CheckpointManager` over `<model_dir>/checkpoints/`.
+Each step folder holds two orbax items:
+
+  * `state/` (StandardCheckpointHandler): the trainer's pytree `{"step", "trainable", "opt_state", "aux", "rng"}`
+    -- only these keys are accepted, so the frozen model can never end up in a training checkpoint.
+  * `meta/` (JsonCheckpointHandler): `step`, `data_position` (batches consumed, for a deterministic resume),
+    `frozen` = {"path", "fingerprint"} of the base model, `metrics` of that step, when and where it was saved, and
+    the caller's `extra_meta` (the method name and its gin config string).
+
+Guarantees, each tested in tests/test_checkpointing.py:
+
+  * Atomicity (orbax 0.12): a step is written into `<step>.orbax-checkpoint-tmp*` and renamed to `<step>` only
+    when complete (local disks; on GCS a `commit_success.txt` marks completion instead), and both `latest_step`
+    and `all_steps` list only finished steps. Half-written folders left by a crash are deleted when a checkpointer
+    is next opened (`cleanup_tmp_directories`).
+  * Non-finite guard: `save` raises `NonFiniteStateError` naming every leaf holding a NaN/Inf; nothing is written.
+  * Frozen-model integrity: `restore` raises `FrozenModelMismatchError` (both paths, both fingerprints) when the
+    checkpoint was made against a base model whose fingerprint differs from this checkpointer's, unless
+    `allow_frozen_mismatch=True`.
+  * One writer per model_dir: process 0 holds an exclusive `fcntl.flock` on `<model_dir>/.lock` (pid, host and
+    start time written in it) while the checkpointer is open; a second one raises `CheckpointLockedError` naming
+    the holder. The kernel drops the lock when its process dies, even by `kill -9`, so a stale file never blocks.
+    flock needs a local (or NFS) path: on gs:// the lock is not taken and a warning says so.
+
+Retention: with `best_metric` the `keep` best checkpoints by that metric are kept plus always the latest (for
+resume); without, the `keep` latest. `keep_period=N` additionally keeps every step divisible by N. `keep=None`
+keeps everything.
+"""
+import dataclasses
+import datetime
+import fcntl
+import json
+import logging
+import math
+import os
+import socket
+from typing import Any, Mapping, Optional
+
+from etils import epath
+import jax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint._src.checkpoint_managers import preservation_policy as preservation_lib
+
+from xprompt_jax.training.fingerprint import fingerprint_checkpoint
+
+__all__ = [
+    "CheckpointingError", "CheckpointLockedError", "FrozenModelMismatchError", "ModelDirError",
+    "NonFiniteStateError", "StateMismatchError", "TrainCheckpointer", "check_frozen", "fingerprint_checkpoint",
+    "nonfinite_leaves", "STATE_KEYS",
+]
+
+CHECKPOINTS_SUBDIR = "checkpoints"
+LOCK_NAME = ".lock"
+STATE_ITEM = "state"
+META_ITEM = "meta"
+META_FORMAT = "xprompt_jax.train_checkpoint.v1"
+STATE_KEYS = ("step", "trainable", "opt_state", "aux", "rng")
+_REQUIRED_STATE_KEYS = ("step", "trainable")
+_RESERVED_META_KEYS = ("format", "step", "data_position", "frozen", "metrics", "saved_at", "host", "process_count")
+
+
+class CheckpointingError(Exception):
+  """Base class of the errors raised by this module."""
+
+
+class ModelDirError(CheckpointingError):
+  """The model_dir (or its checkpoints folder) cannot be created or written."""
+
+
+class CheckpointLockedError(CheckpointingError):
+  """Another process holds the model_dir lock."""
+
+
+class FrozenModelMismatchError(CheckpointingError):
+  """The checkpoint was trained against a different frozen base model."""
+
+
+class NonFiniteStateError(CheckpointingError, ValueError):
+  """The state to save holds NaN or Inf values."""
+
+
+class StateMismatchError(CheckpointingError, ValueError):
+  """The abstract state given to `restore` differs from the saved tree (leaf paths or shapes)."""
+
+
+def _leaf_name(path) -> str:
+  """'opt_state.0.v.prompt': the dotted key path orbax uses for the same leaf in its metadata."""
+  return jax.tree_util.keystr(path, simple=True, separator=".")
+
+
+def nonfinite_leaves(tree: Any) -> list[str]:
+  """Dotted paths of the floating-point leaves of `tree` holding a NaN or Inf (works on sharded arrays)."""
+  flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+  names, leaves = [], []
+  for path, leaf in flat:
+    dtype = getattr(leaf, "dtype", None)
+    if dtype is None:
+      dtype = np.asarray(leaf).dtype
+    if jnp.issubdtype(dtype, jnp.inexact):
+      names.append(_leaf_name(path))
+      leaves.append(leaf)
+  if not leaves:
+    return []
+  flags = jax.jit(lambda xs: jnp.stack([jnp.isfinite(x).all() for x in xs]))(leaves)
+  if not flags.is_fully_addressable:
+    flags = multihost_utils.process_allgather(flags, tiled=True)
+  return [n for n, ok in zip(names, np.asarray(flags)) if not ok]
+
+
+def check_frozen(saved: Optional[Mapping[str, Any]], path: Optional[str], fingerprint: Optional[str], *,
+                 checkpoint: str = "the checkpoint", allow_mismatch: bool = False) -> bool:
+  """Whether `saved` ({"path", "fingerprint"} from a checkpoint's metadata) matches the given base model.
+
+  Returns True when both fingerprints are known and equal, False when either is unknown (nothing to compare; a
+  warning is logged when only one is known) or they differ with `allow_mismatch`. Raises `FrozenModelMismatchError` naming both paths
+  and both fingerprints when they differ. Paths alone never decide: a copy of the same checkpoint elsewhere
+  (another disk or bucket) has the same fingerprint and is accepted.
+  """
+  saved_fp = (saved or {}).get("fingerprint")
+  if not saved_fp and not fingerprint:
+    return False
+  if not saved_fp or not fingerprint:
+    logging.warning("%s: cannot verify the frozen base model (recorded fingerprint %s, current fingerprint %s)",
+                    checkpoint, saved_fp, fingerprint)
+    return False
+  if saved_fp == fingerprint:
+    return True
+  message = (f"{checkpoint} was trained against the frozen model at {saved.get('path')} "
+             f"(fingerprint {saved_fp}), but the frozen model now given is {path} (fingerprint {fingerprint})")
+  if allow_mismatch:
+    logging.warning("%s; continuing because allow_frozen_mismatch=True", message)
+    return False
+  raise FrozenModelMismatchError(message + "; pass allow_frozen_mismatch=True to restore it anyway")
+
+
+def _json_metrics(metrics: Optional[Mapping[str, Any]]) -> Optional[dict]:
+  if metrics is None:
+    return None
+  if not isinstance(metrics, Mapping):
+    raise TypeError(f"metrics must be a mapping of metric name to number, got {type(metrics).__name__}")
+  out = {}
+  for name, value in metrics.items():
+    try:
+      out[str(name)] = float(np.asarray(value))
+    except (TypeError, ValueError) as e:
+      raise TypeError(f"metric {name!r} is not a number: {value!r}") from e
+  return out
+
+
+def _signed_metric(metrics: Optional[Mapping[str, Any]], name: str, mode: str) -> float:
+  """The ranking value of a checkpoint (larger is better); a missing or NaN metric ranks last."""
+  value = (metrics or {}).get(name)
+  if value is None or math.isnan(value):
+    return -math.inf
+  return value if mode == "max" else -value
+
+
+def _shape_dtype(leaf: Any) -> jax.ShapeDtypeStruct:
+  if isinstance(leaf, jax.ShapeDtypeStruct):
+    return leaf
+  if isinstance(leaf, jax.Array):
+    return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding)
+  array = np.asarray(leaf)
+  return jax.ShapeDtypeStruct(array.shape, array.dtype)
+
+
+def restore_target(abstract_state: Any, shardings: Any = None) -> Any:
+  """`abstract_state` as `jax.ShapeDtypeStruct`s carrying `shardings` (a matching tree, or one Sharding for all).
+
+  Leaves may be ShapeDtypeStructs, arrays (their sharding is kept unless overridden) or numpy values.
+  """
+  target = jax.tree.map(_shape_dtype, abstract_state)
+  if shardings is None:
+    return target
+  if isinstance(shardings, jax.sharding.Sharding):
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=shardings), target)
+  try:
+    return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), target, shardings)
+  except ValueError as e:
+    raise StateMismatchError(f"shardings do not have the tree structure of abstract_state: {e}") from e
+
+
+def _stored_shape(target: jax.ShapeDtypeStruct) -> tuple:
+  """The shape orbax stores for a leaf: a typed PRNG key is stored as its uint32 key data."""
+  if jnp.issubdtype(target.dtype, jax.dtypes.prng_key):
+    return tuple(jax.eval_shape(jax.random.key_data, target).shape)
+  return tuple(target.shape)
+
+
+def compare_trees(stored: Mapping[str, tuple], target: Any, checkpoint: str) -> None:
+  """Raises `StateMismatchError` naming every leaf missing, unexpected or shaped differently."""
+  flat, _ = jax.tree_util.tree_flatten_with_path(target)
+  wanted = {_leaf_name(p): _stored_shape(leaf) for p, leaf in flat}
+  problems = []
+  missing = sorted(set(wanted) - set(stored))
+  unexpected = sorted(set(stored) - set(wanted))
+  if missing:
+    problems.append(f"leaves the abstract state has but {checkpoint} lacks: {missing}")
+  if unexpected:
+    problems.append(f"leaves {checkpoint} has but the abstract state lacks: {unexpected}")
+  for name in sorted(set(wanted) & set(stored)):
+    if tuple(stored[name]) != wanted[name]:
+      problems.append(f"leaf {name}: saved shape {tuple(stored[name])}, abstract state shape {wanted[name]}")
+  if problems:
+    raise StateMismatchError(f"the abstract state does not match {checkpoint}:\n  " + "\n  ".join(problems))
+
+
+@dataclasses.dataclass
+class _Lock:
+  """An exclusive `flock` on a file, with the holder's pid/host/start time written in it."""
+  path: str
+  handle: Any = None
+
+  def acquire(self) -> None:
+    try:
+      handle = open(self.path, "a+", encoding="utf-8")
+    except OSError as e:
+      raise ModelDirError(f"cannot create the lock file {self.path}: model_dir is not writable ({e})") from e
+    try:
+      fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      handle.seek(0)
+      holder = handle.read().strip() or "an unknown process"
+      handle.close()
+      raise CheckpointLockedError(
+          f"{os.path.dirname(self.path)} is in use by another training run ({holder}; lock file {self.path}). "
+          "Two runs writing one model_dir would corrupt each other: stop that run or choose another model_dir."
+      ) from None
+    handle.seek(0)
+    handle.truncate()
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    handle.write(f"pid {os.getpid()} on host {socket.gethostname()}, started {started}\n")
+    handle.flush()
+    self.handle = handle
+
+  def release(self) -> None:
+    if self.handle is not None:
+      fcntl.flock(self.handle, fcntl.LOCK_UN)
+      self.handle.close()
+      self.handle = None
+
+
+def _prepare_local_dir(folder: str) -> None:
+  try:
+    os.makedirs(folder, exist_ok=True)
+  except OSError as e:
+    raise ModelDirError(f"cannot create the checkpoint folder {folder}: {e}") from e
+  if not os.access(folder, os.W_OK | os.X_OK):
+    raise ModelDirError(f"the checkpoint folder {folder} is not writable by this user")
+
+
+class TrainCheckpointer:
+  """Saves and restores the trainable training state under `<model_dir>/checkpoints/` (see the module docstring).
+
+  Args:
+    model_dir: the run's folder (local or gs://).
+    keep: how many checkpoints to keep (the best ones with `best_metric`, else the latest); None keeps all.
+    keep_period: also keep every checkpoint whose step is a multiple of this.
+    best_metric: name of the metric (in `save(metrics=...)`) ranking checkpoints; `best_mode` "max" or "min".
+    async_save: write in a background thread (`save` returns after the device-to-host copy; `wait()` blocks).
+    frozen_path, frozen_fingerprint: the base model this run trains against. The fingerprint is computed from
+      `frozen_path` (on process 0, then broadcast) when only the path is given.
+  """
+
+  def __init__(self, model_dir: str, *, keep: Optional[int] = 3, keep_period: Optional[int] = None,
+               best_metric: Optional[str] = None, best_mode: str = "max", async_save: bool = True,
+               frozen_path: Optional[str] = None, frozen_fingerprint: Optional[str] = None):
+    if keep is not None and keep < 1:
+      raise ValueError(f"keep must be >= 1 or None (keep everything), got {keep}")
+    if keep_period is not None and keep_period < 1:
+      raise ValueError(f"keep_period must be >= 1 or None, got {keep_period}")
+    if best_mode not in ("max", "min"):
+      raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
+    self.model_dir = str(model_dir)
+    self.directory = _join(self.model_dir, CHECKPOINTS_SUBDIR)
+    self.best_metric = best_metric
+    self.best_mode = best_mode
+    self.frozen_path = str(frozen_path) if frozen_path is not None else None
+    if frozen_fingerprint is None and frozen_path is not None:
+      frozen_fingerprint = _fingerprint_on_primary(self.frozen_path)
+    self.frozen_fingerprint = frozen_fingerprint
+    self._lock = None
+    self._manager = None
+    if jax.process_index() == 0:
+      self._take_lock()
+    try:
+      self._manager = ocp.CheckpointManager(
+          _absolute(self.directory),
+          item_handlers={STATE_ITEM: ocp.StandardCheckpointHandler(), META_ITEM: ocp.JsonCheckpointHandler()},
+          options=self._options(keep, keep_period, async_save))
+    except BaseException:
+      self._release_lock()
+      raise
+
+  # --- construction helpers -------------------------------------------------------------------------------
+  def _take_lock(self) -> None:
+    if _is_remote(self.model_dir):
+      logging.warning("%s is not a local path: the one-run-per-model_dir lock cannot be taken there (flock); "
+                      "make sure no other run writes to it", self.model_dir)
+      return
+    _prepare_local_dir(self.directory)
+    lock = _Lock(os.path.join(self.model_dir, LOCK_NAME))
+    lock.acquire()
+    self._lock = lock
+
+  def _release_lock(self) -> None:
+    if self._lock is not None:
+      self._lock.release()
+      self._lock = None
+
+  def _options(self, keep, keep_period, async_save) -> ocp.CheckpointManagerOptions:
+    if keep is None:
+      policies = [preservation_lib.PreserveAll()]
+    elif self.best_metric is None:
+      policies = [preservation_lib.LatestN(n=keep)]
+    else:
+      policies = [preservation_lib.LatestN(n=1),
+                  preservation_lib.BestN(get_metric_fn=self._rank, n=keep, keep_checkpoints_without_metrics=False)]
+    if keep_period is not None:
+      policies.append(preservation_lib.EveryNSteps(interval_steps=keep_period))
+    # orbax writes metrics (and ranks by them) only when it has a best_fn; `_rank` is "larger is better".
+    return ocp.CheckpointManagerOptions(
+        preservation_policy=preservation_lib.AnyPreservationPolicy(policies),
+        best_fn=self._rank if self.best_metric is not None else None, best_mode="max",
+        keep_checkpoints_without_metrics=False,
+        enable_async_checkpointing=async_save, cleanup_tmp_directories=True, create=True)
+
+  def _rank(self, metrics) -> float:
+    return _signed_metric(metrics, self.best_metric, self.best_mode)
+
+  # --- queries ----------------------------------------------------------------------------------------------
+  def all_steps(self) -> list[int]:
+    """The finished checkpoint steps, ascending (folders still being written are never listed)."""
+    return sorted(self._open_manager().all_steps())
+
+  def latest_step(self) -> Optional[int]:
+    """The newest finished step (what a resume restores), or None when there is none."""
+    return self._open_manager().latest_step()
+
+  def best_step(self) -> Optional[int]:
+    """The step with the best `best_metric`; None without `best_metric` or when no checkpoint has metrics."""
+    if self.best_metric is None:
+      return None
+    return self._open_manager().best_step()
+
+  # --- save -------------------------------------------------------------------------------------------------
+  def save(self, step: int, state: Mapping[str, Any], *, data_position: int,
+           metrics: Optional[Mapping[str, Any]] = None, extra_meta: Optional[Mapping[str, Any]] = None,
+           force: bool = False) -> bool:
+    """Saves `state` as checkpoint `step`; True when written (asynchronously with `async_save`).
+
+    `state` must be the trainer's dict with keys among STATE_KEYS ("step" and "trainable" required) and
+    `state["step"] == step`. Saving a step that already has a checkpoint returns False, unless `force`, which
+    replaces it (the old folder is deleted first: a crash in between loses that step, not earlier ones).
+    Raises NonFiniteStateError (leaf paths) before anything is written when a float leaf is NaN/Inf.
+    """
+    manager = self._open_manager()
+    step = int(step)
+    self._check_state_keys(state)
+    if int(np.asarray(jax.device_get(state["step"]))) != step:
+      raise ValueError(f"save(step={step}) but state['step'] is {int(np.asarray(jax.device_get(state['step'])))}: "
+                       "the checkpoint step must be the state's step so a resume continues where it stopped")
+    latest = manager.latest_step()
+    if latest is not None and step < latest:
+      later = [s for s in manager.all_steps() if s > step]
+      raise ValueError(f"cannot save step {step} in {self.directory}: it already holds later steps {later}, and "
+                       "a resume would pick those. Use a fresh model_dir to branch from an older checkpoint.")
+    if step in manager.all_steps():
+      if not force:
+        logging.info("checkpoint %d already exists in %s; not saved again", step, self.directory)
+        return False
+      manager.wait_until_finished()
+      manager.delete(step)
+    bad = nonfinite_leaves(state)
+    if bad:
+      raise NonFiniteStateError(f"refusing to save step {step}: NaN/Inf in state leaves {bad}")
+    metrics = _json_metrics(metrics)
+    if self.best_metric is not None and metrics is not None and self.best_metric not in metrics:
+      raise KeyError(f"metrics of step {step} lack best_metric {self.best_metric!r}; "
+                     f"they have {sorted(metrics)}")
+    meta = self._meta(step, data_position, metrics, extra_meta)
+    return bool(manager.save(
+        step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardSave(dict(state)),
+                                         META_ITEM: ocp.args.JsonSave(meta)}),
+        metrics=metrics, force=True))
+
+  @staticmethod
+  def _check_state_keys(state: Mapping[str, Any]) -> None:
+    if not isinstance(state, Mapping):
+      raise TypeError(f"state must be a dict with keys {STATE_KEYS}, got {type(state).__name__}")
+    unknown = sorted(set(state) - set(STATE_KEYS))
+    if unknown:
+      raise ValueError(f"state has keys {unknown} besides {STATE_KEYS}: training checkpoints hold only the "
+                       "trainable state (the frozen model is never saved)")
+    missing = [k for k in _REQUIRED_STATE_KEYS if k not in state]
+    if missing:
+      raise ValueError(f"state lacks the keys {missing} (expected {STATE_KEYS})")
+
+  def _meta(self, step, data_position, metrics, extra_meta) -> dict:
+    data_position = int(data_position)
+    if data_position < 0:
+      raise ValueError(f"data_position must be >= 0 (batches consumed), got {data_position}")
+    extra = dict(extra_meta or {})
+    clash = sorted(set(extra) & set(_RESERVED_META_KEYS))
+    if clash:
+      raise ValueError(f"extra_meta may not set the reserved keys {clash}")
+    meta = {
+        "format": META_FORMAT,
+        "step": step,
+        "data_position": data_position,
+        "frozen": {"path": self.frozen_path, "fingerprint": self.frozen_fingerprint},
+        "metrics": metrics,
+        "saved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "process_count": jax.process_count(),
+        **extra,
+    }
+    try:
+      json.dumps(meta)
+    except (TypeError, ValueError) as e:
+      raise TypeError(f"extra_meta must be JSON-serialisable: {e}") from e
+    return meta
+
+  # --- restore ----------------------------------------------------------------------------------------------
+  def _resolve_step(self, step: Optional[int]) -> int:
+    manager = self._open_manager()
+    available = sorted(manager.all_steps())
+    if step is None:
+      if not available:
+        raise FileNotFoundError(f"no finished checkpoint in {self.directory}")
+      return available[-1]
+    if int(step) not in available:
+      raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}; available steps: {available}")
+    return int(step)
+
+  def read_meta(self, step: Optional[int] = None) -> dict:
+    """The json metadata of `step` (default: the latest), without reading the state."""
+    step = self._resolve_step(step)
+    return self._open_manager().restore(step, args=ocp.args.Composite(**{META_ITEM: ocp.args.JsonRestore()}))[
+        META_ITEM]
+
+  def stored_shapes(self, step: Optional[int] = None) -> dict[str, tuple]:
+    """{dotted leaf path: shape} of the saved state of `step` (default: the latest), from orbax metadata."""
+    step = self._resolve_step(step)
+    metadata = self._open_manager().item_metadata(step)[STATE_ITEM]
+    tree = getattr(metadata, "tree", metadata)
+    leaves = jax.tree.leaves(tree, is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "name"))
+    return {leaf.name: tuple(leaf.shape) for leaf in leaves}
+
+  def check_frozen(self, path: Optional[str] = None, fingerprint: Optional[str] = None,
+                   step: Optional[int] = None, *, allow_mismatch: bool = False) -> bool:
+    """`check_frozen` of step `step` (default: latest) against `path`/`fingerprint` (default: this run's)."""
+    step = self._resolve_step(step)
+    path = self.frozen_path if path is None else path
+    fingerprint = self.frozen_fingerprint if fingerprint is None else fingerprint
+    return check_frozen(self.read_meta(step).get("frozen"), path, fingerprint,
+                        checkpoint=f"checkpoint {step} in {self.directory}", allow_mismatch=allow_mismatch)
+
+  def restore(self, step: Optional[int] = None, abstract_state: Any = None, shardings: Any = None, *,
+              allow_frozen_mismatch: bool = False) -> tuple[Any, dict]:
+    """(state, meta) of `step` (default: the latest finished one).
+
+    `abstract_state`: the state's tree (ShapeDtypeStructs or arrays, e.g. `jax.eval_shape` of the initial state);
+    it is checked leaf by leaf against the saved tree and gives the restored tree its types (optax namedtuples).
+    Without it the saved tree comes back as nested dicts/lists. `shardings` (a matching tree of Shardings, or one
+    Sharding for every leaf) or shardings already on the abstract leaves make every leaf restore straight into
+    its sharding, so each host reads only its own shards.
+    """
+    step = self._resolve_step(step)
+    where = f"checkpoint {step} in {self.directory}"
+    meta = self.read_meta(step)
+    check_frozen(meta.get("frozen"), self.frozen_path, self.frozen_fingerprint, checkpoint=where,
+                 allow_mismatch=allow_frozen_mismatch)
+    if abstract_state is None:
+      if shardings is not None:
+        raise ValueError("restore(shardings=...) needs abstract_state (the tree the shardings belong to)")
+      target = None
+    else:
+      target = restore_target(abstract_state, shardings)
+      compare_trees(self.stored_shapes(step), target, where)
+    restored = self._open_manager().restore(
+        step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(target)}))
+    return restored[STATE_ITEM], meta
+
+  # --- lifecycle --------------------------------------------------------------------------------------------
+  def _open_manager(self) -> ocp.CheckpointManager:
+    if self._manager is None:
+      raise CheckpointingError(f"the checkpointer of {self.directory} is closed")
+    return self._manager
+
+  def wait(self) -> None:
+    """Blocks until an asynchronous save has finished (and re-raises its error, if it failed)."""
+    self._open_manager().wait_until_finished()
+
+  def close(self) -> None:
+    """Finishes pending saves, then releases the model_dir lock. Safe to call twice."""
+    try:
+      if self._manager is not None:
+        self._manager.close()
+    finally:
+      self._manager = None
+      self._release_lock()
+
+  def __enter__(self) -> "TrainCheckpointer":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+def _is_remote(path: str) -> bool:
+  return "://" in str(path)
+
+
+def _join(base: str, name: str) -> str:
+  return f"{base.rstrip('/')}/{name}" if _is_remote(base) else os.path.join(base, name)
+
+
+def _absolute(path: str) -> epath.Path:
+  return epath.Path(path if _is_remote(path) else os.path.abspath(path))
+
+
+def _fingerprint_on_primary(path: str) -> str:
+  """The fingerprint computed once (process 0) and shared, so hosts do not all re-read the frozen model."""
+  if jax.process_count() == 1:
+    return fingerprint_checkpoint(path)
+  digest = np.zeros(64, np.uint8)
+  if jax.process_index() == 0:
+    digest = np.frombuffer(fingerprint_checkpoint(path).split(":", 1)[1].encode(), np.uint8).copy()
+  digest = multihost_utils.broadcast_one_to_all(digest)
+  return "sha256:" + bytes(np.asarray(digest)).decode()
