@@ -309,7 +309,9 @@ def _dir_bytes(folder: pathlib.Path) -> int:
 def test_checkpoint_holds_only_the_trainable_state(tmp_path):
   """Bytes on disk <= 1.2 x (trainable + optimizer state) + 64 KiB of orbax/json metadata."""
   params = {"prompt": jnp.asarray(np.random.default_rng(0).normal(size=(100, 64)), jnp.float32)}
-  opt_state = optax.adafactor(0.3).init(params)
+  opt = optax.adafactor(0.3)
+  grads = jax.tree.map(lambda p: p * 0.5 + 0.1, params)
+  _, opt_state = opt.update(grads, opt.init(params), params)  # non-zero second moments (do not compress)
   state = {"step": jnp.int32(7), "trainable": params, "opt_state": opt_state, "aux": {},
            "rng": jax.random.PRNGKey(0)}
   payload = sum(x.nbytes for x in jax.tree.leaves((params, opt_state)))

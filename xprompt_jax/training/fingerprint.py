@@ -5,8 +5,9 @@ which uses `tf.io.gfile` for gs:// when TensorFlow is installed). What is hashed
 
   * Which files. A Hugging Face folder (`config.json` + `*.safetensors`): `config.json`, the safetensors files and
     `model.safetensors.index.json`, so tokenizer files, READMEs or `.git` do not matter. Any other folder (T5X:
-    the `checkpoint` msgpack plus every zarr chunk file; Orbax; unknown layouts): every file below it except hidden
-    ones (a name starting with "."). A single file (a legacy T5X msgpack): that file.
+    the `checkpoint` msgpack plus every zarr chunk and `.zarray` file; Orbax; unknown layouts): every file below it
+    except hidden ones (a file or folder name starting with ".", like `.git` or `.lock`, zarr's `.zarray`,
+    `.zattrs`, `.zgroup`, `.zmetadata` excepted). A single file (a legacy T5X msgpack): that file.
   * Per file, in order of its '/'-separated path relative to `path` (sorted, so listing order never matters):
     the relative path, the size in bytes, and a SHA-256 of its content. Files of at most `full_hash_max_bytes`
     (64 MiB) are hashed entirely; larger files only by their first and last `edge_bytes` (16 MiB) -- together
@@ -57,8 +58,12 @@ def file_digest(path: epath.Path, size: int, full_hash_max_bytes: int = FULL_HAS
   return digest.hexdigest()
 
 
+_ZARR_METADATA = (".zarray", ".zattrs", ".zgroup", ".zmetadata")
+
+
 def _is_hidden(relative: str) -> bool:
-  return any(part.startswith(".") for part in relative.split("/"))
+  """'.git/...', '.lock', '.cache/...'; zarr's own metadata files (`.zarray`, ...) are content, not hidden."""
+  return any(part.startswith(".") and part not in _ZARR_METADATA for part in relative.split("/"))
 
 
 def _hf_selected(relative: str) -> bool:
