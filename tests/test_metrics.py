@@ -184,3 +184,18 @@ def test_length_and_type_errors():
     metrics.f1_binary([2, 0], [1, 0])
   with pytest.raises(ValueError, match="empty"):
     metrics.accuracy([], [])
+
+
+def test_deduplicate_by_group_counts_each_group_once():
+  # ReCoRD-style: query 0 has two rows (one per answer), query 1 one row; each query must count once.
+  answers0 = ["Obama", "Barack Obama"]
+  targets = [{"group": 0, "value": answers0}, {"group": 0, "value": answers0}, {"group": 1, "value": ["Paris"]}]
+  predictions = [{"group": 0, "value": "Obama"}, {"group": 0, "value": "Obama"}, {"group": 1, "value": "Rome"}]
+  dedup = metrics.deduplicate_by_group(metrics.record_em_f1)
+  assert dedup(targets, predictions) == pytest.approx({"em": 50.0, "f1": 50.0})
+  # Without deduplication query 0 would weigh twice: EM 2/3.
+  plain = metrics.record_em_f1([t["value"] for t in targets], [p["value"] for p in predictions])
+  assert plain["em"] == pytest.approx(200 / 3)
+  assert dedup.__name__ == "deduplicated_record_em_f1"
+  with pytest.raises(ValueError, match="group"):
+    dedup([{"group": 0, "value": ["a"]}], [{"group": 1, "value": "a"}])

@@ -12,7 +12,7 @@ time and which is not installable from the package registry here.
 import collections
 import re
 import string
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import sacrebleu
@@ -169,6 +169,29 @@ def squad_em_f1(targets: Sequence[Sequence[str]], predictions: Sequence[str]) ->
 def record_em_f1(targets: Sequence[Sequence[str]], predictions: Sequence[str]) -> dict[str, float]:
   """ReCoRD EM and token F1 (the official ReCoRD script uses the SQuAD v1.1 normalisation and max over answers)."""
   return _span_em_f1(targets, predictions)
+
+
+def deduplicate_by_group(metric_fn: Callable[..., dict[str, float]]) -> Callable[..., dict[str, float]]:
+  """Wraps `metric_fn` so that each group counts once (T5's `deduplicate_metric`).
+
+  For tasks that turn one example into several rows (ReCoRD makes one row per answer): targets and predictions are
+  `{"group": example id, "value": ...}`; the wrapped metric sees one (target, prediction) `value` pair per group,
+  the first one, in order of first appearance.
+  """
+
+  def deduplicated(targets: Sequence[Mapping[str, Any]], predictions: Sequence[Mapping[str, Any]]):
+    _check_lengths(targets, predictions)
+    _group_by(targets, "targets")
+    _group_by(predictions, "predictions")
+    kept: dict[Any, tuple[Any, Any]] = {}
+    for i, (t, p) in enumerate(zip(targets, predictions)):
+      if t["group"] != p["group"]:
+        raise ValueError(f"example {i}: target group {t['group']!r} != prediction group {p['group']!r}")
+      kept.setdefault(t["group"], (t["value"], p["value"]))
+    return metric_fn([t for t, _ in kept.values()], [p for _, p in kept.values()])
+
+  deduplicated.__name__ = f"deduplicated_{getattr(metric_fn, '__name__', 'metric')}"
+  return deduplicated
 
 
 def _references(targets: Sequence[Any]) -> list[list[str]]:
