@@ -133,6 +133,34 @@ def test_async_save_then_wait(tmp_path):
     _assert_same(state, ckpt.restore(1, abstract_state=_abstract(state))[0])
 
 
+def test_async_save_has_copied_the_state_when_it_returns(tmp_path):
+  """The trainer may donate (free) the state's buffers right after `save` returns, before the write ends."""
+  state = _state(1, prompt_shape=(512, 512))
+  expected = jax.tree.map(np.asarray, jax.tree.map(lambda x: jax.random.key_data(x) if jnp.issubdtype(
+      x.dtype, jax.dtypes.prng_key) else x, state))
+  with TrainCheckpointer(tmp_path, async_save=True) as ckpt:
+    assert ckpt.save(1, state, data_position=1)
+    for leaf in jax.tree.leaves(state):
+      leaf.delete()
+    ckpt.wait()
+    restored, _ = ckpt.restore(abstract_state=_abstract(_state(1, prompt_shape=(512, 512))))
+  _assert_same(expected, jax.tree.map(np.asarray, restored))
+
+
+def test_read_only_checkpointer_restores_while_a_run_holds_the_lock(tmp_path):
+  with pytest.raises(FileNotFoundError, match="read-only"):
+    TrainCheckpointer(tmp_path / "nothing", read_only=True)
+  with TrainCheckpointer(tmp_path, keep=1, best_metric="acc", async_save=False) as run:
+    run.save(1, _state(1), data_position=1, metrics={"acc": 0.5})
+    run.save(2, _state(2), data_position=2, metrics={"acc": 0.2})
+    with TrainCheckpointer(tmp_path, read_only=True, best_metric="acc") as reader:
+      assert reader.all_steps() == [1, 2] and reader.best_step() == 1
+      _assert_same(_state(1), reader.restore(1, abstract_state=_abstract(_state()))[0])
+      with pytest.raises(ckpt_lib.CheckpointingError, match="read-only"):
+        reader.save(3, _state(3), data_position=3)
+    assert run.all_steps() == [1, 2]
+
+
 def test_restore_into_named_shardings_over_8_devices(tmp_path):
   devices = jax.devices()
   assert len(devices) == 8, "tests/conftest.py should give 8 simulated CPU devices"

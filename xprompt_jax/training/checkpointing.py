@@ -22,7 +22,8 @@ Guarantees, each tested in tests/test_checkpointing.py:
   * One writer per model_dir: process 0 holds an exclusive `fcntl.flock` on `<model_dir>/.lock` (pid, host and
     start time written in it) while the checkpointer is open; a second one raises `CheckpointLockedError` naming
     the holder. The kernel drops the lock when its process dies, even by `kill -9`, so a stale file never blocks.
-    flock needs a local (or NFS) path: on gs:// the lock is not taken and a warning says so.
+    flock needs a local (or NFS) path: on gs:// the lock is not taken and a warning says so. A `read_only`
+    checkpointer (evaluating or exporting while training runs) takes no lock and can neither save nor delete.
 
 Retention: with `best_metric` the `keep` best checkpoints by that metric are kept plus always the latest (for
 resume); without, the `keep` latest. `keep_period=N` additionally keeps every step divisible by N. `keep=None`
@@ -93,6 +94,11 @@ def _leaf_name(path) -> str:
   return jax.tree_util.keystr(path, simple=True, separator=".")
 
 
+@jax.jit
+def _all_finite(leaves: list) -> jax.Array:
+  return jnp.stack([jnp.isfinite(x).all() for x in leaves])
+
+
 def nonfinite_leaves(tree: Any) -> list[str]:
   """Dotted paths of the floating-point leaves of `tree` holding a NaN or Inf (works on sharded arrays)."""
   flat, _ = jax.tree_util.tree_flatten_with_path(tree)
@@ -106,7 +112,7 @@ def nonfinite_leaves(tree: Any) -> list[str]:
       leaves.append(leaf)
   if not leaves:
     return []
-  flags = jax.jit(lambda xs: jnp.stack([jnp.isfinite(x).all() for x in xs]))(leaves)
+  flags = _all_finite(leaves)
   if not flags.is_fully_addressable:
     flags = multihost_utils.process_allgather(flags, tiled=True)
   return [n for n, ok in zip(names, np.asarray(flags)) if not ok]
@@ -265,11 +271,12 @@ class TrainCheckpointer:
     async_save: write in a background thread (`save` returns after the device-to-host copy; `wait()` blocks).
     frozen_path, frozen_fingerprint: the base model this run trains against. The fingerprint is computed from
       `frozen_path` (on process 0, then broadcast) when only the path is given.
+    read_only: open existing checkpoints for restoring only (no lock, no saving, no deletion, no cleanup).
   """
 
   def __init__(self, model_dir: str, *, keep: Optional[int] = 3, keep_period: Optional[int] = None,
                best_metric: Optional[str] = None, best_mode: str = "max", async_save: bool = True,
-               frozen_path: Optional[str] = None, frozen_fingerprint: Optional[str] = None):
+               frozen_path: Optional[str] = None, frozen_fingerprint: Optional[str] = None, read_only: bool = False):
     if keep is not None and keep < 1:
       raise ValueError(f"keep must be >= 1 or None (keep everything), got {keep}")
     if keep_period is not None and keep_period < 1:
@@ -284,15 +291,24 @@ class TrainCheckpointer:
     if frozen_fingerprint is None and frozen_path is not None:
       frozen_fingerprint = _fingerprint_on_primary(self.frozen_path)
     self.frozen_fingerprint = frozen_fingerprint
+    self.read_only = read_only
     self._lock = None
     self._manager = None
-    if jax.process_index() == 0:
-      self._take_lock()
+    if read_only:
+      if not _absolute(self.directory).is_dir():
+        raise FileNotFoundError(f"no checkpoint folder {self.directory} to open read-only")
+      options = ocp.CheckpointManagerOptions(
+          preservation_policy=preservation_lib.PreserveAll(), read_only=True, create=False,
+          best_fn=self._rank if best_metric is not None else None, best_mode="max")
+    else:
+      options = self._options(keep, keep_period, async_save)
+      if jax.process_index() == 0:
+        self._take_lock()
     try:
       self._manager = ocp.CheckpointManager(
           _absolute(self.directory),
           item_handlers={STATE_ITEM: ocp.StandardCheckpointHandler(), META_ITEM: ocp.JsonCheckpointHandler()},
-          options=self._options(keep, keep_period, async_save))
+          options=options)
     except BaseException:
       self._release_lock()
       raise
@@ -360,6 +376,8 @@ class TrainCheckpointer:
     Raises NonFiniteStateError (leaf paths) before anything is written when a float leaf is NaN/Inf.
     """
     manager = self._open_manager()
+    if self.read_only:
+      raise CheckpointingError(f"the checkpointer of {self.directory} is read-only: it cannot save")
     step = int(step)
     self._check_state_keys(state)
     if int(np.asarray(jax.device_get(state["step"]))) != step:
