@@ -34,6 +34,9 @@ def test_invalid_predictions_count_as_wrong():
   assert metrics.f1_binary([1, 1], [1, -1])["f1"] == pytest.approx(100 * sk.f1_score([1, 1], [1, 0]))
   assert metrics.matthews_corrcoef([1, 0, 1, 0], [1, -1, 1, 0])["matthews_corrcoef"] == pytest.approx(
       100 * sk.matthews_corrcoef([1, 0, 1, 0], [1, 1, 1, 0]))
+  # CB: an invalid prediction is a miss for its true class and a hit for none: F1s 1, 0, 1.
+  out = metrics.mean_accuracy_macro_f1([0, 1, 2], [0, -1, 2])
+  assert out["accuracy"] == pytest.approx(200 / 3) and out["macro_f1"] == pytest.approx(200 / 3)
 
 
 def test_mean_accuracy_macro_f1_hand_and_sklearn():

@@ -85,7 +85,7 @@ def matthews_corrcoef(targets: Sequence[int], predictions: Sequence[int]) -> dic
 
 
 def pearson_spearman(targets: Sequence[float], predictions: Sequence[float]) -> dict[str, float]:
-  """Pearson and Spearman correlation of float scores (STS-B)."""
+  """Pearson and Spearman correlation of float scores (STS-B); NaN when the predictions are constant (undefined)."""
   _check_lengths(targets, predictions)
   t = np.asarray(targets, dtype=np.float64)
   p = np.asarray(predictions, dtype=np.float64)
