@@ -449,3 +449,64 @@ def test_kill_9_during_save_leaves_the_last_complete_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_kill_9_at_many_moments(tmp_path):
   _crash_repeatedly(tmp_path, [True, False, True, True, False, True])
+
+
+_TWO_PROCESS_WORKER = textwrap.dedent(r'''
+    import os, sys
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    import jax
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(f"localhost:{sys.argv[2]}", num_processes=2, process_id=int(sys.argv[1]))
+    import jax.numpy as jnp
+    import numpy as np
+    from xprompt_jax.training import checkpointing as ckpt_lib
+    model_dir, frozen = sys.argv[3], sys.argv[4]
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+    rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    expected = np.arange(16 * 8, dtype=np.float32).reshape(16, 8)
+    prompt = jax.make_array_from_callback((16, 8), rows, lambda index: expected[index])
+    state = {"step": jax.device_put(jnp.int32(5), replicated), "trainable": {"prompt": prompt},
+             "rng": jax.device_put(jax.random.PRNGKey(0), replicated)}
+    with ckpt_lib.TrainCheckpointer(model_dir, frozen_path=frozen, async_save=True) as ckpt:
+      print("LOCKED", ckpt._lock is not None, flush=True)
+      print("FINGERPRINT", ckpt.frozen_fingerprint, flush=True)
+      bad = {**state, "trainable": {"prompt": prompt.at[15, 0].set(jnp.nan)}}  # a row held by process 1
+      try:
+        ckpt.save(5, bad, data_position=50)
+      except ckpt_lib.NonFiniteStateError as e:
+        print("NAN", e, flush=True)
+      ckpt.save(5, state, data_position=50)
+    with ckpt_lib.TrainCheckpointer(model_dir, frozen_path=frozen) as ckpt:
+      abstract = jax.eval_shape(lambda: state)
+      shardings = jax.tree.map(lambda _: replicated, state)
+      shardings["trainable"]["prompt"] = rows
+      restored, meta = ckpt.restore(abstract_state=abstract, shardings=shardings)
+      out = restored["trainable"]["prompt"]
+      local_ok = all(np.array_equal(np.asarray(s.data), expected[s.index]) for s in out.addressable_shards)
+      print("RESTORED", out.sharding == rows, len(out.addressable_shards), local_ok, int(restored["step"]),
+            meta["data_position"], meta["frozen"]["fingerprint"] == ckpt.frozen_fingerprint, flush=True)
+''')
+
+
+def test_two_processes_save_and_restore_local_shards(tmp_path):
+  """Two CPU processes (4 devices each): fingerprint broadcast, only process 0 locks, the NaN check sees the
+  other process's shard, and each process restores only its own rows of the prompt."""
+  import socket
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = str(s.getsockname()[1])
+  frozen = _frozen_dir(tmp_path, "frozen", b"base weights")
+  script = tmp_path / "worker.py"
+  script.write_text(_TWO_PROCESS_WORKER)
+  env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[1])}
+  procs = [subprocess.Popen([sys.executable, str(script), str(i), port, str(tmp_path / "run"), frozen],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
+  outputs = [p.communicate(timeout=180) for p in procs]
+  fingerprint = ckpt_lib.fingerprint_checkpoint(frozen)
+  for i, (p, (out, err)) in enumerate(zip(procs, outputs)):
+    assert p.returncode == 0, err[-3000:]
+    assert f"LOCKED {i == 0}" in out
+    assert f"FINGERPRINT {fingerprint}" in out
+    assert "NAN refusing to save step 5: NaN/Inf in state leaves ['trainable.prompt']" in out
+    assert "RESTORED True 4 True 5 50 True" in out, out
