@@ -61,3 +61,38 @@ def test_missing_metric_and_ambiguous_names():
     aggregates.superglue_score(twice)
   with pytest.raises(ValueError, match="none of"):
     aggregates.glue_score({}, allow_partial=True)
+
+
+def test_registered_tasks_report_the_metric_keys_the_scores_need():
+  """Each benchmark entry names a registered task whose metric functions produce the key the score averages."""
+  import functools
+
+  import seqio
+
+  import xprompt_jax.tasks  # noqa: F401  (registers the tasks)
+  from xprompt_jax.evaluation import metrics
+
+  samples = {
+      metrics.accuracy: ([0, 1], [0, 1]),
+      metrics.f1_binary: ([0, 1], [0, 1]),
+      metrics.matthews_corrcoef: ([0, 1], [0, 1]),
+      metrics.mean_accuracy_macro_f1: ([0, 1, 2], [0, 1, 2]),
+      metrics.pearson_spearman: ([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]),
+      metrics.multirc_f1a_em: ([{"group": 0, "value": 1}], [{"group": 0, "value": 1}]),
+      metrics.record_em_f1: ([["a"]], ["a"]),
+      metrics.squad_em_f1: ([["a"]], ["a"]),
+  }
+  names = seqio.TaskRegistry.names()
+  for bench in aggregates.SUPERGLUE_TASKS + aggregates.GLUE_TASKS:
+    for prefix, key in bench.metrics:
+      matches = sorted(n for n in names if n == prefix or (n.startswith(prefix + "_") and "_rank" not in n
+                                                           and "_train" not in n and "32shot" not in n))
+      assert matches, f"{bench.name}: no registered task named {prefix}"
+      keys = set()
+      for fn in seqio.get_mixture_or_task(matches[0]).metric_fns:
+        base = fn.func if isinstance(fn, functools.partial) else fn
+        if base.__name__ == "deduplicated_record_em_f1":  # one {"group", "value"} row per answer
+          keys |= set(fn([{"group": 0, "value": ["a"]}], [{"group": 0, "value": "a"}]))
+        else:
+          keys |= set(fn(*samples[base]))
+      assert key in keys, f"{bench.name}: {matches[0]} reports {sorted(keys)}, not {key!r}"
