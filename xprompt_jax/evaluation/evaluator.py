@@ -192,6 +192,7 @@ class TaskEvaluator:
     if self.vocabulary.vocab_size > config.vocab_size:
       raise ValueError(f"the vocabulary of task {task.name!r} has {self.vocabulary.vocab_size} ids but the model's "
                        f"T5Config.vocab_size is {config.vocab_size}")
+    eval_data.check_split(task, self.eval_config.split)
     self.candidates = labels_lib.label_candidates(task)
     self.modes = self._resolve_modes(self.eval_config.mode, fallback)
     self.data = eval_data.load_split(task, self.eval_config.split, self.eval_config.lengths(),
