@@ -376,11 +376,14 @@ def _crash_once(model_dir: pathlib.Path, script: pathlib.Path, async_save: bool,
   Returns the last step the child reported complete and whether a half-written folder was left behind.
   """
   env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[1])}
-  child = subprocess.Popen([sys.executable, str(script), str(model_dir), "1" if async_save else "0"],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+  log = script.with_suffix(".stderr")
+  with open(log, "w") as stderr:
+    child = subprocess.Popen([sys.executable, str(script), str(model_dir), "1" if async_save else "0"],
+                             stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
   try:
-    kind, pid = child.stdout.readline().split()
-    assert kind == "ready", kind
+    first = child.stdout.readline().split()
+    assert first and first[0] == "ready", log.read_text()[-3000:]
+    pid = first[1]
     with pytest.raises(ckpt_lib.CheckpointLockedError, match=f"pid {pid} "):
       TrainCheckpointer(model_dir)  # the running child holds the lock
     saved = 0
