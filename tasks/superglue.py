@@ -114,6 +114,15 @@ def wsc_simple(ds: tf.data.Dataset, correct_referent_only: bool = False) -> tf.d
   return ds.map(fn)
 
 
+def record_postprocessor(answer, example=None, is_target: bool = False) -> dict:
+  """`{"group": (passage idx, query idx), "value": ...}`: all reference answers for targets, the decoded answer for
+  predictions; `metrics.deduplicate_by_group` then counts each query once despite its one-row-per-answer expansion."""
+  value = ru.qa_postprocessor(answer, example, is_target)
+  if example is None:
+    return {"value": value}
+  return {"group": (int(example["idx/passage"]), int(example["idx/query"])), "value": value}
+
+
 _DETERMINERS = frozenset({"a", "an", "few", "her", "his", "each", "every", "many", "much", "my", "our", "some", "that",
                           "the", "their", "these", "this", "those", "which", "whose", "your"})
 
@@ -178,8 +187,8 @@ def register() -> None:
                    postprocess_fn=ru.multirc_postprocessor, metric_fns=[metrics.multirc_f1a_em])
 
   name = task_name("record")
-  ru.add_text_task(name, super_glue_source("record", name), record_text, postprocess_fn=ru.qa_postprocessor,
-                   metric_fns=[metrics.record_em_f1])
+  ru.add_text_task(name, super_glue_source("record", name), record_text, postprocess_fn=record_postprocessor,
+                   metric_fns=[metrics.deduplicate_by_group(metrics.record_em_f1)])
 
   name = "super_glue_wsc_v102_simple_train"
   ru.add_text_task(name, super_glue_source("wsc.fixed", name, splits={"train": "train"}),
@@ -200,7 +209,7 @@ def register() -> None:
 
   name = task_name("record") + "_32shot"
   ru.add_text_task(name, fewglue_source("record", "ReCoRD", name, None), record_text,
-                   postprocess_fn=ru.qa_postprocessor, metric_fns=[metrics.record_em_f1])
+                   postprocess_fn=record_postprocessor, metric_fns=[metrics.deduplicate_by_group(metrics.record_em_f1)])
 
 
 register()

@@ -135,8 +135,14 @@ def test_record_32shot_format_and_metric_inputs(shared, local_mode):
   assert " entities: Blues, Branislav Ivanovic, Cesc Fabregas," in text and " passage: By Hamish Mackay" in text
   assert "@highlight" not in text
   assert ex["targets_pretokenized"] == b"Olimpija Ljubljana"
-  assert ru.qa_postprocessor(b"", ex, is_target=True) == ["Olimpija Ljubljana"]
-  assert metrics.record_em_f1([["Olimpija Ljubljana"]], ["olimpija ljubljana"])["em"] == 100.0
+  task = seqio.get_mixture_or_task("super_glue_record_v102_32shot")
+  target = task.postprocess_fn(b"", example=ex, is_target=True)
+  assert target == {"group": (3088, 4756), "value": ["Olimpija Ljubljana"]}
+  # One row per answer: the same query twice counts once.
+  pred = task.postprocess_fn(b"olimpija ljubljana", example=ex)
+  wrong = task.postprocess_fn(b"Chelsea", example=ex)
+  [metric] = task.predict_metric_fns
+  assert metric([target, target], [pred, wrong])["em"] == 100.0
 
 
 def test_multirc_postprocessor_groups_by_question():
