@@ -1,11 +1,10 @@
 """The "Others" classification tasks of the MPT paper, in T5's `<task> <key>: <value> ...` -> label-word format.
 
-| task | TFDS | inputs | label words |
-|---|---|---|---|
-| `winogrande_v120` | `winogrande:1.2.0` | `winogrande sentence: .. option1: .. option2: ..` | option1 / option2 |
-| `yelp_polarity_v020` | `yelp_polarity_reviews:0.2.0` | `yelp_polarity text: ..` | negative / positive |
-| `scitail_v100` | `sci_tail:1.0.0` | `scitail premise: .. hypothesis: ..` | entailment / neutral |
-| `paws_wiki_v110` | `paws_wiki/labeled_final_raw:1.1.0` | `paws sentence1: .. sentence2: ..` | not_paraphrase/paraphrase |
+* `winogrande_v120` (TFDS `winogrande:1.2.0`): `winogrande sentence: .. option1: .. option2: ..` -> option1 / option2
+* `yelp_polarity_v020` (`yelp_polarity_reviews:0.2.0`): `yelp_polarity text: ..` -> negative / positive
+* `scitail_v100` (`sci_tail:1.0.0`): `scitail premise: .. hypothesis: ..` -> entailment / neutral
+* `paws_wiki_v110` (`paws_wiki/labeled_final_raw:1.1.0`): `paws sentence1: .. sentence2: ..` -> not_paraphrase /
+  paraphrase
 
 Metric: accuracy (as the MPT paper reports for all four). Each has a `<name>_rank` variant that scores both label
 words (`metrics.rank_classification`). WinoGrande's `train` is its largest training set (`train_xl`); the smaller
