@@ -80,6 +80,12 @@ def test_keep_n_latest_and_keep_period(tmp_path):
     assert ckpt.all_steps() == [4, 6, 7]
     assert ckpt.best_step() is None
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4", "6", "7"]
+  with TrainCheckpointer(tmp_path / "all", keep=None, async_save=False) as ckpt:
+    for step in range(1, 5):
+      ckpt.save(step, _state(step), data_position=step)
+    assert ckpt.all_steps() == [1, 2, 3, 4]
+  with pytest.raises(ValueError, match="keep must be >= 1"):
+    TrainCheckpointer(tmp_path / "none", keep=0)
 
 
 @pytest.mark.parametrize("mode,expected_best,expected_kept", [("max", 2, [2, 4, 5]), ("min", 3, [1, 3, 5])])

@@ -45,7 +45,7 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
-from orbax.checkpoint._src.checkpoint_managers import preservation_policy as preservation_lib
+from orbax.checkpoint import checkpoint_managers as ocm
 
 from xprompt_jax.training.fingerprint import fingerprint_checkpoint
 
@@ -298,7 +298,7 @@ class TrainCheckpointer:
       if not _absolute(self.directory).is_dir():
         raise FileNotFoundError(f"no checkpoint folder {self.directory} to open read-only")
       options = ocp.CheckpointManagerOptions(
-          preservation_policy=preservation_lib.PreserveAll(), read_only=True, create=False,
+          preservation_policy=ocm.LatestN(n=None), read_only=True, create=False,
           best_fn=self._rank if best_metric is not None else None, best_mode="max")
     else:
       options = self._options(keep, keep_period, async_save)
@@ -331,17 +331,17 @@ class TrainCheckpointer:
 
   def _options(self, keep, keep_period, async_save) -> ocp.CheckpointManagerOptions:
     if keep is None:
-      policies = [preservation_lib.PreserveAll()]
+      policies = [ocm.LatestN(n=None)]
     elif self.best_metric is None:
-      policies = [preservation_lib.LatestN(n=keep)]
+      policies = [ocm.LatestN(n=keep)]
     else:
-      policies = [preservation_lib.LatestN(n=1),
-                  preservation_lib.BestN(get_metric_fn=self._rank, n=keep, keep_checkpoints_without_metrics=False)]
+      policies = [ocm.LatestN(n=1),
+                  ocm.BestN(get_metric_fn=self._rank, n=keep, keep_checkpoints_without_metrics=False)]
     if keep_period is not None:
-      policies.append(preservation_lib.EveryNSteps(interval_steps=keep_period))
+      policies.append(ocm.EveryNSteps(interval_steps=keep_period))
     # orbax writes metrics (and ranks by them) only when it has a best_fn; `_rank` is "larger is better".
     return ocp.CheckpointManagerOptions(
-        preservation_policy=preservation_lib.AnyPreservationPolicy(policies),
+        preservation_policy=ocm.AnyPreservationPolicy(policies),
         best_fn=self._rank if self.best_metric is not None else None, best_mode="max",
         keep_checkpoints_without_metrics=False,
         enable_async_checkpointing=async_save, cleanup_tmp_directories=True, create=True)
