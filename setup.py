@@ -14,6 +14,7 @@ INSTALL_REQUIRES = [
     "tensorflow-datasets>=4.9",
     "gin-config>=0.5",
     "clu>=0.0.12",
+    "tensorboard>=2.15",
     "tensorstore>=0.1.60",
     "sentencepiece>=0.2",
     "msgpack>=1.0",

@@ -47,6 +47,8 @@ def run(argv=None):
       return 2
     raise
   from absl import app
+  if not any(a.startswith(("--verbosity", "-v=", "--v=")) for a in argv[2:]):
+    argv = argv[:2] + ["--verbosity=-1"] + argv[2:]  # Warnings and errors only; --verbosity=0 shows INFO logs.
   app.run(_reporting_errors(name, module.main), argv=[f"xprompt-jax {name}"] + argv[2:], flags_parser=_flags_parser)
   return 0
 

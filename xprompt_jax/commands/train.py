@@ -1,0 +1,24 @@
+"""`xprompt-jax train`: train a parametrisation of a frozen T5 from gin configs (T5X flag names).
+
+    xprompt-jax train --gin_file=runs/smoke_cpu.gin --model_dir=/tmp/xprompt_smoke
+    xprompt-jax train --gin_file=models/t5_1_1_xxl.gin --gin_file=methods/prompt.gin \
+      --gin_file=recipes/lester.gin --gin.MIXTURE_OR_TASK_NAME="'super_glue_rte_v102'" \
+      --model_dir=gs://bucket/rte --multihost
+
+Rerunning the same command resumes from the latest checkpoint in --model_dir.
+"""
+from absl import flags
+
+from xprompt_jax.commands import common
+
+common.define_gin_flags()
+common.define_run_flags()
+
+
+def main(argv):
+  common.init_run(argv)
+  from xprompt_jax.training import loop
+  result = loop.train(flags.FLAGS.model_dir)
+  if result.get("preempted"):
+    return
+  print(f"done: step {result['step']}, checkpoints and metrics in {flags.FLAGS.model_dir}")

@@ -1,0 +1,294 @@
+"""The training loop around the pure step: data, frozen model, sharding, checkpoints, evaluation, logging.
+
+    xprompt-jax train --gin_file=runs/smoke_cpu.gin --model_dir=/tmp/xprompt_smoke
+
+Everything here is plumbing; the maths is in `step.py` (loss and update) and the methods. The loop resumes from
+the latest checkpoint in `model_dir` (state, optimizer, rng and input position), saves on SIGTERM at the next
+step boundary, and stops (or skips, by configuration) on a non-finite loss or gradient, naming the step and the
+offending examples.
+"""
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import time
+from typing import Any, Optional
+
+from absl import logging
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from xprompt_jax import checkpoints as frozen_io
+from xprompt_jax.methods import get_method
+from xprompt_jax.methods.base import Method
+from xprompt_jax.models import t5
+from xprompt_jax.models.config import T5Config
+from xprompt_jax.training import data as data_lib
+from xprompt_jax.training import optim
+from xprompt_jax.training import partitioning
+from xprompt_jax.training import step as step_lib
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """The loop's settings (T5X names where T5X has them)."""
+  num_train_steps: int = 30_000
+  log_period: int = 50
+  eval_period: int = 1_000  # 0: evaluate only at the end.
+  checkpoint_period: int = 1_000
+  keep_checkpoints: int = 3
+  best_metric: Optional[str] = None  # e.g. "super_glue_rte_v102/accuracy": also keep the best checkpoint.
+  initial_checkpoint: Optional[str] = None  # The frozen T5 (HF/T5X/Orbax). None: random weights (tests only).
+  encoder_length: Optional[int] = None  # Prompt + inputs must fit; None: no limit beyond the feature length.
+  seed: int = 42
+  nonfinite: str = "stop"  # "stop" | "skip"
+  async_checkpointing: bool = True
+  eval_tasks: Optional[tuple[str, ...]] = None  # Default: the training task (each task of a mixture).
+  progress_bar: bool = True
+
+  def __post_init__(self):
+    if self.nonfinite not in ("stop", "skip"):
+      raise ValueError(f"TrainConfig.nonfinite={self.nonfinite!r} must be 'stop' or 'skip'")
+    if self.num_train_steps < 0:
+      raise ValueError(f"TrainConfig.num_train_steps={self.num_train_steps} must be >= 0")
+
+
+class NonFiniteError(FloatingPointError):
+  """A non-finite loss or gradient with `TrainConfig.nonfinite='stop'`."""
+
+
+class _Preemption:
+  """SIGTERM (spot preemption, `kill`) → save at the next step boundary and exit cleanly."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # Not the main thread (e.g. a test runner thread): no handler.
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning("SIGTERM received: saving a checkpoint at the next step boundary, then exiting")
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+  def check(self, step: int) -> bool:
+    if self.requested:
+      return True
+    try:  # Cloud TPU preemption notice, synchronised across hosts (needs jax.distributed).
+      from jax.experimental import multihost_utils
+      return bool(multihost_utils.reached_preemption_sync_point(step))
+    except Exception:  # pylint: disable=broad-except  (no preemption service on CPU / single process)
+      return False
+
+
+class MetricsLog:
+  """metrics.jsonl + TensorBoard (clu) from process 0."""
+
+  def __init__(self, model_dir: str):
+    self.active = jax.process_index() == 0
+    self.path = os.path.join(model_dir, "metrics.jsonl")
+    self.writer = None
+    if self.active:
+      from clu import metric_writers
+      self.writer = metric_writers.SummaryWriter(os.path.join(model_dir, "tb"))
+
+  def write(self, step: int, kind: str, values: dict[str, float]) -> None:
+    if not self.active:
+      return
+    with open(self.path, "a", encoding="utf-8") as f:
+      f.write(json.dumps({"step": int(step), "kind": kind, **{k: float(v) for k, v in values.items()}}) + "\n")
+    self.writer.write_scalars(int(step), {f"{kind}/{k}": float(v) for k, v in values.items()})
+    self.writer.flush()
+
+  def close(self):
+    if self.writer is not None:
+      self.writer.close()
+
+
+def load_frozen(train_cfg: TrainConfig, config: T5Config, mesh, rules: str):
+  """The frozen T5 placed by the logical-axis rules, and a reference to it (path + fingerprint) for checkpoints."""
+  shardings = partitioning.logical_to_sharding(t5.param_logical_axes(config), mesh, rules,
+                                               shapes=t5.abstract_params(config))
+  if train_cfg.initial_checkpoint is None:
+    logging.warning("TrainConfig.initial_checkpoint is None: the frozen model has RANDOM weights (seed %d) - "
+                    "fine for smoke tests, meaningless for results", train_cfg.seed)
+    init = jax.jit(lambda: t5.init_params(config, jax.random.PRNGKey(train_cfg.seed)), out_shardings=shardings)
+    # A random backbone is identified by its architecture and seed (a resumed run must re-create the same one).
+    identity = f"random-init:seed={train_cfg.seed}:{config!r}"
+    fingerprint = "sha256:" + hashlib.sha256(identity.encode()).hexdigest()
+    return init(), {"path": f"random-init:seed={train_cfg.seed}:{config.name}", "fingerprint": fingerprint}
+  from xprompt_jax.training import checkpointing
+  params, _ = frozen_io.load_params(train_cfg.initial_checkpoint, config, shardings)
+  fingerprint = checkpointing.fingerprint_checkpoint(train_cfg.initial_checkpoint)
+  return params, {"path": train_cfg.initial_checkpoint, "fingerprint": fingerprint}
+
+
+def _host(tree):
+  return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+
+
+def _nonfinite_examples(metrics, position: int, batch_size: int) -> list[int]:
+  losses = np.asarray(jax.device_get(metrics["example_loss"]))
+  return [position * batch_size + i for i in np.flatnonzero(~np.isfinite(losses))]
+
+
+@gin.configurable(denylist=["model_dir"])
+def train(model_dir: str, *, config: Optional[T5Config] = None, method: Optional[Method] = None,
+          data_cfg: Optional[data_lib.DataConfig] = None, opt_cfg: Optional[optim.OptimizerConfig] = None,
+          mesh_cfg: Optional[partitioning.MeshConfig] = None, train_cfg: Optional[TrainConfig] = None,
+          loss_cfg: Optional[step_lib.LossConfig] = None, eval_cfg: Any = None, aux: Optional[dict] = None,
+          initial_trainable: Optional[dict] = None) -> dict[str, Any]:
+  """Trains `method` on the frozen T5 and returns `{"step", "train": last metrics, "eval": last eval metrics}`.
+
+  Every argument left None is built from gin bindings (`T5Config()`, `get_method()`, `DataConfig()`, ...).
+  `aux` are non-trained method inputs kept in the state (XPrompt masks); `initial_trainable` replaces the
+  method's own initialisation (XPrompt rewinding, MPT target adaptation).
+  """
+  config = config or T5Config()
+  method = method or get_method()
+  data_cfg = data_cfg or data_lib.DataConfig()
+  opt_cfg = opt_cfg or optim.OptimizerConfig()
+  mesh_cfg = mesh_cfg or partitioning.MeshConfig()
+  train_cfg = train_cfg or TrainConfig()
+  loss_cfg = loss_cfg or step_lib.LossConfig()
+  from xprompt_jax.evaluation import evaluator as eval_lib
+  eval_cfg = eval_cfg or eval_lib.EvalConfig()
+
+  if train_cfg.encoder_length is not None:
+    method.check_lengths(train_cfg.encoder_length, data_cfg.inputs_length)
+  os.makedirs(model_dir, exist_ok=True)
+  mesh = partitioning.make_mesh(mesh_cfg)
+  model = t5.T5(config)
+  is_main = jax.process_index() == 0
+  if is_main:
+    print(f"data: {data_lib.describe(data_cfg)}")
+  frozen, frozen_ref = load_frozen(train_cfg, config, mesh, mesh_cfg.rules)
+
+  labels = method.param_labels(method.abstract_trainable(config, frozen))
+  label_lrs = dict(opt_cfg.label_learning_rates) if opt_cfg.label_learning_rates else None
+  optimizer = optim.make_optimizer(opt_cfg, labels if label_lrs else None, label_lrs)
+  lr_fn = optim.learning_rate_fn(opt_cfg)
+
+  def fresh_state():
+    state = step_lib.init_state(method, frozen, config, optimizer, jax.random.PRNGKey(train_cfg.seed), aux)
+    if initial_trainable is not None:
+      state["trainable"] = jax.tree.map(jnp.asarray, initial_trainable)
+      state["opt_state"] = optimizer.init(state["trainable"])
+    return state
+
+  replicated = partitioning.replicated(mesh)
+  state_shardings = jax.tree.map(lambda _: replicated, jax.eval_shape(fresh_state))
+
+  from xprompt_jax.training import checkpointing
+  ckpt = checkpointing.TrainCheckpointer(
+      model_dir, keep=train_cfg.keep_checkpoints, best_metric=train_cfg.best_metric,
+      async_save=train_cfg.async_checkpointing, frozen_path=frozen_ref["path"],
+      frozen_fingerprint=frozen_ref["fingerprint"])
+  latest = ckpt.latest_step()
+  if latest is not None:
+    state, meta = ckpt.restore(latest, abstract_state=jax.eval_shape(fresh_state), shardings=state_shardings)
+    position = int(meta["data_position"])
+    if is_main:
+      print(f"resumed from step {latest} of {model_dir} (input position {position})")
+  else:
+    state = jax.jit(fresh_state, out_shardings=state_shardings)()
+    position = 0
+
+  n_trainable = method.num_params(state["trainable"])
+  if is_main:
+    print(f"method: {method.name}  trainable parameters: {n_trainable:,}  frozen parameters: "
+          f"{config.num_params():,}  frozen model: {frozen_ref['path']}")
+
+  train_step = jax.jit(step_lib.make_train_step(model, method, config, optimizer, loss_cfg,
+                                                skip_nonfinite=train_cfg.nonfinite == "skip"),
+                       donate_argnums=(0,), out_shardings=(state_shardings, None))
+  eval_tasks = train_cfg.eval_tasks or (data_cfg.mixture_or_task_name,)
+  evaluators = [eval_lib.make_evaluator(name, model, config, eval_cfg) for name in eval_tasks]
+
+  def inject(trainable, batch, aux_state):
+    return method.inject(trainable, step_lib.method_batch(batch, aux_state), config)
+
+  def evaluate(step: int) -> dict[str, float]:
+    results = {}
+    for ev in evaluators:
+      prefix = getattr(ev, "task_name", None) or getattr(ev, "mixture_name", "")
+      for k, v in ev.evaluate(frozen, state["trainable"], inject, state["aux"]).items():
+        results[f"{prefix}/{k}"] = v
+    log.write(step, "eval", results)
+    if is_main:
+      shown = "  ".join(f"{k}={v:.4g}" for k, v in sorted(results.items()))
+      print(f"eval step {step}: {shown}")
+    return results
+
+  log = MetricsLog(model_dir)
+  step = int(jax.device_get(state["step"]))
+  stream = data_lib.batches(data_cfg, position)
+  last_train, last_eval = {}, {}
+  from tqdm import tqdm
+  bar = tqdm(total=train_cfg.num_train_steps, initial=step, desc="train", unit="step",
+             disable=not (is_main and train_cfg.progress_bar))
+  window_start, window_steps, sums = time.time(), 0, {}
+  try:
+    with _Preemption() as preemption:
+      while step < train_cfg.num_train_steps:
+        try:
+          batch = next(stream)
+        except StopIteration as e:
+          raise ValueError(f"{data_cfg.mixture_or_task_name}[{data_cfg.split}] yielded no full batch of "
+                           f"{data_cfg.batch_size} examples (empty or too small split)") from e
+        state, metrics = train_step(state, partitioning.shard_batch(batch, mesh), frozen)
+        if not bool(metrics["finite"]):
+          bad = _nonfinite_examples(metrics, position, data_cfg.batch_size)
+          message = (f"non-finite loss or gradient at step {step + 1} (input batch {position}, example indices "
+                     f"{bad or 'unknown: the loss is finite, a gradient is not'})")
+          if train_cfg.nonfinite == "stop":
+            raise NonFiniteError(message + "; nothing was saved for this step (TrainConfig.nonfinite='skip' "
+                                 "skips such steps instead)")
+          logging.warning("%s: step skipped", message)
+        step += 1
+        position += 1
+        window_steps += 1
+        for k in ("loss", "z_loss", "accuracy", "grad_norm"):
+          sums[k] = sums.get(k, 0.0) + float(metrics[k])
+        bar.update(1)
+        if step % train_cfg.log_period == 0 or step == train_cfg.num_train_steps:
+          elapsed = time.time() - window_start
+          last_train = {k: v / window_steps for k, v in sums.items()}
+          last_train.update(steps_per_second=window_steps / max(elapsed, 1e-9), learning_rate=float(lr_fn(step)))
+          bar.set_postfix(loss=f"{last_train['loss']:.4f}", steps_per_s=f"{last_train['steps_per_second']:.2f}")
+          log.write(step, "train", last_train)
+          window_start, window_steps, sums = time.time(), 0, {}
+        if train_cfg.eval_period and step % train_cfg.eval_period == 0 and step < train_cfg.num_train_steps:
+          last_eval = evaluate(step)
+        preempted = preemption.check(step)
+        if preempted or step % train_cfg.checkpoint_period == 0:
+          ckpt.save(step, state, data_position=position, metrics=last_eval or None,
+                    extra_meta={"method": method.name, "gin": gin.config_str()})
+        if preempted:
+          ckpt.wait()
+          if is_main:
+            print(f"preempted: saved step {step} to {model_dir}; rerun the same command to resume")
+          return {"step": step, "train": last_train, "eval": last_eval, "preempted": True}
+    bar.close()
+    last_eval = evaluate(step)
+    ckpt.save(step, state, data_position=position, metrics=last_eval or None,
+              extra_meta={"method": method.name, "gin": gin.config_str()}, force=True)
+    ckpt.wait()
+  finally:
+    bar.close()
+    ckpt.close()
+    log.close()
+  return {"step": step, "train": last_train, "eval": last_eval, "state": state, "frozen_ref": frozen_ref}
