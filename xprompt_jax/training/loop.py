@@ -13,7 +13,7 @@ import json
 import os
 import signal
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from absl import logging
 import gin
@@ -150,12 +150,19 @@ def train(model_dir: str, *, config: Optional[T5Config] = None, method: Optional
           data_cfg: Optional[data_lib.DataConfig] = None, opt_cfg: Optional[optim.OptimizerConfig] = None,
           mesh_cfg: Optional[partitioning.MeshConfig] = None, train_cfg: Optional[TrainConfig] = None,
           loss_cfg: Optional[step_lib.LossConfig] = None, eval_cfg: Any = None, aux: Optional[dict] = None,
-          initial_trainable: Optional[dict] = None) -> dict[str, Any]:
+          initial_trainable: Optional[dict] = None, loss_fn: Optional[Callable] = None,
+          batches_fn: Optional[Callable] = None, frozen: Any = None, frozen_ref: Optional[dict] = None,
+          eval_task_ids: Optional[dict] = None) -> dict[str, Any]:
   """Trains `method` on the frozen T5 and returns `{"step", "train": last metrics, "eval": last eval metrics}`.
 
   Every argument left None is built from gin bindings (`T5Config()`, `get_method()`, `DataConfig()`, ...).
   `aux` are non-trained method inputs kept in the state (XPrompt masks); `initial_trainable` replaces the
-  method's own initialisation (XPrompt rewinding, MPT target adaptation).
+  method's own initialisation (XPrompt rewinding, MPT target adaptation). Pipelines may also pass:
+  `loss_fn(trainable, frozen, batch, aux, rng) -> (loss, metrics)` replacing the token loss (MPT distillation;
+  metrics must include "loss", "z_loss", "accuracy" and "example_loss" [B]); `batches_fn(data_cfg, position)`
+  replacing the SeqIO input stream (MPT task sampling; it must be deterministic in `position`); `frozen` and
+  `frozen_ref` ({"path", "fingerprint"}) to reuse an already loaded frozen model across stages; and
+  `eval_task_ids` ({task name: id}) so evaluation batches carry MPT's `task_id`.
   """
   config = config or T5Config()
   method = method or get_method()
@@ -175,7 +182,10 @@ def train(model_dir: str, *, config: Optional[T5Config] = None, method: Optional
   is_main = jax.process_index() == 0
   if is_main:
     print(f"data: {data_lib.describe(data_cfg)}")
-  frozen, frozen_ref = load_frozen(train_cfg, config, mesh, mesh_cfg.rules)
+  if frozen is None:
+    frozen, frozen_ref = load_frozen(train_cfg, config, mesh, mesh_cfg.rules)
+  elif frozen_ref is None:
+    raise ValueError("train(frozen=...) needs frozen_ref={'path': ..., 'fingerprint': ...} to record the base model")
 
   labels = method.param_labels(method.abstract_trainable(config, frozen))
   label_lrs = dict(opt_cfg.label_learning_rates) if opt_cfg.label_learning_rates else None
@@ -212,11 +222,12 @@ def train(model_dir: str, *, config: Optional[T5Config] = None, method: Optional
     print(f"method: {method.name}  trainable parameters: {n_trainable:,}  frozen parameters: "
           f"{config.num_params():,}  frozen model: {frozen_ref['path']}")
 
-  train_step = jax.jit(step_lib.make_train_step(model, method, config, optimizer, loss_cfg,
+  train_step = jax.jit(step_lib.make_train_step(model, method, config, optimizer, loss_cfg, loss_fn=loss_fn,
                                                 skip_nonfinite=train_cfg.nonfinite == "skip"),
                        donate_argnums=(0,), out_shardings=(state_shardings, None))
   eval_tasks = train_cfg.eval_tasks or (data_cfg.mixture_or_task_name,)
-  evaluators = [eval_lib.make_evaluator(name, model, config, eval_cfg) for name in eval_tasks]
+  evaluators = [eval_lib.make_evaluator(name, model, config, eval_cfg, task_ids=eval_task_ids)
+                for name in eval_tasks]
 
   def inject(trainable, batch, aux_state):
     return method.inject(trainable, step_lib.method_batch(batch, aux_state), config)
@@ -235,7 +246,7 @@ def train(model_dir: str, *, config: Optional[T5Config] = None, method: Optional
 
   log = MetricsLog(model_dir)
   step = int(jax.device_get(state["step"]))
-  stream = data_lib.batches(data_cfg, position)
+  stream = (batches_fn or data_lib.batches)(data_cfg, position)
   last_train, last_eval = {}, {}
   from tqdm import tqdm
   bar = tqdm(total=train_cfg.num_train_steps, initial=step, desc="train", unit="step",
