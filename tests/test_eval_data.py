@@ -7,6 +7,7 @@ import seqio
 import tensorflow as tf
 
 from xprompt_jax.evaluation import eval_data
+from xprompt_jax.tasks import registry_utils as ru
 
 TINY_VOCAB = seqio.SentencePieceVocabulary(
     os.path.join(os.path.dirname(seqio.__file__), "test_data", "sentencepiece", "sentencepiece.model"))
@@ -26,6 +27,17 @@ def task():
   return seqio.TaskRegistry.add(
       name, source=seqio.FunctionDataSource(_dataset, splits=["validation"]),
       preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
+      output_features=FEATURES)
+
+
+@pytest.fixture(scope="module")
+def rank_task():
+  name = "eval_data_test_task_rank"
+  seqio.TaskRegistry.remove(name)
+  return seqio.TaskRegistry.add(
+      name, source=seqio.FunctionDataSource(_dataset, splits=["validation"]),
+      preprocessors=[lambda ds: ru.rank_over_labels(ds, ("no", "yes")), seqio.preprocessors.tokenize,
+                     seqio.preprocessors.append_eos_after_trim],
       output_features=FEATURES)
 
 
@@ -82,3 +94,9 @@ def test_load_split_errors(task):
     eval_data.load_split(task, "test", {"inputs": 6, "targets": 4})
   with pytest.raises(ValueError, match=r"lacks \['targets'\]"):
     eval_data.load_split(task, "validation", {"inputs": 6})
+
+
+def test_max_examples_keeps_whole_rank_groups(rank_task):
+  data = eval_data.load_split(rank_task, "validation", {"inputs": 6, "targets": 4}, max_examples=3)
+  assert [tuple(ex["idx"]) for ex in data.examples] == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
+  assert sum(bool(ex["is_correct"]) for ex in data.examples) == 3

@@ -171,14 +171,18 @@ def test_first_label_model_gives_hand_computed_cb_scores(shared, model, params, 
 
 def test_rank_variant_task_uses_score_metrics(shared, model, params):
   del shared
-  ev = ev_lib.TaskEvaluator("super_glue_rte_v102_rank", model, CFG, eval_config(max_examples=20))
+  ev = ev_lib.TaskEvaluator("super_glue_rte_v102_rank", model, CFG, eval_config(max_examples=11, mode="both"))
+  assert ev.modes == ("rank",)  # Nothing to decode against: only score metrics.
   records = ev.predict(params)
+  assert len(records) == 22  # max_examples counts source examples: both candidate rows of each are kept.
   assert all("target_score" in r and "rank_scores" not in r for r in records)
   # Rows come in (example, label) pairs; an example is right when its higher-scored row is the correct one.
-  scores = np.array([r["target_score"] for r in records]).reshape(10, 2)
-  is_correct = np.array([bool(ex["is_correct"]) for ex in ev.data.examples]).reshape(10, 2)
-  expected = 100.0 * np.mean(is_correct[np.arange(10), np.argmax(scores, axis=1)])
-  assert ev.evaluate(params)["accuracy"] == pytest.approx(expected)
+  scores = np.array([r["target_score"] for r in records]).reshape(11, 2)
+  is_correct = np.array([bool(ex["is_correct"]) for ex in ev.data.examples]).reshape(11, 2)
+  expected = 100.0 * np.mean(is_correct[np.arange(11), np.argmax(scores, axis=1)])
+  out = ev.evaluate(params)
+  assert set(out) == {"rank/accuracy", "rank/f1"}
+  assert out["rank/accuracy"] == pytest.approx(expected)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

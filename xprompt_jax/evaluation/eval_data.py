@@ -43,16 +43,29 @@ def check_split(task: seqio.Task, split: str) -> None:
     raise ValueError(f"task {task.name!r} has no split {split!r}; its splits are {splits}")
 
 
+def is_rank_rows(element_spec: Mapping[str, Any]) -> bool:
+  """Whether a dataset holds rank-classification rows (`idx` = [example_idx, option_idx], `is_correct`)."""
+  idx = element_spec.get("idx")
+  return "is_correct" in element_spec and idx is not None and idx.shape.as_list() == [2]
+
+
 def load_split(task: seqio.Task, split: str, feature_lengths: Mapping[str, int],
                max_examples: Optional[int] = None) -> EvalSplit:
-  """Reads, tokenises and pads `split` of `task` (the first `max_examples` rows when given)."""
+  """Reads, tokenises and pads `split` of `task` (the first `max_examples` rows when given).
+
+  For rank-classification tasks (one row per candidate, `idx` = [example_idx, option_idx]) `max_examples` counts
+  source examples, so every kept example keeps all of its candidate rows.
+  """
   check_split(task, split)
   missing = [k for k in ("inputs", "targets") if k not in feature_lengths]
   if missing:
     raise ValueError(f"feature_lengths {dict(feature_lengths)} lacks {missing}")
   ds = task.get_dataset(dict(feature_lengths), split=split, shuffle=False, use_cached=False, num_epochs=1)
   if max_examples is not None:
-    ds = ds.take(max_examples)
+    if is_rank_rows(ds.element_spec):  # Keep whole groups: the first `max_examples` source examples.
+      ds = ds.take_while(lambda ex: ex["idx"][0] < max_examples)
+    else:
+      ds = ds.take(max_examples)
   examples = list(ds.as_numpy_iterator())
   if not examples:
     raise ValueError(f"task {task.name!r} split {split!r} yielded no examples")

@@ -13,7 +13,7 @@ Modes:
     instead falls back to decoding that task and logs it).
   * decode: greedy (`beam_size=1`) or beam search with the KV cache, detokenised, postprocessed, then the
     `predict_metric_fns`.
-  * both: the two, with keys prefixed `rank/` and `decode/`.
+  * both: the two, with keys prefixed `rank/` and `decode/` (a task that allows only one keeps its prefix).
 Targets are postprocessed as in seqio: `postprocess_fn(targets_pretokenized, example=ex, is_target=True)`.
 
 `inject(trainable, batch)` (or `inject(trainable, batch, aux)` when `aux` is passed) must be a pure function; it
@@ -285,7 +285,8 @@ class TaskEvaluator:
     return records
 
   def metrics(self, records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """The task's metrics of `predict`'s records (keys prefixed `rank/`, `decode/` when both modes ran)."""
+    """The task's metrics of `predict`'s records (keys prefixed `rank/`, `decode/` with `EvalConfig.mode="both"`,
+    also when one of the two was impossible for this task)."""
     if len(records) != len(self.data):
       raise ValueError(f"{len(records)} records for the {len(self.data)} examples of {self.task.name!r}")
     results = {}
@@ -303,7 +304,7 @@ class TaskEvaluator:
       preds = [self.task.postprocess_fn(r["decode_prediction"], example=ex, is_target=False)
                for r, ex in zip(records, examples)]
       results["decode"] = apply_metric_fns(self.task.predict_metric_fns, self.targets, preds)
-    if len(results) == 1:
+    if self.eval_config.mode != "both":
       return next(iter(results.values()))
     return {f"{mode}/{k}": v for mode, out in results.items() for k, v in out.items()}
 
