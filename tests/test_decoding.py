@@ -87,8 +87,9 @@ def _numpy_logprob(model, params, enc, tokens, injection, lengths):
   return np.array([picked[r, :n].sum() for r, n in enumerate(lengths)])
 
 
-CASES = [("plain", None), ("plain", "prompt"), ("plain", "per_example"), ("plain", "prefixes"), ("scan", None),
-         ("scan", "per_example"), ("scan", "prefixes"), ("odd_heads", "prompt")]
+# Shared [P, D] prompt, per-example [B, P, D] prompt + decoder prefix, shared prefixes (encoder/decoder/cross).
+CASES = [("plain", None), ("plain", "per_example"), ("plain", "prefixes"), ("scan", "per_example"),
+         ("scan", "prefixes"), ("odd_heads", "prompt")]
 
 
 @functools.partial(jax.jit, static_argnames=("model", "max_decode_len"))
@@ -173,8 +174,7 @@ def _check_beam_scores(model, params, enc, inj, tokens, scores, eos, alpha):
   return lengths
 
 
-@pytest.mark.parametrize("name,kind", [("plain", None), ("plain", "per_example"), ("scan", "prefixes"),
-                                       ("odd_heads", "prompt")])
+@pytest.mark.parametrize("name,kind", [("plain", "per_example"), ("scan", "prefixes"), ("odd_heads", "prompt")])
 def test_beam_scores_are_penalised_log_probs_and_beat_greedy(name, kind):
   model, params, enc = _setup(name)
   inj = _injection(model.config, kind)
