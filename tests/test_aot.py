@@ -1,9 +1,10 @@
 """Tests for xprompt_jax.training.aot and `xprompt-jax compile`: topology names, mesh errors, a real AOT compile."""
 import json
+import subprocess
+import sys
 
 import pytest
 
-from xprompt_jax.commands import compile as compile_cmd
 from xprompt_jax.methods import get_method
 from xprompt_jax.models.config import PRESETS
 from xprompt_jax.training import aot
@@ -100,7 +101,7 @@ def test_compile_train_step_report():
   # The train state is donated: its buffers alias the outputs.
   assert report["train"]["memory"]["aliased"] > 0
   json.dumps(report)  # JSON-serialisable for --output.
-  table = compile_cmd.format_table(report)
+  table = aot.format_report(report)
   assert "AOT compile estimate" in table and "train" in table and "eval" in table
 
 
@@ -126,3 +127,33 @@ def test_matmul_flops_scales():
   train = aot.matmul_flops(cfg, 32, 612, 8)
   assert 2 * fwd < train < 2.2 * fwd
   assert aot.matmul_flops(cfg.replace(remat_policy="full"), 32, 612, 8) > train
+
+
+def _run_cli(*args):
+  proc = subprocess.run([sys.executable, "-m", "xprompt_jax.cli", "compile", *args], capture_output=True, text=True,
+                        timeout=600)
+  return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_cli_errors():
+  code, out = _run_cli("--gin_file=models/t5_1_1_tiny.gin", "--gin_file=methods/prompt.gin")
+  assert code == 1 and "--topology is required" in out
+  code, out = _run_cli("--gin_file=models/t5_1_1_tiny.gin", "--gin_file=methods/prompt.gin", "--topology=v9-8")
+  assert code == 1 and "unknown TPU topology 'v9-8'" in out
+
+
+@needs_libtpu
+@pytest.mark.slow
+def test_cli_compiles_lester_recipe(tmp_path):
+  out_file = tmp_path / "aot.jsonl"
+  code, out = _run_cli("--gin_file=models/t5_1_1_tiny.gin", "--gin_file=methods/prompt.gin",
+                       "--gin_file=recipes/lester.gin", "--gin.T5Config.vocab_size=512",
+                       "--gin.T5Config.scan_layers=True", "--gin.MeshConfig.model=2", "--topology=v4-8",
+                       "--gin.DataConfig.inputs_length=16", "--noeval", f"--output={out_file}")
+  assert code == 0, out
+  assert "t5_1_1_tiny prompt on v4-8" in out and "AOT compile estimate" in out
+  report = json.loads(out_file.read_text())
+  # Lester recipe: batch 32, 8 targets, L = 100 (class-label init needs no vocabulary for shapes), bf16.
+  assert (report["batch_size"], report["targets_length"], report["encoder_length"]) == (32, 8, 116)
+  assert report["dtype"] == "bfloat16" and report["mesh"] == {"data": 2, "model": 2} and "eval" not in report
+  assert report["train"]["fits"]
