@@ -200,3 +200,34 @@ def test_unknown_split_in_tfds_mode_is_clear():
       source.get_dataset("dev32", shuffle=False)
   finally:
     sources.set_data_source(None)
+
+
+def _evaluator(name):
+  return seqio.Evaluator(mixture_or_task_name=name, feature_converter=seqio.EncDecFeatureConverter(pack=False),
+                         eval_split="validation", sequence_length=None)
+
+
+def test_seqio_evaluator_scores_rank_task_end_to_end(shared, local_mode):
+  """Through seqio's evaluation caching: a scorer preferring "contradiction" gets CB's share of that label."""
+  vocab = vocab_lib.get_default_vocabulary()
+  rows = sources.super_glue_rows("cb")(shared / "data/superglue/CB/val.jsonl")
+  expected = 100.0 * np.mean([r["label"] == 1 for r in rows])
+
+  def score_fn(ds):
+    return [(i, float(vocab.decode(ex["decoder_target_tokens"].tolist()) == "contradiction"))
+            for i, ex in ds.as_numpy_iterator()]
+
+  evaluator = _evaluator("super_glue_cb_v102_rank")  # Held here so it is released on this thread.
+  results, _ = evaluator.evaluate(compute_metrics=True, predict_fn=lambda ds: [], score_fn=score_fn)
+  assert results.result()["super_glue_cb_v102_rank"]["accuracy"] == pytest.approx(expected)
+
+
+def test_seqio_evaluator_multirc_groups_reach_the_metric(shared, local_mode):
+  """Echoing the targets gives F1a = EM = 100: the question ids survive caching into the grouped metric."""
+
+  def predict_fn(ds):
+    return [(i, ex["decoder_target_tokens"]) for i, ex in ds.as_numpy_iterator()]
+
+  evaluator = _evaluator("super_glue_multirc_v102")  # Held here so it is released on this thread.
+  results, _ = evaluator.evaluate(compute_metrics=True, predict_fn=predict_fn, score_fn=lambda ds: [])
+  assert results.result()["super_glue_multirc_v102"] == pytest.approx({"f1a": 100.0, "exact_match": 100.0})
