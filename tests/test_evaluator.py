@@ -297,3 +297,33 @@ def test_vocabulary_larger_than_the_model_is_an_error():
 def test_scoring_module_is_the_one_patched():
   # The fake-model tests patch `scoring.rank_classification_scores` through the evaluator's module reference.
   assert ev_lib.scoring is scoring
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Real methods.
+
+
+def test_prefix_tuning_reaches_rank_and_beam_decoding(shared, model, params):
+  del shared
+  from xprompt_jax.methods import PrefixTuning
+  method = PrefixTuning(length=2, hidden_dim=8, init_std=1.0, reparam=False)
+  trainable = method.init(jax.random.PRNGKey(7), params, CFG)
+  inject = lambda tr, batch: method.inject(tr, batch, CFG)  # noqa: E731
+  ev = ev_lib.TaskEvaluator("super_glue_cb_v102", model, CFG, eval_config(mode="both", max_examples=6, beam_size=2))
+  plain, prefixed = ev.predict(params), ev.predict(params, trainable, inject)
+  assert all(a["rank_scores"] != b["rank_scores"] for a, b in zip(plain, prefixed))
+  assert set(ev.metrics(prefixed)) == {f"{m}/{k}" for m in ("rank", "decode")
+                                       for k in ("accuracy", "macro_f1", "mean_accuracy_macro_f1")}
+
+
+def test_mpt_task_id_selects_the_task_prompt(shared, model, params):
+  del shared
+  from xprompt_jax.methods import MPT
+  method = MPT(length=3, num_tasks=2, uv_init="normal", prompt_init="random_uniform")
+  trainable = method.init(jax.random.PRNGKey(8), params, CFG)
+  inject = lambda tr, batch: method.inject(tr, batch, CFG)  # noqa: E731
+  records = []
+  for task_id in (0, 1):
+    ev = ev_lib.TaskEvaluator("super_glue_rte_v102", model, CFG, eval_config(max_examples=4), task_id=task_id)
+    records.append(ev.predict(params, trainable, inject))
+  assert all(a["rank_scores"] != b["rank_scores"] for a, b in zip(*records))
