@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from xprompt_jax.commands import score
+from xprompt_jax import jsonl_io
 
 
 def _run(*args):
@@ -18,20 +18,20 @@ def _run(*args):
 def test_read_rows_reports_every_bad_line(tmp_path):
   f = tmp_path / "in.jsonl"
   f.write_text('{"inputs": "a", "targets": "b"}\n{"inputs": 3, "targets": "b"}\n\n{"targets": "x"}\n')
-  with pytest.raises(score.ScoreInputError) as e:
-    score.read_rows(str(f))
+  with pytest.raises(jsonl_io.JsonlInputError) as e:
+    jsonl_io.read_rows(str(f))
   assert f"{f}:2: field 'inputs' must be a string, got a int" in str(e.value)
   assert f"{f}:4: field 'inputs' must be a string, got missing" in str(e.value)
   f.write_text('{"inputs": "a", "targets": "b"}\n{"inputs": "a", targets: 1}\n')
-  with pytest.raises(score.ScoreInputError, match=rf"{f}:2: invalid JSON"):
-    score.read_rows(str(f))
+  with pytest.raises(jsonl_io.JsonlInputError, match=rf"{f}:2: invalid JSON"):
+    jsonl_io.read_rows(str(f))
   f.write_text("\n")
-  with pytest.raises(score.ScoreInputError, match="holds no rows"):
-    score.read_rows(str(f))
+  with pytest.raises(jsonl_io.JsonlInputError, match="holds no rows"):
+    jsonl_io.read_rows(str(f))
 
 
 def test_bucket_lengths_are_powers_of_two():
-  assert [score.bucket_length(n) for n in (1, 8, 9, 100, 129)] == [8, 8, 16, 128, 256]
+  assert [jsonl_io.bucket_length(n) for n in (1, 8, 9, 100, 129)] == [8, 8, 16, 128, 256]
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
@@ -42,7 +42,7 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     raise RuntimeError("boom")
 
   with pytest.raises(RuntimeError):
-    score.write_jsonl_atomic(str(out), rows())
+    jsonl_io.write_jsonl_atomic(str(out), rows())
   assert list(tmp_path.iterdir()) == []
 
 

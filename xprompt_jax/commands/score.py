@@ -8,14 +8,11 @@ T5X and Orbax checkpoints take the architecture from `--gin_file=models/<name>.g
 Rows are sorted by length into buckets so few shapes compile; malformed rows are reported with their line number
 and nothing is written unless every row was scored (the output appears atomically).
 """
-import json
-import os
-import tempfile
-
 from absl import flags
 from absl import logging
 import numpy as np
 
+from xprompt_jax import jsonl_io
 from xprompt_jax.commands import common
 
 common.define_gin_flags()
@@ -26,38 +23,6 @@ _OUTPUT = flags.DEFINE_string("output", None, "jsonl to write: each input row pl
 _BATCH = flags.DEFINE_integer("batch_size", 16, "Rows per jitted forward pass.")
 _MAX_IN = flags.DEFINE_integer("max_input_length", None, "Truncate inputs (before EOS) to this many tokens.")
 _MAX_TGT = flags.DEFINE_integer("max_target_length", None, "Truncate targets (before EOS) to this many tokens.")
-
-
-class ScoreInputError(ValueError):
-  """A malformed row of the --inputs file (the message names the file and line)."""
-
-
-def read_rows(path: str) -> list[dict]:
-  """The rows of a score input file; errors name the file and line of every bad row (up to 10)."""
-  from xprompt_jax.tasks import sources  # Reuses the task readers' jsonl parsing and error format.
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"--inputs file {path} does not exist")
-  try:
-    rows = sources.read_jsonl(path)
-  except sources.LocalDataError as e:
-    raise ScoreInputError(str(e)) from e
-  problems = []
-  for lineno, row in rows:
-    for key in ("inputs", "targets"):
-      if not isinstance(row.get(key), str):
-        got = "missing" if key not in row else f"a {type(row[key]).__name__}"
-        problems.append(f"{path}:{lineno}: field {key!r} must be a string, got {got}")
-  if problems:
-    more = f"\n... and {len(problems) - 10} more" if len(problems) > 10 else ""
-    raise ScoreInputError("\n".join(problems[:10]) + more)
-  if not rows:
-    raise ScoreInputError(f"{path} holds no rows")
-  return [row for _, row in rows]
-
-
-def bucket_length(n: int, minimum: int = 8) -> int:
-  """The padded length for a sequence of n tokens: the next power of two (bounded set of compiled shapes)."""
-  return max(minimum, 1 << max(0, n - 1).bit_length())
 
 
 def tokenize(rows, vocab, max_input_length=None, max_target_length=None):
@@ -80,8 +45,8 @@ def score_token_ids(model, params, inputs, targets, batch_size: int, progress=Tr
   bar = tqdm(total=len(inputs), desc="score", unit="row", disable=not progress)
   for start in range(0, len(order), batch_size):
     idx = order[start:start + batch_size]
-    li = bucket_length(max(len(inputs[i]) for i in idx))
-    lt = bucket_length(max(len(targets[i]) for i in idx))
+    li = jsonl_io.bucket_length(max(len(inputs[i]) for i in idx))
+    lt = jsonl_io.bucket_length(max(len(targets[i]) for i in idx))
     enc = np.zeros((batch_size, li), np.int32)
     tgt = np.zeros((batch_size, lt), np.int32)
     for row, i in enumerate(idx):
@@ -92,25 +57,6 @@ def score_token_ids(model, params, inputs, targets, batch_size: int, progress=Tr
     bar.update(len(idx))
   bar.close()
   return out
-
-
-def write_jsonl_atomic(path: str, rows) -> None:
-  """Writes rows to a temp file beside `path` and renames it, so a failure leaves no partial output."""
-  folder = os.path.dirname(os.path.abspath(path))
-  if not os.path.isdir(folder):
-    raise FileNotFoundError(f"--output folder {folder} does not exist")
-  if not os.access(folder, os.W_OK):
-    raise PermissionError(f"--output folder {folder} is not writable")
-  fd, tmp = tempfile.mkstemp(prefix=".score-", suffix=".jsonl.tmp", dir=folder)
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      for row in rows:
-        f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
 
 
 def load_model(checkpoint: str):
@@ -142,12 +88,12 @@ def main(argv):
     if not flag.value:
       raise ValueError(f"--{flag.name} is required")
   common.parse_gin_from_flags()
-  rows = read_rows(_INPUTS.value)
+  rows = jsonl_io.read_rows(_INPUTS.value)
   model, params, config = load_model(_CHECKPOINT.value)
   vocab = load_vocab(_VOCAB.value)
   check_vocab(vocab, config)
   inputs, targets = tokenize(rows, vocab, _MAX_IN.value, _MAX_TGT.value)
   scores = score_token_ids(model, params, inputs, targets, _BATCH.value)
-  write_jsonl_atomic(_OUTPUT.value, ({**row, "score": float(s)} for row, s in zip(rows, scores)))
+  jsonl_io.write_jsonl_atomic(_OUTPUT.value, ({**row, "score": float(s)} for row, s in zip(rows, scores)))
   logging.info("scored %d rows -> %s", len(rows), _OUTPUT.value)
   print(f"scored {len(rows)} rows with {config.name} -> {_OUTPUT.value}")

@@ -136,6 +136,14 @@ def load_frozen(train_cfg: TrainConfig, config: T5Config, mesh, rules: str):
   return params, {"path": train_cfg.initial_checkpoint, "fingerprint": fingerprint}
 
 
+def eval_lib_defaults(eval_cfg, data_cfg: data_lib.DataConfig):
+  """Evaluation lengths default to the training feature lengths; `EvalConfig.inputs_length`/`targets_length`
+  set explicitly win."""
+  return dataclasses.replace(
+      eval_cfg, inputs_length=eval_cfg.inputs_length or data_cfg.inputs_length,
+      targets_length=eval_cfg.targets_length or data_cfg.targets_length)
+
+
 def _host(tree):
   return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
 
@@ -172,7 +180,7 @@ def train(model_dir: str, *, config: Optional[T5Config] = None, method: Optional
   train_cfg = train_cfg or TrainConfig()
   loss_cfg = loss_cfg or step_lib.LossConfig()
   from xprompt_jax.evaluation import evaluator as eval_lib
-  eval_cfg = eval_cfg or eval_lib.EvalConfig()
+  eval_cfg = eval_lib_defaults(eval_cfg or eval_lib.EvalConfig(), data_cfg)
 
   if train_cfg.encoder_length is not None:
     method.check_lengths(train_cfg.encoder_length, data_cfg.inputs_length)

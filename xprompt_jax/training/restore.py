@@ -1,0 +1,76 @@
+"""A trained run, loaded back: gin-bound model and method, the frozen T5 and the trainable state of a checkpoint.
+
+Used by `xprompt-jax eval` and `infer`. The checkpoint is opened read-only (a running trainer may hold the
+model_dir lock), and the frozen model is checked against the one recorded with the checkpoint.
+"""
+import dataclasses
+from typing import Any, Optional
+
+import jax
+
+from xprompt_jax.methods import get_method
+from xprompt_jax.methods.base import Method
+from xprompt_jax.models import t5
+from xprompt_jax.models.config import T5Config
+from xprompt_jax.training import checkpointing
+from xprompt_jax.training import loop
+from xprompt_jax.training import optim
+from xprompt_jax.training import partitioning
+from xprompt_jax.training import step as step_lib
+
+
+@dataclasses.dataclass
+class Run:
+  config: T5Config
+  method: Method
+  model: t5.T5
+  frozen: Any
+  frozen_ref: dict
+  state: dict
+  meta: dict
+  step: int
+
+  def inject_fn(self):
+    """`inject(trainable, batch, aux)` for the evaluator (one function object per run: compiled once)."""
+    method, config = self.method, self.config
+
+    def inject(trainable, batch, aux):
+      return method.inject(trainable, step_lib.method_batch(batch, aux), config)
+
+    return inject
+
+
+def load_run(model_dir: str, step: Optional[str] = "latest") -> Run:
+  """The run in `model_dir` at `step` ("latest", "best" or a number), with gin-bound configs."""
+  config, method = T5Config(), get_method()
+  train_cfg, mesh_cfg, opt_cfg = loop.TrainConfig(), partitioning.MeshConfig(), optim.OptimizerConfig()
+  mesh = partitioning.make_mesh(mesh_cfg)
+  frozen, frozen_ref = loop.load_frozen(train_cfg, config, mesh, mesh_cfg.rules)
+  ckpt = checkpointing.TrainCheckpointer(model_dir, read_only=True, frozen_path=frozen_ref["path"],
+                                         frozen_fingerprint=frozen_ref["fingerprint"])
+  try:
+    if step in (None, "latest"):
+      number = ckpt.latest_step()
+    elif step == "best":
+      number = ckpt.best_step() or ckpt.latest_step()
+    else:
+      number = int(step)
+    if number is None:
+      raise FileNotFoundError(f"{model_dir} holds no checkpoint; train first (xprompt-jax train ...)")
+    labels = method.param_labels(method.abstract_trainable(config, frozen))
+    label_lrs = dict(opt_cfg.label_learning_rates) if opt_cfg.label_learning_rates else None
+    optimizer = optim.make_optimizer(opt_cfg, labels if label_lrs else None, label_lrs)
+    abstract = jax.eval_shape(lambda: step_lib.init_state(method, frozen, config, optimizer, jax.random.PRNGKey(0)))
+    if any(name.startswith("aux") for name in ckpt.stored_shapes(number)):
+      # Non-trained method inputs saved with the state: XPrompt's pruning masks are the only kind so far.
+      if not hasattr(method, "ones_masks"):
+        raise ValueError(f"checkpoint {number} in {model_dir} holds method inputs (aux) that the gin-bound method "
+                         f"{method.name!r} does not take; bind get_method.name to the method that trained it")
+      from xprompt_jax.methods.xprompt import MASKS_KEY
+      abstract["aux"] = {MASKS_KEY: jax.eval_shape(method.ones_masks)}
+    replicated = partitioning.replicated(mesh)
+    state, meta = ckpt.restore(number, abstract_state=abstract,
+                               shardings=jax.tree.map(lambda _: replicated, abstract))
+  finally:
+    ckpt.close()
+  return Run(config, method, t5.T5(config), frozen, frozen_ref, state, meta, number)
