@@ -24,7 +24,6 @@ has `batch_size` rows, so each function compiles for one shape per task.
 """
 import dataclasses
 import functools
-import math
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import gin
