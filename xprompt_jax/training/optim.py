@@ -233,7 +233,9 @@ def make_optimizer(cfg: OptimizerConfig | None = None,
 
   With `param_labels` (a label tree like the params, or a prefix of it, or a function params -> such a tree)
   and `label_lrs` ({"shared": 0.3, "task": 0.05}), each label gets the same optimizer with its own peak learning
-  rate (optax.partition), e.g. MPT's shared prompt P* vs the task vectors u, v. Gradient clipping by global norm,
+  rate (optax.partition), e.g. MPT's shared prompt P* vs the task vectors u, v. A label whose rate is 0 is frozen
+  (`optax.set_to_zero`: no update, no weight decay, no optimizer state), e.g. MPT's ablations that tune only P* or
+  only u, v. Gradient clipping by global norm,
   when set, acts on the whole tree before the split.
   """
   cfg = OptimizerConfig() if cfg is None else cfg
@@ -246,12 +248,13 @@ def make_optimizer(cfg: OptimizerConfig | None = None,
     if not label_lrs:
       raise ValueError("make_optimizer: label_lrs is empty")
     for label, lr in label_lrs.items():
-      if not lr > 0:
-        raise ValueError(f"label_lrs[{label!r}] must be > 0, got {lr}")
+      if not lr >= 0:
+        raise ValueError(f"label_lrs[{label!r}] must be >= 0 (0 freezes the label's parameters), got {lr}")
     if not callable(param_labels):
       _check_labels(param_labels, label_lrs)
     tx = _checked_partition(
-        {label: _base_optimizer(cfg, learning_rate_fn(cfg, lr)) for label, lr in label_lrs.items()}, param_labels)
+        {label: optax.set_to_zero() if lr == 0 else _base_optimizer(cfg, learning_rate_fn(cfg, lr))
+         for label, lr in label_lrs.items()}, param_labels)
   if cfg.global_norm_clip is not None:
     tx = optax.chain(optax.clip_by_global_norm(cfg.global_norm_clip), tx)
   return tx
