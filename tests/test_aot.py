@@ -24,9 +24,11 @@ TINY = PRESETS["t5_1_1_tiny"].replace(vocab_size=512, dtype="bfloat16", scan_lay
     ("v5litepod-256", "v5e:16x16", 256, 16, "default"),
     ("v5p-128", "v5p:4x4x4", 64, 95, "megacore"),
     ("v5e:4x8", "v5e:4x8", 32, 16, "default"),
+    ("v5litepod:2x4", "v5e:2x4", 8, 16, "default"),
 ])
 def test_parse_topology(name, topology_name, devices, hbm_gib, config):
   topo = aot.parse_topology(name)
+  assert topo.generation in ("v4", "v5e", "v5p")
   assert (topo.topology_name, topo.num_devices, topo.hbm_bytes, topo.chip_config_name) == (
       topology_name, devices, hbm_gib * aot.GiB, config)
 

@@ -111,7 +111,8 @@ def parse_topology(name: str) -> TpuTopology:
     if len(grid) != dims or min(grid) < 1:
       raise ValueError(f"topology {name!r}: {generation} slices have {dims} positive dimensions "
                        f"(e.g. {prefix}:{'x'.join(['2'] * dims)}), got {raw.group(2)!r}")
-    return TpuTopology(name, generation, f"{prefix}:{raw.group(2)}", config, grid, hbm)
+    return TpuTopology(name, "v5e" if generation == "v5litepod" else generation, f"{prefix}:{raw.group(2)}",
+                       config, grid, hbm)
   named = re.fullmatch(r"(v4|v5p|v5e|v5litepod|v6e)-(\d+)", text)
   if not named:
     raise ValueError(f"unknown TPU topology {name!r}; expected one of {_known_names()}")
