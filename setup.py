@@ -12,6 +12,7 @@ INSTALL_REQUIRES = [
     "orbax-checkpoint>=0.11",
     "seqio>=0.0.19",
     "tensorflow-datasets>=4.9",
+    "importlib_resources>=6.0",
     "gin-config>=0.5",
     "clu>=0.0.12",
     "tensorboard>=2.15",
