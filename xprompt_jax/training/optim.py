@@ -175,15 +175,7 @@ def _base_optimizer(cfg: OptimizerConfig, schedule: optax.Schedule) -> optax.Gra
 
 
 def _path_str(path) -> str:
-  names = []
-  for key in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(key, attr):
-        names.append(str(getattr(key, attr)))
-        break
-    else:
-      names.append(str(key))
-  return "/".join(names) or "<root>"
+  return jax.tree_util.keystr(path, simple=True, separator="/") or "<root>"
 
 
 def _labels_by_path(labels, params=None) -> dict[str, list[str]]:

@@ -164,15 +164,7 @@ def make_mesh(cfg: Optional[MeshConfig] = None, devices: Optional[Sequence[Any]]
 
 
 def _path_str(path) -> str:
-  parts = []
-  for key in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(key, attr):
-        parts.append(str(getattr(key, attr)))
-        break
-    else:
-      parts.append(str(key))
-  return "/".join(parts) or "<root>"
+  return jax.tree_util.keystr(path, simple=True, separator="/") or "<root>"
 
 
 def _is_names_tuple(x) -> bool:
