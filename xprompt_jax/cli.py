@@ -14,6 +14,7 @@ COMMANDS = {
     "eval": "Evaluate a trained parametrisation on a task's validation split.",
     "infer": "Write predictions for a task or a jsonl file.",
     "compile": "Ahead-of-time compile the train/eval step for a TPU topology and report memory and FLOPs.",
+    "mpt": "Multitask prompt tuning end to end: teachers, distilled source training, target adaptation, ablations.",
 }
 
 

@@ -61,6 +61,7 @@ CONFIGURABLE_MODULES = (
     "xprompt_jax.training.loop",
     "xprompt_jax.evaluation.evaluator",
     "xprompt_jax.tasks",
+    "xprompt_jax.pipelines.mpt",
 )
 
 

@@ -46,9 +46,8 @@ class SamplingConfig:
                        f"{self.max_tasks!r}")
 
 
-def examples_proportional_rates(task_names: Sequence[str], split: str = "train",
-                                cap: Optional[int] = None) -> np.ndarray:
-  """Normalised mixing rates: each task's number of `split` examples, capped at `cap` (T5's 2**19 default)."""
+def task_sizes(task_names: Sequence[str], split: str = "train", cap: Optional[int] = None) -> np.ndarray:
+  """Each task's number of `split` examples, capped at `cap` (T5's 2**19 default, `mixture_cap`)."""
   from xprompt_jax.tasks import mixtures
   cap = cap or mixtures.mixture_cap()
   sizes = []
@@ -56,9 +55,15 @@ def examples_proportional_rates(task_names: Sequence[str], split: str = "train",
     n = data_lib.get_task(name).num_input_examples(split)
     if not n:
       raise ValueError(f"examples-proportional mixing needs the size of {name!r}[{split}], which is unknown "
-                       "(no local copy and no TFDS metadata); give explicit rates instead")
+                       "(no local copy and no TFDS metadata); give explicit rates (and steps) instead")
     sizes.append(min(int(n), cap))
-  sizes = np.asarray(sizes, np.float64)
+  return np.asarray(sizes, np.int64)
+
+
+def examples_proportional_rates(task_names: Sequence[str], split: str = "train",
+                                cap: Optional[int] = None) -> np.ndarray:
+  """Normalised mixing rates proportional to the capped task sizes."""
+  sizes = task_sizes(task_names, split, cap).astype(np.float64)
   return sizes / sizes.sum()
 
 
