@@ -14,6 +14,7 @@ COMMANDS = {
     "eval": "Evaluate a trained parametrisation on a task's validation split.",
     "infer": "Write predictions for a task or a jsonl file.",
     "compile": "Ahead-of-time compile the train/eval step for a TPU topology and report memory and FLOPs.",
+    "xprompt": "Run XPrompt end to end: prompt tuning, importance, pruning sweep, rewinding, controls, report.",
     "mpt": "Multitask prompt tuning end to end: teachers, distilled source training, target adaptation, ablations.",
 }
 
@@ -48,10 +49,20 @@ def run(argv=None):
       return 2
     raise
   from absl import app
+  _show_command_flags_in_help(module)
   if not any(a.startswith(("--verbosity", "-v=", "--v=")) for a in argv[2:]):
     argv = argv[:2] + ["--verbosity=-1"] + argv[2:]  # Warnings and errors only; --verbosity=0 shows INFO logs.
   app.run(_reporting_errors(name, module.main), argv=[f"xprompt-jax {name}"] + argv[2:], flags_parser=_flags_parser)
   return 0
+
+
+def _show_command_flags_in_help(module):
+  """`xprompt-jax <command> --help` lists the command's flags (absl shows the key flags of sys.argv[0])."""
+  from absl import flags
+  from xprompt_jax.commands import common
+  for owner in (module.__name__, common.__name__):
+    for flag in flags.FLAGS.get_flags_for_module(owner):
+      flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
 # Errors a user can fix: printed as one clear message (no traceback), exit status 1.

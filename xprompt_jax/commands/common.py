@@ -23,6 +23,15 @@ def rewrite_gin_flags(argv):
   return out
 
 
+def define_once(define, name, default, help_text, **kwargs):
+  """Defines a flag unless another command module imported in the same process (e.g. by tests) already did.
+
+  Commands share flag names (--checkpoint, --inputs, --output): read them as `flags.FLAGS.<name>`.
+  """
+  if name not in flags.FLAGS:
+    define(name, default, help=help_text, **kwargs)
+
+
 def define_gin_flags():
   """Defines --gin_file/--gin_bindings/--gin_search_paths once (safe to call from several commands)."""
   if "gin_file" in flags.FLAGS:
@@ -62,6 +71,7 @@ CONFIGURABLE_MODULES = (
     "xprompt_jax.evaluation.evaluator",
     "xprompt_jax.tasks",
     "xprompt_jax.pipelines.mpt",
+    "xprompt_jax.pipelines.xprompt",
 )
 
 

@@ -8,8 +8,10 @@ vector (D must be divisible by k). The effective prompt is
 
 `inject_with_masks(trainable, masks, batch, config)` is differentiable in the masks, so the paper's importance
 scores I = E_x |∂L(x)/∂γ| (and likewise for ζ) come from `jax.grad` w.r.t. the masks (`mask_importance`), and
-`prune_masks` zeroes the lowest-scoring tokens, then pieces of the surviving tokens. During the rewinding stage
-the pruned (0/1) masks are passed to `inject(..., masks=...)` or carried in the batch under `MASKS_KEY`;
+`prune_masks` zeroes the lowest-scoring tokens, then pieces of the surviving tokens (by fractions);
+`prune_counts` removes exact numbers and `prune_to_ratio` reaches a compression ratio, each with the policy
+'lowest' (XPrompt), 'highest' (Reversed) or 'random' (Random), ties going to the lower index. During the
+rewinding stage the pruned (0/1) masks are passed to `inject(..., masks=...)` or carried in the batch under `MASKS_KEY`;
 `export(trainable, config, masks)` folds them into a plain prompt for inference.
 """
 import dataclasses
@@ -64,32 +66,118 @@ def mask_importance(loss_fn: Callable[[XPromptMasks], jax.Array], masks: XPrompt
   return jax.tree_util.tree_map(jnp.abs, jax.grad(loss_fn)(masks))
 
 
-def _prune_lowest(mask: np.ndarray, score: np.ndarray, candidates: np.ndarray, fraction: float) -> np.ndarray:
-  """`mask` with the round(fraction · #candidates) lowest-scoring candidate entries set to 0."""
+PRUNE_POLICIES = ("lowest", "highest", "random")
+GRANULARITIES = ("token_piece", "token", "piece")
+
+
+def _check_policy(policy: str) -> None:
+  if policy not in PRUNE_POLICIES:
+    raise ValueError(f"pruning policy {policy!r} is not one of {PRUNE_POLICIES}")
+
+
+def _prune_count(mask: np.ndarray, score: np.ndarray, candidates: np.ndarray, count: int, policy: str,
+                 rng: np.random.Generator) -> np.ndarray:
+  """`mask` with exactly `count` of the `candidates` entries set to 0.
+
+  'lowest' removes the lowest scores first (XPrompt), 'highest' the highest first (the Reversed control), 'random'
+  a uniformly random subset (the Random control; `score` is then unused). Ties: entries with equal scores are
+  removed in increasing flat index order (a stable sort), for both score policies.
+  """
   flat_candidates = np.flatnonzero(candidates)
-  count = int(round(fraction * flat_candidates.size))
-  order = flat_candidates[np.argsort(score.ravel()[flat_candidates], kind="stable")]
+  if not 0 <= count <= flat_candidates.size:
+    raise ValueError(f"cannot prune {count} entries: only {flat_candidates.size} are still active")
+  if policy == "random":
+    order = rng.permutation(flat_candidates)
+  else:
+    values = np.asarray(score, np.float64).ravel()[flat_candidates]
+    order = flat_candidates[np.argsort(values if policy == "lowest" else -values, kind="stable")]
   pruned = mask.copy().ravel()
   pruned[order[:count]] = 0.0
   return pruned.reshape(mask.shape)
 
 
+def _host_masks(masks: XPromptMasks, importance: XPromptMasks, caller: str) -> tuple[np.ndarray, np.ndarray]:
+  token, piece = np.asarray(masks.token, np.float32), np.asarray(masks.piece, np.float32)
+  if piece.ndim != 2 or token.shape != (piece.shape[0],):
+    raise ValueError(f"{caller}: masks token {token.shape} and piece {piece.shape} must be (L,) and (L, k)")
+  for field, mask, score in (("token", token, importance.token), ("piece", piece, importance.piece)):
+    if np.shape(score) != mask.shape:
+      raise ValueError(f"{caller}: importance.{field} has shape {np.shape(score)}; the masks' {field} has "
+                       f"shape {mask.shape}")
+  return token, piece
+
+
+def active_pieces(masks: XPromptMasks) -> np.ndarray:
+  """[L, k] bool: pieces still in the prompt (their piece mask and their token's mask are both non-zero)."""
+  return (np.asarray(masks.piece) != 0) & (np.asarray(masks.token) != 0)[:, None]
+
+
+def prune_counts(masks: XPromptMasks, importance: XPromptMasks, *, tokens: int = 0, pieces: int = 0,
+                 policy: str = "lowest", seed: int = 0) -> XPromptMasks:
+  """Removes exactly `tokens` active tokens, then exactly `pieces` active pieces of the surviving tokens, chosen
+  by `policy` (see `_prune_count`; ties go to the lower index). 'random' draws from `np.random.default_rng(seed)`.
+  """
+  _check_policy(policy)
+  token, piece = _host_masks(masks, importance, "prune_counts")
+  rng = np.random.default_rng(seed)
+  token = _prune_count(token, importance.token, token != 0, int(tokens), policy, rng)
+  piece = _prune_count(piece, importance.piece, (piece != 0) & (token != 0)[:, None], int(pieces), policy, rng)
+  return XPromptMasks(token=jnp.asarray(token), piece=jnp.asarray(piece))
+
+
+def prune_to_ratio(masks: XPromptMasks, importance: XPromptMasks, ratio: float, *,
+                   granularity: str = "token_piece", token_share: float = 0.5, policy: str = "lowest",
+                   seed: int = 0) -> XPromptMasks:
+  """Hierarchical structured pruning that removes the fraction `ratio` of the active prompt pieces.
+
+  With P active pieces (a piece counts once its token and itself are unmasked) the result keeps exactly
+  round((1 - ratio) · P) of them (for 'token': every piece of the kept tokens, see below):
+
+  * 'token_piece' (XPrompt): first round(T · (1 - (1 - ratio) ** token_share)) of the T active tokens go (at most
+    T - 1), then as many pieces of the surviving tokens as still needed. With `token_share` 0.5 both levels
+    remove the same fraction; with fixed importance scores, repeated token/piece rounds reaching the same ratio
+    remove exactly these entries, so one round is done.
+  * 'token' (ablation): round(ratio · T) tokens (at most T - 1), no piece pruning.
+  * 'piece' (ablation): round(ratio · P) pieces over all active tokens, no token pruning.
+  """
+  if not 0.0 < ratio < 1.0:
+    raise ValueError(f"pruning ratio {ratio!r} must be in the open interval (0, 1)")
+  if granularity not in GRANULARITIES:
+    raise ValueError(f"pruning granularity {granularity!r} is not one of {GRANULARITIES}")
+  if not 0.0 < token_share <= 1.0:
+    raise ValueError(f"token_share={token_share!r} must be in (0, 1]")
+  _check_policy(policy)
+  token, _ = _host_masks(masks, importance, "prune_to_ratio")
+  num_tokens = int(np.count_nonzero(token))
+  num_pieces = int(np.count_nonzero(active_pieces(masks)))
+  if num_tokens == 0:
+    raise ValueError("prune_to_ratio: every prompt token is already pruned")
+  if granularity == "piece":
+    return prune_counts(masks, importance, pieces=int(round(ratio * num_pieces)), policy=policy, seed=seed)
+  token_fraction = ratio if granularity == "token" else 1.0 - (1.0 - ratio) ** token_share
+  drop_tokens = min(int(round(token_fraction * num_tokens)), num_tokens - 1)
+  after_tokens = prune_counts(masks, importance, tokens=drop_tokens, policy=policy, seed=seed)
+  if granularity == "token":
+    return after_tokens
+  target = int(round((1.0 - ratio) * num_pieces))
+  remaining = int(np.count_nonzero(active_pieces(after_tokens)))
+  # The piece level draws its own random subset (seed + 1) so that 'random' is not correlated across levels.
+  return prune_counts(after_tokens, importance, pieces=max(remaining - target, 0), policy=policy, seed=seed + 1)
+
+
 def prune_masks(masks: XPromptMasks, importance: XPromptMasks, token_fraction: float = 0.0,
-                piece_fraction: float = 0.0) -> XPromptMasks:
-  """One pruning round (host-side): zero the `token_fraction` of still-active tokens with the lowest token
-  importance, then the `piece_fraction` of still-active pieces (of surviving tokens) with the lowest piece importance.
+                piece_fraction: float = 0.0, policy: str = "lowest", seed: int = 0) -> XPromptMasks:
+  """One pruning round (host-side): zero round(token_fraction · #active tokens) tokens, then
+  round(piece_fraction · #active pieces of surviving tokens) pieces, lowest importance first (or by `policy`).
   """
   for name, fraction in (("token_fraction", token_fraction), ("piece_fraction", piece_fraction)):
     if not 0.0 <= fraction <= 1.0:
       raise ValueError(f"prune_masks: {name}={fraction} must be in [0, 1]")
-  token, piece = np.asarray(masks.token, np.float32), np.asarray(masks.piece, np.float32)
-  for field, mask, score in (("token", token, importance.token), ("piece", piece, importance.piece)):
-    if np.shape(score) != mask.shape:
-      raise ValueError(f"prune_masks: importance.{field} has shape {np.shape(score)}; the masks' {field} has "
-                       f"shape {mask.shape}")
-  token = _prune_lowest(token, np.asarray(importance.token), token != 0, token_fraction)
-  piece = _prune_lowest(piece, np.asarray(importance.piece), (piece != 0) & (token != 0)[:, None], piece_fraction)
-  return XPromptMasks(token=jnp.asarray(token), piece=jnp.asarray(piece))
+  token, piece = _host_masks(masks, importance, "prune_masks")
+  tokens = int(round(token_fraction * np.count_nonzero(token)))
+  after = prune_counts(masks, importance, tokens=tokens, policy=policy, seed=seed)
+  pieces = int(round(piece_fraction * np.count_nonzero(active_pieces(after))))
+  return prune_counts(after, importance, pieces=pieces, policy=policy, seed=seed + 1)
 
 
 @gin.configurable

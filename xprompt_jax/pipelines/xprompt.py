@@ -1,0 +1,476 @@
+"""XPrompt end to end (Ma et al., 2022): prompt tuning, importance, hierarchical pruning, rewinding, controls.
+
+    xprompt-jax xprompt --gin_file=runs/xprompt_smoke_cpu.gin --model_dir=/tmp/xprompt_cb
+
+Every stage is an ordinary `training.loop.train()` call (or a little host algorithm) writing into its own
+subfolder of `model_dir`; a stage is done when its marker file exists, so rerunning the command resumes (and a
+stage interrupted mid-training resumes from its own checkpoints):
+
+  pt/                     1. prompt tuning of the full prompt (the masks are all ones)      pt/final.json
+  importance/             2. I = E_x |∂L(x)/∂γ| for the token and piece masks at γ = 1     importance.npz
+  sweep/r0.30/            3. hierarchical pruning of the post-PT prompt at each ratio, the   eval.json
+                             pruned prompt evaluated on the validation split (no training)
+  rewind_r0.30/           4. rewinding: surviving entries reset to their post-PT values     final.json
+                             (bit-exact), masks fixed, retrained with the PT recipe
+  controls/<variant>/     Reversed / Random / token-only / piece-only / Length prompts     final.json
+  report/                 5. results table, pruning curve, importance heatmap, nearest words, final prompt
+
+What the paper does and what we do. The paper searches the pruning ratios {10 %, ..., 90 %} linearly, repeating
+token- and piece-level pruning to reach each compression ratio, rewinds and retrains the pruned prompt (weight
+rewinding "applied once"), and reports the best dev score, the best checkpoint being chosen by early stopping on
+the dev set; read literally it retrains at every ratio. To keep the sweep cheap we evaluate the pruned,
+not-yet-retrained prompt at every ratio, choose the `num_rewind` best ratios by the validation metric (ties: the
+larger ratio, i.e. the smaller prompt) and rewind + retrain only those; `rewind_ratios` names ratios to retrain
+instead, and setting it to all of `ratios` is the paper's full search. With fixed importance scores, repeated
+token/piece rounds reaching a ratio prune exactly what one round does (`methods.xprompt.prune_to_ratio`).
+Early stopping: every training stage keeps its best checkpoint by `select_metric` on the validation split
+(evaluated every `TrainConfig.eval_period` steps) and the stage's result is that checkpoint.
+
+Controls (one flag each, all at the first chosen ratio, so the table comes out of one run): Reversed (prune the
+most important entries instead), Random (a random subset of the same size at each level), token-only and
+piece-only pruning (the granularity ablation), each rewound and retrained like XPrompt; Length (a plain prompt
+with as many tokens as XPrompt keeps, trained from scratch). The 32-shot setting trains (and scores importance) on
+`num_shots` training examples drawn with `shots_seed`; XPrompt Transfer starts the prompt-tuning stage from a
+finished source run's pruned prompt (values and masks; the masks stay fixed, later pruning removes a fraction of
+what survives). Prompt length and initialisation variants are the gin bindings `XPrompt.length` and
+`XPrompt.prompt_init` of separate runs.
+"""
+import dataclasses
+import json
+import math
+import os
+from typing import Any, Optional
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from xprompt_jax.methods.xprompt import (MASKS_KEY, XPrompt, XPromptMasks, active_pieces, apply_masks, check_pieces,
+                                       prune_to_ratio)
+from xprompt_jax.models import t5
+from xprompt_jax.models.config import T5Config
+from xprompt_jax.pipelines import examples as examples_lib
+from xprompt_jax.pipelines import importance as importance_lib
+from xprompt_jax.training import checkpointing
+from xprompt_jax.training import data as data_lib
+from xprompt_jax.training import loop
+from xprompt_jax.training import optim
+from xprompt_jax.training import partitioning
+from xprompt_jax.training import step as step_lib
+
+STAGES = ("pt", "importance", "sweep", "rewind", "controls", "report")
+PAPER_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class XPromptPipelineConfig:
+  """The procedure's settings; the method (`XPrompt.length`, `.pieces`, `.prompt_init`) and the training recipe
+  come from the usual gin bindings."""
+  ratios: tuple[float, ...] = PAPER_RATIOS  # Fractions of the prompt's pieces removed, each in (0, 1).
+  granularity: str = "token_piece"  # "token_piece" (XPrompt) | "token" | "piece".
+  token_share: float = 0.5  # Share of the (log) compression done at the token level.
+  select_metric: str = "accuracy"  # Validation metric (without the task prefix) for ratios and early stopping.
+  num_rewind: int = 1  # How many of the best sweep ratios are rewound and retrained.
+  rewind_ratios: tuple[float, ...] = ()  # Explicit ratios to rewind (each must be in `ratios`); () = choose.
+  reversed_control: bool = False
+  random_control: bool = False
+  length_control: bool = False
+  token_only: bool = False
+  piece_only: bool = False
+  control_seed: int = 0
+  num_epochs: Optional[float] = None  # Set: every training stage runs ceil(epochs · N / batch) steps.
+  num_shots: Optional[int] = None  # The low-resource setting: train on this many examples (32 in the paper).
+  shots_seed: int = 0
+  importance_max_examples: Optional[int] = None  # None: the whole training set.
+  transfer_from: Optional[str] = None  # model_dir of a finished source XPrompt run (XPrompt Transfer).
+  nearest_words: int = 5
+  plots: bool = True
+  stop_after: Optional[str] = None  # One of STAGES: stop there (the next run resumes).
+
+  def __post_init__(self):
+    if not self.ratios:
+      raise ValueError("XPromptPipelineConfig.ratios is empty")
+    for name in ("ratios", "rewind_ratios"):
+      for r in getattr(self, name):
+        if not (isinstance(r, (int, float)) and 0.0 < r < 1.0):
+          raise ValueError(f"XPromptPipelineConfig.{name} holds {r!r}; pruning ratios must be in the open "
+                           "interval (0, 1)")
+    missing = [r for r in self.rewind_ratios if r not in self.ratios]
+    if missing:
+      raise ValueError(f"XPromptPipelineConfig.rewind_ratios {missing} are not among ratios {self.ratios}")
+    from xprompt_jax.methods.xprompt import GRANULARITIES
+    if self.granularity not in GRANULARITIES:
+      raise ValueError(f"XPromptPipelineConfig.granularity={self.granularity!r} is not one of {GRANULARITIES}")
+    if not 0.0 < self.token_share <= 1.0:
+      raise ValueError(f"XPromptPipelineConfig.token_share={self.token_share!r} must be in (0, 1]")
+    if self.num_rewind < 1:
+      raise ValueError(f"XPromptPipelineConfig.num_rewind={self.num_rewind} must be >= 1")
+    if self.stop_after is not None and self.stop_after not in STAGES:
+      raise ValueError(f"XPromptPipelineConfig.stop_after={self.stop_after!r} is not one of {STAGES}")
+    if self.num_shots is not None and self.num_shots <= 0:
+      raise ValueError(f"XPromptPipelineConfig.num_shots={self.num_shots} must be positive")
+    if self.num_epochs is not None and not self.num_epochs > 0:
+      raise ValueError(f"XPromptPipelineConfig.num_epochs={self.num_epochs} must be > 0")
+
+
+class StopPipeline(Exception):
+  """Raised inside `run_xprompt` to end a run early (stop_after, preemption); not an error."""
+
+
+def ratio_tag(ratio: float) -> str:
+  return f"r{ratio:.2f}"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Files.
+
+
+def write_json(path: str, value: Any) -> None:
+  """Atomic json write (a stage marker is either absent or complete)."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(value, f, indent=1, sort_keys=True)
+  os.replace(tmp, path)
+
+
+def read_json(path: str) -> Any:
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def save_masks(path: str, masks: XPromptMasks) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + ".tmp.npz"
+  np.savez(tmp, token=np.asarray(masks.token), piece=np.asarray(masks.piece))
+  os.replace(tmp, path)
+
+
+def load_masks(path: str) -> XPromptMasks:
+  with np.load(path) as f:
+    return XPromptMasks(token=jnp.asarray(f["token"]), piece=jnp.asarray(f["piece"]))
+
+
+def save_array(path: str, array: np.ndarray) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + ".tmp.npy"
+  np.save(tmp, np.asarray(array))
+  os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Pure pieces of the algorithm.
+
+
+def rewind(pt_prompt: np.ndarray, masks: XPromptMasks) -> np.ndarray:
+  """The post-PT prompt on the surviving entries (bit-exact copies) and 0 on the pruned ones."""
+  pt_prompt = np.asarray(pt_prompt)
+  length, emb_dim = pt_prompt.shape
+  keep = np.repeat(active_pieces(masks), emb_dim // np.shape(masks.piece)[1], axis=1)
+  if keep.shape != pt_prompt.shape:
+    raise ValueError(f"rewind: masks of {np.shape(masks.piece)} pieces do not fit a prompt of shape {pt_prompt.shape}")
+  return np.where(keep, pt_prompt, np.zeros((), pt_prompt.dtype))
+
+
+def kept_counts(masks: XPromptMasks) -> dict[str, int]:
+  """Surviving tokens (with at least one active piece), pieces, and prompt scalars."""
+  active = active_pieces(masks)
+  return {"kept_tokens": int(np.count_nonzero(active.any(axis=1))), "kept_pieces": int(np.count_nonzero(active)),
+          "total_tokens": int(active.shape[0]), "total_pieces": int(active.size)}
+
+
+def choose_ratios(sweep: dict[float, float], num: int) -> list[float]:
+  """The `num` ratios with the best metric, best first; equal metrics prefer the larger ratio (smaller prompt)."""
+  return sorted(sweep, key=lambda r: (-sweep[r], -r))[:num]
+
+
+def stage_steps(num_epochs: Optional[float], num_examples: int, batch_size: int, default: int) -> int:
+  """ceil(num_epochs · N / batch) training steps, or `default` without `num_epochs`."""
+  if num_epochs is None:
+    return default
+  return max(1, math.ceil(num_epochs * num_examples / batch_size))
+
+
+def load_transfer(source_dir: str, length: int, emb_dim: int, pieces: int) -> tuple[np.ndarray, XPromptMasks]:
+  """A finished source run's final prompt and masks (its `report/`), checked against this run's prompt shape."""
+  prompt_path = os.path.join(source_dir, "report", "final_prompt.npy")
+  masks_path = os.path.join(source_dir, "report", "final_masks.npz")
+  for path in (prompt_path, masks_path):
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"XPrompt transfer: {path} does not exist; transfer_from must be the model_dir of a "
+                              "finished xprompt run")
+  prompt = np.load(prompt_path)
+  if prompt.shape != (length, emb_dim):
+    raise ValueError(f"XPrompt transfer: the source prompt {prompt_path} has shape {prompt.shape}, but this run's "
+                     f"prompt is [{length}, {emb_dim}] (XPrompt.length={length}, emb_dim={emb_dim}); transfer needs "
+                     "the same prompt length and model width")
+  masks = load_masks(masks_path)
+  if np.shape(masks.piece) != (length, pieces):
+    raise ValueError(f"XPrompt transfer: the source masks {masks_path} have piece shape {np.shape(masks.piece)}; "
+                     f"this run needs ({length}, {pieces}) (XPrompt.pieces={pieces})")
+  return prompt, masks
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The run.
+
+
+@dataclasses.dataclass
+class _Run:
+  """Everything the stages share (configs, the frozen model, data, one evaluator)."""
+  model_dir: str
+  cfg: XPromptPipelineConfig
+  config: T5Config
+  method: XPrompt
+  data_cfg: data_lib.DataConfig
+  opt_cfg: optim.OptimizerConfig
+  mesh_cfg: partitioning.MeshConfig
+  train_cfg: loop.TrainConfig
+  loss_cfg: step_lib.LossConfig
+  eval_cfg: Any
+  frozen: Any = None
+  frozen_ref: Optional[dict] = None
+  train_examples: Optional[dict] = None
+  batches_fn: Any = None
+  start_masks: Optional[XPromptMasks] = None
+  start_prompt: Optional[np.ndarray] = None
+  evaluators: Optional[list] = None
+  inject: Any = None
+
+  @property
+  def eval_tasks(self) -> tuple[str, ...]:
+    return self.train_cfg.eval_tasks or (self.data_cfg.mixture_or_task_name,)
+
+  @property
+  def metric_key(self) -> str:
+    return f"{self.eval_tasks[0]}/{self.cfg.select_metric}"
+
+  def path(self, *parts: str) -> str:
+    return os.path.join(self.model_dir, *parts)
+
+  def metric(self, metrics: dict, where: str) -> float:
+    if self.metric_key not in metrics:
+      raise KeyError(f"{where}: no validation metric {self.metric_key!r} (XPromptPipelineConfig.select_metric="
+                     f"{self.cfg.select_metric!r}); the evaluation reports {sorted(metrics)}")
+    return float(metrics[self.metric_key])
+
+  # -- Training stages.
+
+  def stage_train_cfg(self) -> loop.TrainConfig:
+    """Early stopping: a checkpoint at every evaluation, the best one kept by the selection metric."""
+    period = self.train_cfg.eval_period or self.train_cfg.num_train_steps
+    return dataclasses.replace(self.train_cfg, best_metric=self.metric_key, checkpoint_period=period,
+                               keep_checkpoints=1)
+
+  def train_stage(self, subdir: str, method: XPrompt, masks: XPromptMasks,
+                  initial_prompt: Optional[np.ndarray] = None, extra: Optional[dict] = None) -> dict:
+    """Trains (or resumes) one stage and returns its `final.json` summary (the best checkpoint's prompt is in
+    `<subdir>/prompt.npy`, the masks in `<subdir>/masks.npz`)."""
+    final_path = self.path(subdir, "final.json")
+    if os.path.exists(final_path):
+      return read_json(final_path)
+    stage_dir = self.path(subdir)
+    save_masks(os.path.join(stage_dir, "masks.npz"), masks)
+    if initial_prompt is not None:
+      save_array(os.path.join(stage_dir, "initial_prompt.npy"), initial_prompt)
+    train_cfg = self.stage_train_cfg()
+    print(f"xprompt: stage {subdir} ({train_cfg.num_train_steps} steps)")
+    result = loop.train(
+        stage_dir, config=self.config, method=method, data_cfg=self.data_cfg, opt_cfg=self.opt_cfg,
+        mesh_cfg=self.mesh_cfg, train_cfg=train_cfg, loss_cfg=self.loss_cfg, eval_cfg=self.eval_cfg,
+        aux={MASKS_KEY: masks}, batches_fn=self.batches_fn, frozen=self.frozen, frozen_ref=self.frozen_ref,
+        initial_trainable=None if initial_prompt is None else {"prompt": jnp.asarray(initial_prompt)})
+    if result.get("preempted"):
+      raise StopPipeline(f"preempted during stage {subdir}; rerun the same command to resume")
+    best_step, prompt, best_metrics = self.best_checkpoint(stage_dir)
+    save_array(os.path.join(stage_dir, "prompt.npy"), prompt)
+    summary = {"stage": subdir, "best_step": best_step, "last_step": int(result["step"]),
+               "best_metrics": best_metrics, "metric": self.metric(best_metrics, subdir),
+               "last_metrics": {k: float(v) for k, v in result["eval"].items()}, "prompt_length": method.length,
+               **kept_counts(masks), **(extra or {})}
+    write_json(final_path, summary)
+    return summary
+
+  def best_checkpoint(self, stage_dir: str) -> tuple[int, np.ndarray, dict]:
+    ckpt = checkpointing.TrainCheckpointer(stage_dir, read_only=True, best_metric=self.metric_key,
+                                           frozen_path=self.frozen_ref["path"],
+                                           frozen_fingerprint=self.frozen_ref["fingerprint"])
+    try:
+      step = ckpt.best_step()
+      step = ckpt.latest_step() if step is None else step
+      state, meta = ckpt.restore(step)
+    finally:
+      ckpt.close()
+    return int(step), np.asarray(state["trainable"]["prompt"]), dict(meta.get("metrics") or {})
+
+  # -- Evaluation of pruned (not retrained) prompts.
+
+  def evaluate(self, prompt: np.ndarray, masks: XPromptMasks) -> dict[str, float]:
+    from xprompt_jax.evaluation import evaluator as eval_lib
+    if self.evaluators is None:
+      model = t5.T5(self.config)
+      self.evaluators = [eval_lib.make_evaluator(name, model, self.config, self.eval_cfg) for name in self.eval_tasks]
+      method, config = self.method, self.config  # One inject object: the evaluators' jitted functions compile once.
+      self.inject = lambda trainable, batch, aux: method.inject(trainable, step_lib.method_batch(batch, aux), config)
+    out = {}
+    for ev in self.evaluators:
+      prefix = getattr(ev, "task_name", None) or getattr(ev, "mixture_name", "")
+      values = ev.evaluate(self.frozen, {"prompt": jnp.asarray(prompt)}, self.inject,
+                           {MASKS_KEY: masks})
+      out.update({f"{prefix}/{k}": float(v) for k, v in values.items()})
+    return out
+
+
+@gin.configurable
+def run_xprompt(model_dir: str, *, pipeline_cfg: Optional[XPromptPipelineConfig] = None,
+                config: Optional[T5Config] = None, method: Optional[XPrompt] = None,
+                data_cfg: Optional[data_lib.DataConfig] = None, opt_cfg: Optional[optim.OptimizerConfig] = None,
+                mesh_cfg: Optional[partitioning.MeshConfig] = None, train_cfg: Optional[loop.TrainConfig] = None,
+                loss_cfg: Optional[step_lib.LossConfig] = None, eval_cfg: Any = None) -> dict[str, Any]:
+  """Runs (or resumes) the whole procedure in `model_dir`; returns {"rows": the results table rows, "stopped":
+  the stage it stopped after or None}. Arguments left None come from gin (the method: `XPrompt()`)."""
+  from xprompt_jax.evaluation import evaluator as eval_lib
+  run = _Run(model_dir=model_dir, cfg=pipeline_cfg or XPromptPipelineConfig(), config=config or T5Config(),
+             method=method or XPrompt(), data_cfg=data_cfg or data_lib.DataConfig(),
+             opt_cfg=opt_cfg or optim.OptimizerConfig(), mesh_cfg=mesh_cfg or partitioning.MeshConfig(),
+             train_cfg=train_cfg or loop.TrainConfig(), loss_cfg=loss_cfg or step_lib.LossConfig(),
+             eval_cfg=eval_cfg or eval_lib.EvalConfig())
+  if not isinstance(run.method, XPrompt):
+    raise ValueError(f"run_xprompt needs an XPrompt method, got {type(run.method).__name__}")
+  check_pieces(run.config.emb_dim, run.method.pieces)
+  if run.cfg.transfer_from:
+    run.start_prompt, run.start_masks = load_transfer(run.cfg.transfer_from, run.method.length,
+                                                      run.config.emb_dim, run.method.pieces)
+  else:
+    run.start_masks = run.method.ones_masks()
+  os.makedirs(model_dir, exist_ok=True)
+  write_json(run.path("pipeline.json"), {"pipeline": dataclasses.asdict(run.cfg), "gin": gin.config_str()})
+  mesh = partitioning.make_mesh(run.mesh_cfg)
+  run.frozen, run.frozen_ref = loop.load_frozen(run.train_cfg, run.config, mesh, run.mesh_cfg.rules)
+  _prepare_data(run)
+  try:
+    _run_stages(run)
+  except StopPipeline as e:
+    print(f"xprompt: {e}")
+    return {"rows": None, "stopped": str(e)}
+  from xprompt_jax.pipelines import report as report_lib
+  rows = report_lib.write_report(run)
+  return {"rows": rows, "stopped": None}
+
+
+def _prepare_data(run: _Run) -> None:
+  """Training examples (all, or the k-shot draw), the stream for `train`, and the number of steps."""
+  cfg = run.cfg
+  need_examples = cfg.num_shots is not None or cfg.num_epochs is not None or not os.path.exists(
+      run.path("importance", "importance.npz"))
+  if not need_examples:
+    return
+  examples = examples_lib.load_examples(run.data_cfg)
+  if cfg.num_shots is not None:
+    indices = examples_lib.draw_shots(examples_lib.num_rows(examples), cfg.num_shots, cfg.shots_seed)
+    examples = examples_lib.take(examples, indices)
+    write_json(run.path("shots.json"), {"seed": cfg.shots_seed, "indices": indices.tolist(),
+                                        "split": run.data_cfg.split, "task": run.data_cfg.mixture_or_task_name})
+    run.batches_fn = examples_lib.cycling_batches_fn(examples, run.data_cfg.seed)
+  run.train_examples = examples
+  steps = stage_steps(cfg.num_epochs, examples_lib.num_rows(examples), run.data_cfg.batch_size,
+                      run.train_cfg.num_train_steps)
+  run.train_cfg = dataclasses.replace(run.train_cfg, num_train_steps=steps)
+
+
+def _stop_if(run: _Run, stage: str) -> None:
+  if run.cfg.stop_after == stage:
+    raise StopPipeline(f"stopped after stage {stage!r} (stop_after); rerun without it to continue")
+
+
+def _run_stages(run: _Run) -> None:
+  cfg = run.cfg
+  # 1. Prompt tuning (from the source run's pruned prompt under XPrompt Transfer).
+  pt = run.train_stage("pt", run.method, run.start_masks, initial_prompt=run.start_prompt)
+  pt_prompt = np.load(run.path("pt", "prompt.npy"))
+  _stop_if(run, "pt")
+  # 2. Importance scores at the starting masks (γ = 1 for a fresh prompt).
+  importance = _importance_stage(run, pt_prompt)
+  _stop_if(run, "importance")
+  # 3. Pruning sweep: the pruned post-PT prompt evaluated at each ratio.
+  sweep = {}
+  for ratio in cfg.ratios:
+    sweep[ratio] = _sweep_point(run, pt_prompt, importance, ratio)["metric"]
+  chosen = list(cfg.rewind_ratios) or choose_ratios(sweep, cfg.num_rewind)
+  write_json(run.path("sweep", "chosen.json"), {"ratios": chosen, "pt_metric": pt["metric"],
+                                                 "metric_key": run.metric_key})
+  _stop_if(run, "sweep")
+  # 4. Rewinding and retraining with the masks fixed.
+  for ratio in chosen:
+    masks = load_masks(run.path("sweep", ratio_tag(ratio), "masks.npz"))
+    run.train_stage(f"rewind_{ratio_tag(ratio)}", run.method, masks, initial_prompt=rewind(pt_prompt, masks),
+                    extra={"variant": "xprompt", "ratio": ratio})
+  _stop_if(run, "rewind")
+  # Controls at the first chosen ratio.
+  _controls(run, pt_prompt, importance, chosen[0])
+  _stop_if(run, "controls")
+
+
+def _importance_stage(run: _Run, pt_prompt: np.ndarray) -> XPromptMasks:
+  path = run.path("importance", "importance.npz")
+  if os.path.exists(path):
+    return load_masks(path)
+  examples = run.train_examples
+  if run.cfg.importance_max_examples is not None:
+    n = min(run.cfg.importance_max_examples, examples_lib.num_rows(examples))
+    examples = examples_lib.take(examples, np.arange(n))
+  print(f"xprompt: stage importance ({examples_lib.num_rows(examples)} training examples)")
+  scores, count = importance_lib.importance_scores(
+      examples_lib.epoch_batches(examples, run.data_cfg.batch_size), model=t5.T5(run.config), method=run.method,
+      config=run.config, loss_cfg=run.loss_cfg, frozen=run.frozen, prompt=jnp.asarray(pt_prompt),
+      masks=run.start_masks)
+  save_masks(path, scores)
+  write_json(run.path("importance", "final.json"), {"num_examples": count})
+  return load_masks(path)
+
+
+def _sweep_point(run: _Run, pt_prompt: np.ndarray, importance: XPromptMasks, ratio: float, *,
+                 granularity: Optional[str] = None, policy: str = "lowest", subdir: Optional[str] = None) -> dict:
+  """Masks at `ratio` and the validation metrics of the pruned (not retrained) post-PT prompt."""
+  subdir = subdir or os.path.join("sweep", ratio_tag(ratio))
+  done = run.path(subdir, "eval.json")
+  if os.path.exists(done):
+    return read_json(done)
+  masks = prune_to_ratio(run.start_masks, importance, ratio, granularity=granularity or run.cfg.granularity,
+                         token_share=run.cfg.token_share, policy=policy, seed=run.cfg.control_seed)
+  save_masks(run.path(subdir, "masks.npz"), masks)
+  metrics = run.evaluate(pt_prompt, masks)
+  summary = {"ratio": ratio, "policy": policy, "granularity": granularity or run.cfg.granularity,
+             "metrics": metrics, "metric": run.metric(metrics, subdir), **kept_counts(masks)}
+  print(f"xprompt: pruned at {ratio:.0%} ({summary['kept_tokens']} tokens, {summary['kept_pieces']} pieces): "
+        f"{run.metric_key}={summary['metric']:.4g}")
+  write_json(done, summary)
+  return summary
+
+
+CONTROL_VARIANTS = {  # flag: (variant name, granularity or None = the run's, policy)
+    "reversed_control": ("reversed", None, "highest"),
+    "random_control": ("random", None, "random"),
+    "token_only": ("token_only", "token", "lowest"),
+    "piece_only": ("piece_only", "piece", "lowest"),
+}
+
+
+def _controls(run: _Run, pt_prompt: np.ndarray, importance: XPromptMasks, ratio: float) -> None:
+  tag = ratio_tag(ratio)
+  for flag, (variant, granularity, policy) in CONTROL_VARIANTS.items():
+    if not getattr(run.cfg, flag):
+      continue
+    subdir = os.path.join("controls", f"{variant}_{tag}")
+    pruned = _sweep_point(run, pt_prompt, importance, ratio, granularity=granularity, policy=policy, subdir=subdir)
+    masks = load_masks(run.path(subdir, "masks.npz"))
+    run.train_stage(subdir, run.method, masks, initial_prompt=rewind(pt_prompt, masks),
+                    extra={"variant": variant, "ratio": ratio, "pruned_metric": pruned["metric"]})
+  if run.cfg.length_control:
+    xprompt_masks = load_masks(run.path("sweep", tag, "masks.npz"))
+    length = kept_counts(xprompt_masks)["kept_tokens"]
+    method = dataclasses.replace(run.method, length=length)
+    run.train_stage(os.path.join("controls", f"length_n{length}"), method, method.ones_masks(),
+                    extra={"variant": "length", "ratio": ratio})
