@@ -20,12 +20,7 @@ from xprompt_jax.commands import common
 from xprompt_jax.models.config import PRESETS, T5Config
 
 
-def _define(define, name, default, help_text, **kwargs):
-  """Defines a flag unless another command module (imported in the same process, e.g. by tests) already did."""
-  if name not in flags.FLAGS:
-    define(name, default, help=help_text, **kwargs)
-
-
+_define = common.define_once
 _define(flags.DEFINE_string, "checkpoint", None,
         "Source checkpoint: T5X dir, legacy T5X msgpack, HF or Orbax folder.")
 _define(flags.DEFINE_string, "output", None, "Destination folder.")

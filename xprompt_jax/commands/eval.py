@@ -15,20 +15,32 @@ from xprompt_jax.commands import common
 
 common.define_gin_flags()
 common.define_run_flags()
-_STEP = flags.DEFINE_string("step", "latest", "Checkpoint to evaluate: latest, best or a step number.")
-_TASKS = flags.DEFINE_list("tasks", None, "Tasks/mixtures to evaluate (default: the training task).")
+common.define_once(flags.DEFINE_string, "step", "latest", "Checkpoint to evaluate: latest, best or a step number.")
+common.define_once(flags.DEFINE_list, "tasks", None, "Tasks/mixtures to evaluate (default: the training task).")
+
+
+class EvalError(ValueError):
+  """A failure the user must act on (another base model, unreadable checkpoint, disk full): one line, status 1."""
 
 
 def main(argv):
+  from xprompt_jax.training import checkpointing
+  try:
+    _evaluate(argv)
+  except (checkpointing.CheckpointingError, OSError) as e:
+    raise EvalError(str(e)) from e
+
+
+def _evaluate(argv):
   common.init_run(argv)
   from xprompt_jax.evaluation import evaluator as eval_lib
   from xprompt_jax.training import data as data_lib
   from xprompt_jax.training import loop
   from xprompt_jax.training import restore
-  run = restore.load_run(flags.FLAGS.model_dir, _STEP.value)
+  run = restore.load_run(flags.FLAGS.model_dir, flags.FLAGS.step)
   data_cfg = data_lib.DataConfig()
   eval_cfg = loop.eval_lib_defaults(eval_lib.EvalConfig(), data_cfg)
-  names = _TASKS.value or [data_cfg.mixture_or_task_name]
+  names = flags.FLAGS.tasks or [data_cfg.mixture_or_task_name]
   inject = run.inject_fn()
   results = {}
   for name in names:

@@ -18,10 +18,11 @@ from xprompt_jax.commands import common
 
 common.define_gin_flags()
 common.define_run_flags()
-_STEP = flags.DEFINE_string("step", "latest", "Checkpoint: latest, best or a step number.")
-_TASK = flags.DEFINE_string("task", None, "Task to predict (default: the training task).")
-_INPUTS = flags.DEFINE_string("inputs", None, "jsonl with {\"inputs\": str} rows to decode instead of a task.")
-_OUTPUT = flags.DEFINE_string("output", None, "jsonl to write.")
+common.define_once(flags.DEFINE_string, "step", "latest", "Checkpoint: latest, best or a step number.")
+common.define_once(flags.DEFINE_string, "task", None, "Task to predict (default: the training task).")
+common.define_once(flags.DEFINE_string, "inputs", None,
+                   "jsonl with {\"inputs\": str} rows to decode instead of a task.")
+common.define_once(flags.DEFINE_string, "output", None, "jsonl to write.")
 
 
 def _decode_rows(run, rows, eval_cfg, vocab):
@@ -57,7 +58,7 @@ def _decode_rows(run, rows, eval_cfg, vocab):
 
 def main(argv):
   common.init_run(argv)
-  if not _OUTPUT.value:
+  if not flags.FLAGS.output:
     raise ValueError("--output is required")
   from xprompt_jax import jsonl_io
   from xprompt_jax.evaluation import evaluator as eval_lib
@@ -65,21 +66,21 @@ def main(argv):
   from xprompt_jax.training import loop
   from xprompt_jax.training import restore
   from xprompt_jax.tasks import vocab as vocab_lib
-  run = restore.load_run(flags.FLAGS.model_dir, _STEP.value)
+  run = restore.load_run(flags.FLAGS.model_dir, flags.FLAGS.step)
   data_cfg = data_lib.DataConfig()
   eval_cfg = loop.eval_lib_defaults(eval_lib.EvalConfig(), data_cfg)
   start = time.time()
-  if _INPUTS.value:
-    rows = jsonl_io.read_rows(_INPUTS.value, fields=("inputs",))
+  if flags.FLAGS.inputs:
+    rows = jsonl_io.read_rows(flags.FLAGS.inputs, fields=("inputs",))
     preds = _decode_rows(run, rows, eval_cfg, vocab_lib.get_default_vocabulary())
     records = [{**r, "prediction": p} for r, p in zip(rows, preds)]
   else:
-    evaluator = eval_lib.make_evaluator(_TASK.value or data_cfg.mixture_or_task_name, run.model, run.config,
+    evaluator = eval_lib.make_evaluator(flags.FLAGS.task or data_cfg.mixture_or_task_name, run.model, run.config,
                                         eval_cfg)
     if not hasattr(evaluator, "predict") or not hasattr(evaluator, "task"):
       raise ValueError("--task must name a single task (not a mixture) for infer")
     records = evaluator.predict(run.frozen, run.state["trainable"], run.inject_fn(), run.state["aux"])
-  jsonl_io.write_jsonl_atomic(_OUTPUT.value, records)
+  jsonl_io.write_jsonl_atomic(flags.FLAGS.output, records)
   elapsed = time.time() - start
-  print(f"wrote {len(records)} predictions (step {run.step}) to {_OUTPUT.value} "
+  print(f"wrote {len(records)} predictions (step {run.step}) to {flags.FLAGS.output} "
         f"[{len(records) / max(elapsed, 1e-9):.1f} examples/s]")

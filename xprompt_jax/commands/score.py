@@ -16,13 +16,16 @@ from xprompt_jax import jsonl_io
 from xprompt_jax.commands import common
 
 common.define_gin_flags()
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "HF, T5X or Orbax checkpoint directory (local or gs://).")
-_VOCAB = flags.DEFINE_string("vocab", None, "SentencePiece model; default: the standard T5 vocab + 100 extra ids.")
-_INPUTS = flags.DEFINE_string("inputs", None, "jsonl with {\"inputs\": str, \"targets\": str} per line.")
-_OUTPUT = flags.DEFINE_string("output", None, "jsonl to write: each input row plus \"score\".")
-_BATCH = flags.DEFINE_integer("batch_size", 16, "Rows per jitted forward pass.")
-_MAX_IN = flags.DEFINE_integer("max_input_length", None, "Truncate inputs (before EOS) to this many tokens.")
-_MAX_TGT = flags.DEFINE_integer("max_target_length", None, "Truncate targets (before EOS) to this many tokens.")
+common.define_once(flags.DEFINE_string, "checkpoint", None, "HF, T5X or Orbax checkpoint directory (local or gs://).")
+common.define_once(flags.DEFINE_string, "vocab", None,
+                   "SentencePiece model; default: the standard T5 vocab + 100 extra ids.")
+common.define_once(flags.DEFINE_string, "inputs", None, "jsonl with {\"inputs\": str, \"targets\": str} per line.")
+common.define_once(flags.DEFINE_string, "output", None, "jsonl to write: each input row plus \"score\".")
+common.define_once(flags.DEFINE_integer, "batch_size", 16, "Rows per jitted forward pass.")
+common.define_once(flags.DEFINE_integer, "max_input_length", None,
+                   "Truncate inputs (before EOS) to this many tokens.")
+common.define_once(flags.DEFINE_integer, "max_target_length", None,
+                   "Truncate targets (before EOS) to this many tokens.")
 
 
 def tokenize(rows, vocab, max_input_length=None, max_target_length=None):
@@ -84,16 +87,16 @@ def check_vocab(vocab, config) -> None:
 def main(argv):
   if len(argv) > 1:
     raise ValueError(f"unexpected positional arguments: {argv[1:]}")
-  for flag in (_CHECKPOINT, _INPUTS, _OUTPUT):
-    if not flag.value:
-      raise ValueError(f"--{flag.name} is required")
+  for name in ("checkpoint", "inputs", "output"):
+    if not getattr(flags.FLAGS, name):
+      raise ValueError(f"--{name} is required")
   common.parse_gin_from_flags()
-  rows = jsonl_io.read_rows(_INPUTS.value)
-  model, params, config = load_model(_CHECKPOINT.value)
-  vocab = load_vocab(_VOCAB.value)
+  rows = jsonl_io.read_rows(flags.FLAGS.inputs)
+  model, params, config = load_model(flags.FLAGS.checkpoint)
+  vocab = load_vocab(flags.FLAGS.vocab)
   check_vocab(vocab, config)
-  inputs, targets = tokenize(rows, vocab, _MAX_IN.value, _MAX_TGT.value)
-  scores = score_token_ids(model, params, inputs, targets, _BATCH.value)
-  jsonl_io.write_jsonl_atomic(_OUTPUT.value, ({**row, "score": float(s)} for row, s in zip(rows, scores)))
-  logging.info("scored %d rows -> %s", len(rows), _OUTPUT.value)
-  print(f"scored {len(rows)} rows with {config.name} -> {_OUTPUT.value}")
+  inputs, targets = tokenize(rows, vocab, flags.FLAGS.max_input_length, flags.FLAGS.max_target_length)
+  scores = score_token_ids(model, params, inputs, targets, flags.FLAGS.batch_size)
+  jsonl_io.write_jsonl_atomic(flags.FLAGS.output, ({**row, "score": float(s)} for row, s in zip(rows, scores)))
+  logging.info("scored %d rows -> %s", len(rows), flags.FLAGS.output)
+  print(f"scored {len(rows)} rows with {config.name} -> {flags.FLAGS.output}")
