@@ -250,6 +250,17 @@ def _flops(compiled) -> Optional[float]:
   return float(cost["flops"]) if cost and "flops" in cost else None
 
 
+def hbm_verdict(memory: dict, hbm_bytes: int) -> dict[str, Any]:
+  """`{"hbm_fraction", "fits"}` of a compiled step's per-device memory.
+
+  The TPU compiler refuses a program that does not fit its HBM, so a compiled step fits by the compiler's own
+  accounting; the fraction uses XLA's `peak` (live buffers at the worst point), falling back to `total` (the plain
+  sum, which can exceed the peak: arguments and temporaries need not all be live at once).
+  """
+  used = memory.get("peak") or memory["total"]
+  return {"hbm_fraction": used / hbm_bytes, "fits": used <= hbm_bytes}
+
+
 _OOM_RE = re.compile(r"RESOURCE_EXHAUSTED|[Rr]an out of memory")
 # "Used 40.1G of 15.75G hbm" or "memory required for HLO temporaries (5.36T) exceeds available HBM (15.75G)".
 _USED_RE = re.compile(r"Used ([0-9.]+)([KMGT])? of [0-9.]+[KMGT]? hbm|required[^(]*\(([0-9.]+)([KMGT])?\)")
@@ -282,8 +293,7 @@ def _compile(fn, args, *, hbm_bytes: int, **jit_kwargs) -> dict[str, Any]:
     return _out_of_memory(str(e), hbm_bytes, round(lowered_at - start, 2), round(time.perf_counter() - lowered_at, 2))
   done = time.perf_counter()
   memory = memory_report(compiled)
-  used = max(memory["total"], memory.get("peak", 0))
-  return {"memory": memory, "hbm_fraction": used / hbm_bytes, "fits": used <= hbm_bytes,
+  return {"memory": memory, **hbm_verdict(memory, hbm_bytes),
           "flops_per_device": _flops(compiled), "collectives": count_collectives(compiled.as_text()),
           "lower_seconds": round(lowered_at - start, 2), "compile_seconds": round(done - lowered_at, 2)}
 
@@ -297,7 +307,8 @@ def compile_train_step(config: T5Config, method: Method, optimizer_cfg: Optional
   The frozen params are sharded by the mesh rules (`MeshConfig.rules`) exactly as the training loop places them,
   the train state (trainable tree, optimizer state, aux, rng) is replicated as in the loop and donated, and the
   batch is split over 'data'. Returns a JSON-serialisable dict; `train`/`eval` hold per-device `memory` (bytes),
-  `fits` (total <= the chip's HBM), `flops_per_device` (XLA's count for one step on one device) and
+  `fits` (compiled, and XLA's peak <= the chip's HBM; see `hbm_verdict`), `flops_per_device` (XLA's count for
+  one step on one device), `matmul_flops_per_device` (`matmul_flops` / devices) and
   `collectives` (static HLO instruction counts). All numbers are compiler estimates, not measurements.
   """
   topo = parse_topology(topology) if isinstance(topology, str) else topology
