@@ -10,9 +10,9 @@ one resumes from its checkpoints.
    The distilled prompt is exported to `mpt_source.npz` (`shared_prompt`, `u`, `v`, `task_names`) for reuse.
 3. `target_<variant>/<task>/`: `P̂_t = P* ∘ (u_t v_tᵀ)` from the export (u_t, v_t the mean of the sources' by
    default) trained with the task loss and separate learning rates for P*, u_t and v_t (labels "shared", "u",
-   "v"; a rate of 0 freezes). `MPTConfig.target_multitask` trains one MPT over the whole target group instead
-   (P* shared, one u_t, v_t per task); `MPTConfig.few_shot = (4, 16, 32)` adapts on k examples per class for
-   every seed in `few_shot_seeds`.
+   "v"; a rate of 0 freezes), exported to `mpt_target.npz`. `MPTConfig.target_multitask` trains one MPT over
+   the whole target group instead (P* shared, one u_t, v_t per task); `MPTConfig.few_shot = (4, 16, 32)` adapts
+   on k examples per class for every seed in `few_shot_seeds`.
 
 `run_ablations` trains the paper's ablation rows (Table 6 and Sec. 4.3) from one set of teachers; `run_length_sweep`
 reruns the pipeline per prompt length. Numbers from these runs come from whatever backbone
@@ -47,6 +47,7 @@ SUPER_GLUE_TARGETS = ("super_glue_multirc_v102", "super_glue_boolq_v102", "super
 TARGET_UPDATES = ("both", "shared_only", "task_only")
 TARGET_UV_INITS = ("mean", "matching_source", "ones")
 SOURCE_EXPORT = "mpt_source.npz"
+TARGET_EXPORT = "mpt_target.npz"
 RESULT_FILE = "result.json"
 
 
@@ -345,6 +346,8 @@ def adapt_target(model_dir: str, cfg: MPTConfig, base: Base, frozen: Frozen, exp
   result = _train(model_dir, base, frozen, method=method, task=task, steps=cfg.target_steps, opt=opt,
                   eval_tasks=(task,), **kwargs)
   per_task = per_task_metrics(result["eval"], targets)
+  trainable = _host(result["state"]["trainable"])
+  np.savez(os.path.join(model_dir, TARGET_EXPORT), **trainable, task_names=np.asarray(targets))
   _write_json(os.path.join(model_dir, RESULT_FILE), {"targets": targets, "update": update, "shots": shots,
                                                       "seed": seed, "step": result["step"], "per_task": per_task})
   return per_task

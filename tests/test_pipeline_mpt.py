@@ -1,0 +1,194 @@
+"""Tests for xprompt_jax.pipelines.mpt (+ mpt_report): distillation on real RTE/CB, resume, stages, ablations."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from xprompt_jax.evaluation.evaluator import EvalConfig
+from xprompt_jax.models.config import T5Config
+from xprompt_jax.pipelines import mpt
+from xprompt_jax.pipelines import mpt_data
+from xprompt_jax.pipelines import mpt_report
+from xprompt_jax.training import distill
+from xprompt_jax.training import loop
+from xprompt_jax.training import optim
+from xprompt_jax.training import partitioning
+from xprompt_jax.training import step as step_lib
+from xprompt_jax.training.data import DataConfig
+
+RTE, CB, WIC = "super_glue_rte_v102", "super_glue_cb_v102", "super_glue_wic_v102"
+CFG = T5Config(vocab_size=32128, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=32, num_encoder_layers=1,
+               num_decoder_layers=1, relpos_num_buckets=8, relpos_max_distance=32, name="tiny_mpt_test")
+LENGTH = 4
+
+
+def _base(**distill_kw) -> mpt.Base:
+  return mpt.Base(
+      config=CFG,
+      data=DataConfig(mixture_or_task_name=RTE, inputs_length=32, targets_length=4, batch_size=8,
+                      shuffle_buffer_size=200),
+      opt=optim.OptimizerConfig(),
+      train=loop.TrainConfig(num_train_steps=1, log_period=2, eval_period=0, checkpoint_period=4,
+                             keep_checkpoints=2, async_checkpointing=False, progress_bar=False, seed=0),
+      loss=step_lib.LossConfig(), eval=EvalConfig(max_examples=8, batch_size=8, inputs_length=32, targets_length=4),
+      mesh=partitioning.MeshConfig(data=1), distill=distill.DistillConfig(**distill_kw),
+      sampling=mpt_data.SamplingConfig(seed=0))
+
+
+def _cfg(**kw) -> mpt.MPTConfig:
+  values = dict(source_tasks=(RTE, CB), target_tasks=(WIC,), prompt_length=LENGTH, teacher_steps=2, source_steps=2,
+                target_steps=2, prompt_init="random_uniform", few_shot_seeds=(0,))
+  values.update(kw)
+  return mpt.MPTConfig(**values)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+  """Every stage is a fresh `train()` whose step and eval functions have the same HLO: compile each once."""
+  keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+          "jax_persistent_cache_min_entry_size_bytes")
+  previous = {k: getattr(jax.config, k) for k in keys}
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  yield
+  for k, v in previous.items():
+    jax.config.update(k, v)
+
+
+@pytest.fixture(scope="module")
+def frozen():
+  return mpt.Frozen.load(_base())
+
+
+def _losses(model_dir):
+  return [(r["step"], r["loss"]) for r in mpt_report.read_metrics(os.path.join(model_dir, "metrics.jsonl"))
+          if r["kind"] == "train"]
+
+
+@pytest.mark.slow
+def test_distillation_lowers_the_loss_and_resumes(shared, tmp_path, frozen):
+  del shared
+  teachers = np.random.default_rng(0).normal(0, 0.5, (2, LENGTH, CFG.emb_dim)).astype(np.float32)
+  base = _base()
+  mpt.train_source(str(tmp_path / "a"), _cfg(source_steps=6), base, frozen, teachers)
+  # Interrupted run: stop after 6 steps (its checkpoint stays), then ask for 12: it resumes at step 6.
+  os.remove(tmp_path / "a" / "source" / mpt.RESULT_FILE)
+  export, evals = mpt.train_source(str(tmp_path / "a"), _cfg(source_steps=12), base, frozen, teachers)
+  losses = _losses(tmp_path / "a" / "source")
+  assert [s for s, _ in losses] == [2, 4, 6, 8, 10, 12]  # Each logged step once: resumed, not restarted.
+  assert losses[-1][1] < losses[0][1]
+  assert any(k.endswith(f"{RTE}/accuracy") for k in evals) and any(k.endswith(f"{CB}/accuracy") for k in evals)
+  straight, _ = mpt.train_source(str(tmp_path / "b"), _cfg(source_steps=12), base, frozen, teachers)
+  for key in ("shared_prompt", "u", "v"):  # Resuming replays the same task-sampled stream and state.
+    np.testing.assert_allclose(export[key], straight[key], rtol=1e-5, atol=1e-6)
+  assert export["task_names"] == [RTE, CB]
+  assert export["shared_prompt"].shape == (LENGTH, CFG.emb_dim) and export["u"].shape == (2, LENGTH, 1)
+
+
+@pytest.mark.slow
+def test_pipeline_and_ablation_rows(shared, tmp_path, frozen):
+  del shared
+  base, cfg, workdir = _base(), _cfg(), str(tmp_path)
+  rows = mpt.run_ablations(workdir, cfg, base, ["full", "task_only", "shared_only"], frozen)
+  assert sorted(os.listdir(tmp_path / "teachers")) == [CB, RTE]  # One set of teachers for every row.
+  assert not os.path.exists(tmp_path / "source_task_only")  # Target-side rows reuse the full source prompt.
+  source = mpt.load_source_export(os.path.join(workdir, "source", mpt.SOURCE_EXPORT))
+  with np.load(tmp_path / "target_task_only" / WIC / mpt.TARGET_EXPORT) as t:
+    np.testing.assert_array_equal(t["shared_prompt"], source["shared_prompt"])  # P* frozen.
+    assert not np.allclose(t["u"], source["u"].mean(0, keepdims=True))  # u_t trained from the mean.
+  with np.load(tmp_path / "target_shared_only" / WIC / mpt.TARGET_EXPORT) as t:
+    np.testing.assert_array_equal(t["u"], 1.0)  # Task-specific vectors removed (fixed at ones).
+    np.testing.assert_array_equal(t["v"], 1.0)
+    assert not np.allclose(t["shared_prompt"], source["shared_prompt"])
+  for name, row in rows.items():
+    assert set(row["targets"]) == {WIC} and 0 <= row["average"] <= 100, (name, row)
+  table = mpt_report.ablation_table(rows, frozen.ref["path"])
+  assert "RANDOM-weight backbone" in table and "74.1" in table and "62.5" in table and "71.3" in table
+  again = mpt.run_ablations(workdir, cfg, base, ["full"], frozen)  # Finished stages are skipped.
+  assert again["full"]["targets"] == rows["full"]["targets"]
+  plots = mpt_report.plot_all_stages(workdir)
+  assert len(plots) == 6 and all(os.path.getsize(p) > 0 for p in plots)  # 2 teachers, source, 3 targets.
+
+  group = mpt.adapt_targets(workdir, _cfg(target_tasks=(RTE, CB), target_multitask=True), base, frozen, source,
+                            variant="group")
+  assert set(group) == {RTE, CB} and all(group[t] for t in group)
+  with np.load(tmp_path / "target_group" / "multitask" / mpt.TARGET_EXPORT) as t:
+    assert t["u"].shape == (2, LENGTH, 1)  # One u_t, v_t per target, one shared P*.
+  few = mpt.adapt_targets(workdir, _cfg(target_tasks=(CB,), few_shot=(2,)), base, frozen, source, variant="few")
+  assert list(few) == [f"{CB}@2shot"]
+  result = json.loads((tmp_path / "target_few" / "2shot" / "seed0" / CB / mpt.RESULT_FILE).read_text())
+  assert result["shots"] == 2
+
+
+def test_parameter_counts_match_the_paper():
+  counts = mpt_report.parameter_counts(768, 100, num_targets=5)
+  assert counts["prompt_tuning_per_task"] == 76_800
+  assert counts["mpt_per_target_task"] == 77_668
+  assert counts["mpt_group_of_5"] == 76_800 + 5 * (100 + 768)
+  assert "77,668" in mpt_report.parameter_table(16, 4, 2) and "76,800" in mpt_report.parameter_table(16, 4, 2)
+
+
+def test_target_init_and_learning_rates():
+  export = {"shared_prompt": np.full((3, 2), 2.0), "u": np.stack([np.ones((3, 1)), 3 * np.ones((3, 1))]),
+            "v": np.stack([np.ones((2, 1)), np.zeros((2, 1))]), "task_names": [RTE, CB]}
+  init = mpt.target_initial_trainable(export, [WIC])
+  np.testing.assert_allclose(init["u"], 2.0)
+  np.testing.assert_allclose(init["v"], 0.5)
+  matching = mpt.target_initial_trainable(export, [CB, RTE], "matching_source")
+  np.testing.assert_allclose(matching["u"][:, 0, 0], [3.0, 1.0])
+  with pytest.raises(ValueError, match=rf"\['{WIC}'\] have no source prompt.*{RTE}"):
+    mpt.target_initial_trainable(export, [WIC], "matching_source")
+  shared_only = mpt.target_initial_trainable(export, [WIC], update="shared_only")
+  np.testing.assert_array_equal(shared_only["u"], 1.0)
+  cfg = _cfg(shared_learning_rate=0.3, u_learning_rate=0.1, v_learning_rate=0.2)
+  assert mpt.target_learning_rates(cfg, "both") == (("shared", 0.3), ("u", 0.1), ("v", 0.2))
+  assert mpt.target_learning_rates(cfg, "task_only") == (("shared", 0.0), ("u", 0.1), ("v", 0.2))
+  assert mpt.target_learning_rates(cfg, "shared_only") == (("shared", 0.3), ("u", 0.0), ("v", 0.0))
+  with pytest.raises(ValueError, match="train nothing"):
+    mpt.target_learning_rates(_cfg(shared_learning_rate=0.0), "shared_only")
+
+
+def test_bad_inputs_raise_clear_errors(tmp_path):
+  with pytest.raises(ValueError, match="lambda"):
+    _base(weight=-1.0)
+  teachers = np.zeros((2, LENGTH + 1, CFG.emb_dim), np.float32)
+  with pytest.raises(ValueError, match=r"teacher prompts for tasks .*shape \(2, 5, 16\).*\(2, 4, 16\)"):
+    mpt.train_source(str(tmp_path), _cfg(), _base(), mpt.Frozen(None, {}), teachers)
+  with pytest.raises(FileNotFoundError, match="no MPT source export"):
+    mpt.load_source_export(str(tmp_path / "missing.npz"))
+  with pytest.raises(ValueError, match="target_update"):
+    _cfg(target_update="neither")
+  with pytest.raises(ValueError, match="source_rates"):
+    _cfg(source_rates=(1.0,))
+  with pytest.raises(ValueError, match="unknown MPT ablations"):
+    mpt.run_ablations(str(tmp_path), _cfg(), _base(), ["fulll"], mpt.Frozen(None, {"path": "x"}))
+  teacher_dir = tmp_path / "teachers" / RTE
+  teacher_dir.mkdir(parents=True)
+  np.save(teacher_dir / "prompt.npy", np.zeros((LENGTH + 2, CFG.emb_dim), np.float32))
+  (teacher_dir / mpt.RESULT_FILE).write_text(json.dumps({"eval": {}}))
+  with pytest.raises(ValueError, match=r"teacher prompt .* has shape \(6, 16\)"):
+    mpt.train_teachers(str(tmp_path), _cfg(), _base(), mpt.Frozen(None, {}))
+
+
+def test_per_task_metrics_reads_task_and_mixture_keys():
+  results = {f"mix/{RTE}/accuracy": 60.0, f"{CB}/accuracy": 50.0, f"{CB}/macro_f1": 40.0, "mix/average/score": 1.0}
+  per_task = mpt.per_task_metrics(results, [RTE, CB])
+  assert per_task == {RTE: {"accuracy": 60.0}, CB: {"accuracy": 50.0, "macro_f1": 40.0}}
+  assert mpt.task_score(per_task[CB]) == 45.0
+  assert "45.00" in mpt_report.targets_table(per_task, "random-init:seed=0:x")
+
+
+def test_learning_curve_plot_and_broken_metrics(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  path.write_text("\n".join(json.dumps(r) for r in [
+      {"step": 1, "kind": "train", "loss": 3.0}, {"step": 2, "kind": "train", "loss": 2.0},
+      {"step": 2, "kind": "eval", "task/accuracy": 50.0}]) + "\n")
+  out = mpt_report.plot_learning_curves(str(path), str(tmp_path / "c.png"), "t")
+  assert os.path.getsize(out) > 1000
+  path.write_text('{"step": 1}\nnot json\n')
+  with pytest.raises(ValueError, match=r"metrics.jsonl:2"):
+    mpt_report.read_metrics(str(path))
+
