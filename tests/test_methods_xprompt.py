@@ -125,3 +125,62 @@ def test_prune_masks_zeroes_the_lowest_scores_first():
     prune_masks(masks, importance, token_fraction=1.5)
   with pytest.raises(ValueError, match=r"importance.piece has shape \(4, 3\); the masks' piece has shape \(4, 2\)"):
     prune_masks(masks, importance.replace(piece=jnp.zeros((4, 3))))
+
+
+# Pruning policies with exact counts (used by pipelines.xprompt).
+from xprompt_jax.methods.xprompt import active_pieces, prune_counts, prune_to_ratio  # noqa: E402
+
+
+def _scores(length=6, pieces=4, seed=0):
+  rng = np.random.default_rng(seed)
+  return XPromptMasks(token=jnp.asarray(rng.permutation(length) / length, jnp.float32),
+                      piece=jnp.asarray(rng.permutation(length * pieces).reshape(length, pieces), jnp.float32))
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.25, 0.5, 0.7, 0.9])
+def test_prune_to_ratio_keeps_exact_numbers_and_never_a_lower_score(ratio):
+  importance = _scores()
+  masks = prune_to_ratio(ones_masks(6, 4), importance, ratio)
+  kept = active_pieces(masks)
+  assert kept.sum() == round((1 - ratio) * 24)
+  dropped_tokens = int(round(6 * (1 - (1 - ratio) ** 0.5)))
+  assert (np.asarray(masks.token) == 0).sum() == min(dropped_tokens, 5)
+  token, piece = np.asarray(importance.token), np.asarray(importance.piece)
+  alive = np.asarray(masks.token) != 0
+  assert token[~alive].max(initial=-1) <= token[alive].min()  # No kept token scores below a pruned one.
+  pruned_in_alive = alive[:, None] & ~kept
+  assert piece[pruned_in_alive].max(initial=-1) <= piece[kept].min()  # Likewise for pieces of kept tokens.
+  reversed_masks = prune_to_ratio(ones_masks(6, 4), importance, ratio, policy="highest")
+  r_alive, r_kept = np.asarray(reversed_masks.token) != 0, active_pieces(reversed_masks)
+  assert r_kept.sum() == kept.sum() and r_alive.sum() == alive.sum()
+  assert token[~r_alive].min(initial=2) >= token[r_alive].max()  # Reversed: the most important went first.
+  assert piece[r_alive[:, None] & ~r_kept].min(initial=99) >= piece[r_kept].max()
+  random_masks = prune_to_ratio(ones_masks(6, 4), importance, ratio, policy="random", seed=3)
+  assert active_pieces(random_masks).sum() == kept.sum()
+  assert (np.asarray(random_masks.token) != 0).sum() == alive.sum()
+  again = prune_to_ratio(ones_masks(6, 4), importance, ratio, policy="random", seed=3)
+  np.testing.assert_array_equal(again.piece, random_masks.piece)  # Same seed, same subset.
+
+
+def test_prune_granularities_ties_and_errors():
+  importance = _scores()
+  token_only = prune_to_ratio(ones_masks(6, 4), importance, 0.5, granularity="token")
+  assert (np.asarray(token_only.token) == 0).sum() == 3 and np.asarray(token_only.piece).all()
+  piece_only = prune_to_ratio(ones_masks(6, 4), importance, 0.5, granularity="piece")
+  assert np.asarray(piece_only.token).all() and active_pieces(piece_only).sum() == 12
+  # Ties: equal scores are pruned in increasing index order, for both score policies.
+  flat = XPromptMasks(token=jnp.zeros(4), piece=jnp.zeros((4, 2)))
+  lowest = prune_counts(ones_masks(4, 2), flat, tokens=2, pieces=1)
+  np.testing.assert_array_equal(lowest.token, [0, 0, 1, 1])
+  np.testing.assert_array_equal(lowest.piece, [[1, 1], [1, 1], [0, 1], [1, 1]])
+  highest = prune_counts(ones_masks(4, 2), flat, tokens=2, policy="highest")
+  np.testing.assert_array_equal(highest.token, [0, 0, 1, 1])
+  for bad in (0.0, 1.0, -0.2, 1.3):
+    with pytest.raises(ValueError, match=f"pruning ratio {bad} must be in the open interval"):
+      prune_to_ratio(ones_masks(4, 2), flat, bad)
+  with pytest.raises(ValueError, match="pruning policy 'middle' is not one of"):
+    prune_counts(ones_masks(4, 2), flat, tokens=1, policy="middle")
+  with pytest.raises(ValueError, match="cannot prune 5 entries: only 4 are still active"):
+    prune_counts(ones_masks(4, 2), flat, tokens=5)
+  with pytest.raises(ValueError, match="granularity 'tokens' is not one of"):
+    prune_to_ratio(ones_masks(4, 2), flat, 0.5, granularity="tokens")

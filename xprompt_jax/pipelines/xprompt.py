@@ -332,14 +332,16 @@ def run_xprompt(model_dir: str, *, pipeline_cfg: Optional[XPromptPipelineConfig]
   """Runs (or resumes) the whole procedure in `model_dir`; returns {"rows": the results table rows, "stopped":
   the stage it stopped after or None}. Arguments left None come from gin (the method: `XPrompt()`)."""
   from xprompt_jax.evaluation import evaluator as eval_lib
-  run = _Run(model_dir=model_dir, cfg=pipeline_cfg or XPromptPipelineConfig(), config=config or T5Config(),
-             method=method or XPrompt(), data_cfg=data_cfg or data_lib.DataConfig(),
-             opt_cfg=opt_cfg or optim.OptimizerConfig(), mesh_cfg=mesh_cfg or partitioning.MeshConfig(),
-             train_cfg=train_cfg or loop.TrainConfig(), loss_cfg=loss_cfg or step_lib.LossConfig(),
-             eval_cfg=eval_cfg or eval_lib.EvalConfig())
-  if not isinstance(run.method, XPrompt):
-    raise ValueError(f"run_xprompt needs an XPrompt method, got {type(run.method).__name__}")
-  check_pieces(run.config.emb_dim, run.method.pieces)
+  pipeline_cfg = pipeline_cfg or XPromptPipelineConfig()
+  config = config or T5Config()
+  method = method or XPrompt()
+  if not isinstance(method, XPrompt):
+    raise ValueError(f"run_xprompt needs an XPrompt method, got {type(method).__name__}")
+  check_pieces(config.emb_dim, method.pieces)  # Bad input fails before anything is built or trained.
+  run = _Run(model_dir=model_dir, cfg=pipeline_cfg, config=config, method=method,
+             data_cfg=data_cfg or data_lib.DataConfig(), opt_cfg=opt_cfg or optim.OptimizerConfig(),
+             mesh_cfg=mesh_cfg or partitioning.MeshConfig(), train_cfg=train_cfg or loop.TrainConfig(),
+             loss_cfg=loss_cfg or step_lib.LossConfig(), eval_cfg=eval_cfg or eval_lib.EvalConfig())
   if run.cfg.transfer_from:
     run.start_prompt, run.start_masks = load_transfer(run.cfg.transfer_from, run.method.length,
                                                       run.config.emb_dim, run.method.pieces)

@@ -1,0 +1,181 @@
+"""XPrompt end to end (pipelines.xprompt): the pure pieces (rewinding, counting, ratio choice, bad input) and the
+whole procedure on a tiny RANDOM-weight T5 and real CB data from ../shared, interrupted between stages and resumed.
+"""
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from xprompt_jax.evaluation.evaluator import EvalConfig
+from xprompt_jax.methods.xprompt import MASKS_KEY, XPrompt, XPromptMasks, apply_masks, ones_masks, prune_to_ratio
+from xprompt_jax.models.config import T5Config
+from xprompt_jax.models.t5 import T5, init_params
+from xprompt_jax.pipelines import xprompt as px
+from xprompt_jax.training import data as data_lib
+from xprompt_jax.training import loop, optim, partitioning
+from xprompt_jax.training import step as step_lib
+
+TINY = T5Config(vocab_size=32128, emb_dim=32, num_heads=2, head_dim=8, mlp_dim=32, num_encoder_layers=1,
+                num_decoder_layers=1, dropout_rate=0.0, name="tiny_random_test")
+
+
+def _masks(token, piece):
+  return XPromptMasks(token=jnp.asarray(token, jnp.float32), piece=jnp.asarray(piece, jnp.float32))
+
+
+def test_rewind_restores_surviving_entries_bit_exactly_and_zeroes_the_rest():
+  prompt = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)
+  masks = _masks([1, 0, 1], [[1, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 1]])
+  out = px.rewind(prompt, masks)
+  keep = np.repeat(np.array([[1, 0, 1, 1], [0, 0, 0, 0], [0, 0, 0, 1]], bool), 2, axis=1)
+  assert out.dtype == prompt.dtype
+  np.testing.assert_array_equal(out[keep].view(np.uint32), prompt[keep].view(np.uint32))  # Bit-exact.
+  assert not out[~keep].any()
+  np.testing.assert_array_equal(out, np.asarray(apply_masks(jnp.asarray(prompt), masks)))
+  assert px.kept_counts(masks) == {"kept_tokens": 2, "kept_pieces": 4, "total_tokens": 3, "total_pieces": 12}
+  with pytest.raises(ValueError, match="do not fit a prompt of shape"):
+    px.rewind(np.zeros((3, 6), np.float32), masks)
+
+
+def test_ratio_choice_steps_and_bad_config():
+  assert px.choose_ratios({0.1: 50.0, 0.5: 60.0, 0.7: 60.0, 0.9: 40.0}, 2) == [0.7, 0.5]  # Ties: larger ratio.
+  assert px.stage_steps(100, 250, 16, default=7) == 1563 and px.stage_steps(None, 250, 16, default=7) == 7
+  for bad in ((0.0,), (0.5, 1.0), (1.5,), (-0.1,)):
+    with pytest.raises(ValueError, match="must be in the open interval"):
+      px.XPromptPipelineConfig(ratios=bad)
+  with pytest.raises(ValueError, match=r"rewind_ratios \[0.4\] are not among ratios"):
+    px.XPromptPipelineConfig(ratios=(0.3,), rewind_ratios=(0.4,))
+  with pytest.raises(ValueError, match="stop_after='prune' is not one of"):
+    px.XPromptPipelineConfig(stop_after="prune")
+  with pytest.raises(ValueError, match="granularity='tokens' is not one of"):
+    px.XPromptPipelineConfig(granularity="tokens")
+
+
+def test_pieces_not_dividing_the_embedding_is_refused_before_any_work(tmp_path):
+  with pytest.raises(ValueError, match="D=32 is not divisible into k=5 equal pieces"):
+    px.run_xprompt(str(tmp_path / "run"), pipeline_cfg=px.XPromptPipelineConfig(), config=TINY,
+                   method=XPrompt(length=4, pieces=5))
+  assert not (tmp_path / "run").exists()
+
+
+def test_transfer_prompt_of_another_length_is_refused(tmp_path):
+  report = tmp_path / "source" / "report"
+  report.mkdir(parents=True)
+  np.save(report / "final_prompt.npy", np.zeros((6, 32), np.float32))
+  px.save_masks(str(report / "final_masks.npz"), ones_masks(6, 4))
+  with pytest.raises(ValueError, match=r"has shape \(6, 32\), but this run's prompt is \[8, 32\]"):
+    px.load_transfer(str(tmp_path / "source"), 8, 32, 4)
+  prompt, masks = px.load_transfer(str(tmp_path / "source"), 6, 32, 4)
+  assert prompt.shape == (6, 32) and masks.piece.shape == (6, 4)
+  with pytest.raises(ValueError, match=r"piece shape \(6, 4\); this run needs \(6, 8\)"):
+    px.load_transfer(str(tmp_path / "source"), 6, 32, 8)
+  with pytest.raises(FileNotFoundError, match="transfer_from must be the model_dir of a finished xprompt run"):
+    px.load_transfer(str(tmp_path / "nowhere"), 6, 32, 4)
+
+
+def test_masked_entries_get_zero_gradients():
+  small = dataclasses.replace(TINY, vocab_size=128)
+  frozen = jax.jit(init_params, static_argnums=0)(small, jax.random.PRNGKey(0))
+  method = XPrompt(length=3, pieces=4)
+  prompt = jax.random.normal(jax.random.PRNGKey(1), (3, 32))
+  masks = _masks([1, 0, 1], [[1, 0, 1, 1], [1, 1, 1, 1], [0, 1, 1, 0]])
+  rng = np.random.default_rng(0)
+  batch = {"encoder_input_tokens": jnp.asarray(rng.integers(2, 100, (2, 6)), jnp.int32),
+           "decoder_input_tokens": jnp.asarray(rng.integers(2, 100, (2, 3)), jnp.int32),
+           "decoder_target_tokens": jnp.asarray(rng.integers(2, 100, (2, 3)), jnp.int32)}
+
+  def loss(p):
+    logits = step_lib.forward(T5(small), method, small, frozen, {"prompt": p}, batch, {MASKS_KEY: masks})
+    return step_lib.token_loss(logits, batch, step_lib.LossConfig())[0]
+
+  grads = np.asarray(jax.jit(jax.grad(loss))(prompt))
+  keep = np.repeat(px.active_pieces(masks), 8, axis=1)
+  assert not grads[~keep].any() and np.abs(grads[keep]).min() > 0
+
+
+def tiny_run_kwargs(ratios=(0.3, 0.6), steps=4, **pipeline):
+  """A CB run on the tiny random model that takes seconds per stage."""
+  return dict(
+      pipeline_cfg=px.XPromptPipelineConfig(ratios=ratios, importance_max_examples=16, **pipeline),
+      config=TINY, method=XPrompt(length=8, pieces=4, prompt_init="sampled_vocab"),
+      data_cfg=data_lib.DataConfig(mixture_or_task_name="super_glue_cb_v102", inputs_length=48, targets_length=4,
+                                   batch_size=8, shuffle_buffer_size=256),
+      opt_cfg=optim.OptimizerConfig(), mesh_cfg=partitioning.MeshConfig(),
+      train_cfg=loop.TrainConfig(num_train_steps=steps, log_period=steps, eval_period=steps // 2,
+                                 initial_checkpoint=None, seed=0, progress_bar=False, async_checkpointing=False),
+      loss_cfg=step_lib.LossConfig(),
+      eval_cfg=EvalConfig(mode="rank", batch_size=8, max_examples=8, feature_lengths={"inputs": 48, "targets": 4}))
+
+
+def check_saved_masks(model_dir, policies, ratio, length=8, pieces=4):
+  """The masks each stage saved are what its policy gives from the saved importance scores (exact counts)."""
+  importance = px.load_masks(os.path.join(model_dir, "importance", "importance.npz"))
+  for subdir, policy in policies.items():
+    saved = px.load_masks(os.path.join(model_dir, subdir, "masks.npz"))
+    expected = prune_to_ratio(ones_masks(length, pieces), importance, ratio, policy=policy, seed=0)
+    np.testing.assert_array_equal(saved.token, expected.token)
+    np.testing.assert_array_equal(saved.piece, expected.piece)
+    assert px.kept_counts(saved)["kept_pieces"] == round((1 - ratio) * length * pieces), subdir
+
+
+def _lines(path):
+  with open(path, encoding="utf-8") as f:
+    return f.read().splitlines()
+
+
+def test_whole_procedure_on_cb_resumes_between_stages(shared, tmp_path):
+  del shared
+  model_dir = str(tmp_path / "cb")
+  kwargs = tiny_run_kwargs()
+  stopped = px.run_xprompt(model_dir, **{**kwargs, "pipeline_cfg": dataclasses.replace(
+      kwargs["pipeline_cfg"], stop_after="importance")})
+  assert "stopped after stage 'importance'" in stopped["stopped"]
+  assert os.path.exists(os.path.join(model_dir, "importance", "importance.npz"))
+  assert not os.path.exists(os.path.join(model_dir, "sweep"))
+  pt_log = _lines(os.path.join(model_dir, "pt", "metrics.jsonl"))
+  importance_time = os.path.getmtime(os.path.join(model_dir, "importance", "importance.npz"))
+
+  result = px.run_xprompt(model_dir, **kwargs)  # Resumes: PT and importance are not redone.
+  assert _lines(os.path.join(model_dir, "pt", "metrics.jsonl")) == pt_log
+  assert os.path.getmtime(os.path.join(model_dir, "importance", "importance.npz")) == importance_time
+  rows = result["rows"]
+  assert [r["variant"] for r in rows] == ["prompt_tuning", "pruned_only", "pruned_only", "xprompt"]
+  assert all("RANDOM-weight" in r["backbone"] for r in rows)
+  chosen = json.load(open(os.path.join(model_dir, "sweep", "chosen.json")))["ratios"]
+  tag = px.ratio_tag(chosen[0])
+
+  check_saved_masks(model_dir, {f"sweep/{tag}": "lowest"}, chosen[0])
+
+  # Rewinding: the retrain started from the post-PT values on the surviving entries, bit-exactly, and the pruned
+  # entries stayed zero through retraining while the surviving ones moved.
+  pt_prompt = np.load(os.path.join(model_dir, "pt", "prompt.npy"))
+  stage = os.path.join(model_dir, f"rewind_{tag}")
+  masks = px.load_masks(os.path.join(stage, "masks.npz"))
+  keep = np.repeat(px.active_pieces(masks), 8, axis=1)
+  initial = np.load(os.path.join(stage, "initial_prompt.npy"))
+  np.testing.assert_array_equal(initial[keep].view(np.uint32), pt_prompt[keep].view(np.uint32))
+  from xprompt_jax.training import checkpointing
+  ckpt = checkpointing.TrainCheckpointer(stage, read_only=True)
+  first = np.asarray(ckpt.restore(ckpt.all_steps()[0])[0]["trainable"]["prompt"])
+  ckpt.close()
+  retrained = np.load(os.path.join(stage, "prompt.npy"))
+  for prompt in (initial, first, retrained):
+    assert not prompt[~keep].any()
+  assert not np.array_equal(first[keep], initial[keep])
+
+  report = os.path.join(model_dir, "report")
+  for name in ("results.md", "results.jsonl", "pruning_curve.png", "importance_heatmap.png", "nearest_words.json",
+               "final_prompt.npy", "final_masks.npz"):
+    assert os.path.exists(os.path.join(report, name)), name
+  assert "RANDOM-weight backbone" in open(os.path.join(report, "results.md")).read()
+  assert len(_lines(os.path.join(report, "results.jsonl"))) == len(rows)
+  words = json.load(open(os.path.join(report, "nearest_words.json")))["tokens"]
+  assert [w["token"] for w in words] == np.flatnonzero(px.active_pieces(masks).any(axis=1)).tolist()
+
+  # A finished run resumes to the same table without training anything.
+  again = px.run_xprompt(model_dir, **kwargs)
+  assert again["rows"] == rows
