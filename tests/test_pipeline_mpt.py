@@ -192,3 +192,21 @@ def test_learning_curve_plot_and_broken_metrics(tmp_path):
   with pytest.raises(ValueError, match=r"metrics.jsonl:2"):
     mpt_report.read_metrics(str(path))
 
+
+
+def _cli(*args):
+  import subprocess
+  import sys
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+  return subprocess.run([sys.executable, "-m", "xprompt_jax.cli", "mpt", *args], capture_output=True, text=True,
+                        env=env, timeout=300)
+
+
+@pytest.mark.slow
+def test_command_parameter_table_and_gin_errors(tmp_path):
+  done = _cli("--gin_file=runs/mpt_smoke_cpu.gin", f"--model_dir={tmp_path}", "--stage=params")
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "| 10 | 320 | 362 |" in done.stdout and "76,800 | 77,668" in done.stdout
+  assert "77,668" in (tmp_path / "report.md").read_text()
+  bad = _cli("--gin_file=runs/mpt_smoke_cpu.gin", f"--model_dir={tmp_path}", "--gin.DistillConfig.weight=-0.5")
+  assert bad.returncode == 1 and "DistillConfig.weight (lambda) must be a finite number >= 0" in bad.stderr
