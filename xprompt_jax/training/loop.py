@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xprompt_jax import checkpoints as frozen_io
-from xprompt_jax.methods import get_method
+from xprompt_jax.methods import MPT, check_task_ids, get_method
 from xprompt_jax.methods.base import Method
 from xprompt_jax.models import t5
 from xprompt_jax.models.config import T5Config
@@ -150,7 +150,7 @@ def _host(tree):
 
 def _nonfinite_examples(metrics, position: int, batch_size: int) -> list[int]:
   losses = np.asarray(jax.device_get(metrics["example_loss"]))
-  return [position * batch_size + i for i in np.flatnonzero(~np.isfinite(losses))]
+  return [int(position * batch_size + i) for i in np.flatnonzero(~np.isfinite(losses))]
 
 
 @gin.configurable(denylist=["model_dir"])
@@ -268,6 +268,8 @@ def train(model_dir: str, *, config: Optional[T5Config] = None, method: Optional
         except StopIteration as e:
           raise ValueError(f"{data_cfg.mixture_or_task_name}[{data_cfg.split}] yielded no full batch of "
                            f"{data_cfg.batch_size} examples (empty or too small split)") from e
+        if isinstance(method, MPT):  # Inside jit a bad id only shows as NaN: name it on the host first.
+          check_task_ids(batch, method.num_tasks)
         state, metrics = train_step(state, partitioning.shard_batch(batch, mesh), frozen)
         if not bool(metrics["finite"]):
           bad = _nonfinite_examples(metrics, position, data_cfg.batch_size)
