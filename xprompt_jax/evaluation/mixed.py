@@ -101,3 +101,25 @@ class MixedPromptServer:
     stats = {"examples": len(rows), "batches": batches, "seconds": seconds,
              "examples_per_s": len(rows) / max(seconds, 1e-9)}
     return out, stats
+
+
+def server_from_sources(specs: Sequence[str], eval_cfg, vocabulary, step: str = "latest") -> "MixedPromptServer":
+  """A server for `NAME=SOURCE` prompt specs (runs, PEFT prompt adapters, prompt-tuning files) on the gin-bound
+  frozen model, decoding as `eval_cfg` says (inputs length, decode length, batch and beam size).
+
+  For `xprompt-jax infer --inputs=rows.jsonl --prompts=rte=/runs/rte,cb=/runs/cb`.
+  """
+  from xprompt_jax.evaluation import ensemble
+  from xprompt_jax.interop import run_prompts
+  from xprompt_jax.models import t5
+  from xprompt_jax.models.config import T5Config
+  from xprompt_jax.training import loop
+  from xprompt_jax.training import partitioning
+  config, mesh_cfg = T5Config(), partitioning.MeshConfig()
+  loaded = {name: run_prompts.load_prompt(src, step) for name, src in run_prompts.parse_named_sources(specs).items()}
+  frozen, frozen_ref = loop.load_frozen(loop.TrainConfig(), config, partitioning.make_mesh(mesh_cfg), mesh_cfg.rules)
+  ensemble.check_same_base({"gin-configured frozen model": frozen_ref,
+                            **{name: ref for name, (_, ref) in loaded.items() if ref is not None}})
+  return MixedPromptServer(t5.T5(config), frozen, {name: p for name, (p, _) in loaded.items()}, vocabulary,
+                           inputs_length=eval_cfg.lengths()["inputs"], max_decode_len=eval_cfg.decode_length(),
+                           batch_size=eval_cfg.batch_size, beam_size=eval_cfg.beam_size, alpha=eval_cfg.decode_alpha)

@@ -27,3 +27,42 @@ def single_prompt(run, what: str = "this operation") -> np.ndarray:
     raise ValueError(f"{what} needs a prompt-tuning or XPrompt run (one [L, D] prompt); the run's method is "
                      f"{name!r} with parameters {sorted(tree)}")
   return np.asarray(tree["prompt"], np.float32)
+
+
+def parse_named_sources(specs) -> dict[str, str]:
+  """`["rte=/runs/rte", "/runs/cb"]` -> `{"rte": "/runs/rte", "cb": "/runs/cb"}` (unnamed: the folder/file name)."""
+  import os
+  out = {}
+  for spec in specs:
+    name, sep, source = spec.partition("=")
+    if not sep:
+      name, source = os.path.splitext(os.path.basename(os.path.normpath(spec)))[0], spec
+    if not name or not source:
+      raise ValueError(f"prompt source {spec!r}: expected NAME=PATH or PATH")
+    if name in out:
+      raise ValueError(f"prompt name {name!r} is given twice ({out[name]} and {source}); name them NAME=PATH")
+    out[name] = source
+  return out
+
+
+def load_prompt(source: str, step: str = "latest"):
+  """(prompt [L, D], frozen_ref or None) from a run's model_dir (gin-bound model and method), a PEFT
+  prompt-tuning adapter folder, or a google-research/prompt-tuning prompt (.npy, numpy or T5X checkpoint)."""
+  import os
+  from xprompt_jax.interop import peft as peft_io
+  from xprompt_jax.interop import t5x_prompt
+  if os.path.isdir(os.path.join(source, "checkpoints")):
+    from xprompt_jax.training import checkpointing
+    from xprompt_jax.training import restore
+    try:
+      run = restore.load_run(source, step)
+    except checkpointing.FrozenModelMismatchError as e:
+      raise ValueError(f"the run in {source} was trained on another base model than the gin-configured one: "
+                       f"{e}") from e
+    return single_prompt(run, f"the run in {source}"), run.frozen_ref
+  if os.path.isfile(os.path.join(source, peft_io.CONFIG_NAME)):
+    fields, tensors = peft_io.read_adapter(source)
+    if fields.get("peft_type") != "PROMPT_TUNING":
+      raise ValueError(f"{source}: a {fields.get('peft_type')} adapter is not one [L, D] prompt")
+    return tensors["prompt_embeddings"][:int(fields["num_virtual_tokens"])], None
+  return t5x_prompt.read_prompt(source), None
