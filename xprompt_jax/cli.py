@@ -16,6 +16,7 @@ COMMANDS = {
     "compile": "Ahead-of-time compile the train/eval step for a TPU topology and report memory and FLOPs.",
     "xprompt": "Run XPrompt end to end: prompt tuning, importance, pruning sweep, rewinding, controls, report.",
     "mpt": "Multitask prompt tuning end to end: teachers, distilled source training, target adaptation, ablations.",
+    "pretrain": "Pretrain all parameters of a T5 (span corruption, then LM adaptation) and export it as T5X.",
 }
 
 

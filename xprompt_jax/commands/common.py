@@ -72,6 +72,7 @@ CONFIGURABLE_MODULES = (
     "xprompt_jax.tasks",
     "xprompt_jax.pipelines.mpt",
     "xprompt_jax.pipelines.xprompt",
+    "xprompt_jax.pretraining.train",
 )
 
 
