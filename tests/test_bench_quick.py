@@ -61,3 +61,20 @@ def test_memory_prompt_checkpoint_holds_no_frozen_model():
   prompt = out["methods"]["prompt"]
   assert prompt["trainable_params"] == 4 * 32
   assert prompt["checkpoint_bytes"] < out["frozen_bytes"]
+
+
+def test_eval_encode_once_scores_match_k_passes():
+  import eval_bench
+  out = eval_bench.main(["--quick"])
+  assert out["rank"]["max_score_diff"] < 1e-4  # Same scores, whichever way they are computed.
+  if "peft" in out["decode"]["tokens_per_s"]:
+    assert out["decode"]["identical_outputs"] == 1.0  # Same weights, same prompt: the same greedy tokens.
+
+
+def test_pipeline_counts_every_cached_example(shared):
+  del shared
+  import pipeline
+  out = pipeline.main(["--quick"])
+  assert set(out["examples_per_s"]) == {"seqio_batches", "tokenize_epoch", "bucket_cached", "pack_cached",
+                                        "train_step_tiny"}
+  assert all(v > 0 for v in out["examples_per_s"].values())
