@@ -111,7 +111,7 @@ def test_one_task_with_unit_factors_is_the_shared_prompt(frozen):
   trainable = _trainable(method, frozen)
   prompt = method.inject(trainable, {"task_id": np.zeros(4, np.int32)}, CFG).prompt
   np.testing.assert_array_equal(prompt, np.broadcast_to(trainable["shared_prompt"], prompt.shape))
-  loss_fn = distill.make_distill_loss(t5.T5(CFG), method, CFG)
+  loss_fn = jax.jit(distill.make_distill_loss(t5.T5(CFG), method, CFG))
   aux = {distill.TEACHERS_KEY: trainable["shared_prompt"][None]}
   _, metrics = loss_fn(trainable, frozen, _batch([0, 0, 0, 0]), aux, None)
   np.testing.assert_allclose(metrics["distill_loss"], 0.0, atol=1e-6)
@@ -122,7 +122,7 @@ def test_distance_objective_is_prompt_mse(frozen):
   trainable = _trainable(method, frozen)
   teachers = jax.random.normal(jax.random.PRNGKey(3), (2, LENGTH, CFG.emb_dim))
   cfg = distill.DistillConfig(weight=0.5, objective="distance")
-  loss_fn = distill.make_distill_loss(t5.T5(CFG), method, CFG, cfg=cfg)
+  loss_fn = jax.jit(distill.make_distill_loss(t5.T5(CFG), method, CFG, cfg=cfg))
   ids = np.array([0, 1, 1, 1], np.int32)
   _, metrics = loss_fn(trainable, frozen, _batch(ids), {distill.TEACHERS_KEY: teachers}, None)
   students = np.asarray(task_prompts(trainable))[ids]
@@ -137,8 +137,8 @@ def test_teacher_gradients_are_zero_and_student_gets_distillation_gradient(froze
   trainable = _trainable(method, frozen)
   teachers = jax.random.normal(jax.random.PRNGKey(4), (2, LENGTH, CFG.emb_dim))
   loss_fn = distill.make_distill_loss(t5.T5(CFG), method, CFG, cfg=distill.DistillConfig(weight=1.0))
-  g_teacher = jax.grad(lambda t: loss_fn(trainable, frozen, _batch([0, 1, 0, 1]), {distill.TEACHERS_KEY: t},
-                                         None)[0])(teachers)
+  g_teacher = jax.jit(jax.grad(lambda t: loss_fn(trainable, frozen, _batch([0, 1, 0, 1]), {distill.TEACHERS_KEY: t},
+                                         None)[0]))(teachers)
   np.testing.assert_array_equal(g_teacher, 0.0)
 
 

@@ -424,6 +424,11 @@ class Ablation:
       return self.name
     return ""
 
+  @property
+  def target_variant(self) -> str:
+    """The full row's target runs are the plain pipeline's (`target/`), so a finished pipeline is reused."""
+    return "" if self.name == "full" else self.name
+
 
 ABLATIONS = (
     Ablation("full", "MPT (distillation: logits + hidden states, task sampling, P* and u, v tuned)"),
@@ -460,7 +465,7 @@ def run_ablations(workdir: str, cfg: MPTConfig, base: Base, names: Optional[Sequ
     teachers, _ = train_teachers(workdir, cfg, row_base, frozen, tasks)
     export, source_eval = train_source(workdir, cfg, row_base, frozen, teachers, variant=row.source_variant,
                                        tasks=tasks)
-    targets = adapt_targets(workdir, cfg, row_base, frozen, export, variant=row.name, update=row.update)
+    targets = adapt_targets(workdir, cfg, row_base, frozen, export, variant=row.target_variant, update=row.update)
     results[row.name] = {"description": row.description, "targets": targets, "source": source_eval,
                          "average": float(np.mean([task_score(m) for m in targets.values()]))}
   _write_json(os.path.join(workdir, "ablations.json"), {"backbone": frozen.ref["path"], "rows": results})
