@@ -16,8 +16,14 @@ COMMANDS = {
     "compile": "Ahead-of-time compile the train/eval step for a TPU topology and report memory and FLOPs.",
     "xprompt": "Run XPrompt end to end: prompt tuning, importance, pruning sweep, rewinding, controls, report.",
     "mpt": "Multitask prompt tuning end to end: teachers, distilled source training, target adaptation, ablations.",
+    "export": "Write a run's prompt as a PEFT adapter or a google-research/prompt-tuning file/checkpoint.",
+    "import": "Turn a PEFT adapter or a prompt-tuning prompt into a run (step-0 checkpoint) for eval/infer/train.",
+    "inspect": "Nearest vocabulary tokens of prompt vectors and prompt-prompt similarity.",
+    "plot": "PNG curves of a run's metrics, method comparison bars and XPrompt figures.",
+    "ensemble": "Evaluate N prompts in one replicated batch with majority-vote ensembling.",
     "pretrain": "Pretrain all parameters of a T5 (span corruption, then LM adaptation) and export it as T5X.",
 }
+MODULES = {"import": "import_"}  # Command names that are Python keywords.
 
 
 def _usage() -> str:
@@ -43,9 +49,9 @@ def run(argv=None):
     print(f"xprompt-jax: unknown command {name!r}.{hint}\n\n{_usage()}", file=sys.stderr)
     return 2
   try:
-    module = importlib.import_module(f"xprompt_jax.commands.{name}")
+    module = importlib.import_module(f"xprompt_jax.commands.{MODULES.get(name, name)}")
   except ModuleNotFoundError as e:
-    if e.name == f"xprompt_jax.commands.{name}":
+    if e.name == f"xprompt_jax.commands.{MODULES.get(name, name)}":
       print(f"xprompt-jax: command {name!r} is not available in this build.", file=sys.stderr)
       return 2
     raise

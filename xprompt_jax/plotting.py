@@ -38,7 +38,8 @@ def read_metrics(model_dir: str) -> list[dict]:
       except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{lineno}: not json ({e})") from e
       if not isinstance(row, dict) or "step" not in row or row.get("kind") not in ("train", "eval"):
-        raise ValueError(f"{path}:{lineno}: expected {{\"step\", \"kind\": \"train\"|\"eval\", ...}}, got {line[:80]!r}")
+        raise ValueError(f"{path}:{lineno}: expected {{\"step\", \"kind\": \"train\"|\"eval\", ...}}, "
+                         f"got {line[:80]!r}")
       rows.append(row)
   return rows
 

@@ -55,7 +55,8 @@ class MixedPromptServer:
     widths = {a.shape[-1] for a in arrays.values()}
     bad = [f"{n} {a.shape}" for n, a in arrays.items() if a.ndim != 2]
     if bad or len(widths) != 1:
-      raise ValueError(f"prompts must be [L, D] of one width D; got {', '.join(f'{n} {a.shape}' for n, a in arrays.items())}")
+      shapes = ", ".join(f"{n} {a.shape}" for n, a in arrays.items())
+      raise ValueError(f"prompts must be [L, D] of one width D; got {shapes}")
     self.tables = {}  # prompt length -> (names, [P, L, D])
     for length in sorted({a.shape[0] for a in arrays.values()}):
       group = [n for n in self.names if arrays[n].shape[0] == length]
