@@ -49,6 +49,8 @@ def test_ratio_choice_steps_and_bad_config():
       px.XPromptPipelineConfig(ratios=bad)
   with pytest.raises(ValueError, match=r"rewind_ratios \[0.4\] are not among ratios"):
     px.XPromptPipelineConfig(ratios=(0.3,), rewind_ratios=(0.4,))
+  with pytest.raises(ValueError, match="repeat a ratio"):
+    px.XPromptPipelineConfig(ratios=(0.3, 0.301))
   with pytest.raises(ValueError, match="stop_after='prune' is not one of"):
     px.XPromptPipelineConfig(stop_after="prune")
   with pytest.raises(ValueError, match="granularity='tokens' is not one of"):
@@ -179,3 +181,24 @@ def test_whole_procedure_on_cb_resumes_between_stages(shared, tmp_path):
   # A finished run resumes to the same table without training anything.
   again = px.run_xprompt(model_dir, **kwargs)
   assert again["rows"] == rows
+
+
+def test_shipped_gin_configs_bind_the_paper_recipe_and_the_smoke_run():
+  import gin
+  from xprompt_jax.commands import common
+  from xprompt_jax.methods import get_method
+  try:
+    common.parse_gin(["models/t5_1_1_base.gin", "recipes/xprompt_paper.gin"],
+                     ["MIXTURE_OR_TASK_NAME = 'super_glue_cb_v102'"], finalize=False)
+    method, opt, data = get_method(), optim.OptimizerConfig(), data_lib.DataConfig()
+    assert (method.name, method.length, method.pieces, method.prompt_init) == ("xprompt", 20, 16, "sampled_vocab")
+    assert (opt.optimizer, opt.learning_rate, opt.weight_decay_rate, data.batch_size) == ("adafactor", 0.3, 1e-5, 16)
+    cfg = px.XPromptPipelineConfig()
+    assert cfg.num_epochs == 100 and cfg.ratios == px.PAPER_RATIOS
+    gin.clear_config()
+    common.parse_gin(["runs/xprompt_smoke_cpu.gin"], [], finalize=False)
+    cfg = px.XPromptPipelineConfig()
+    assert cfg.reversed_control and cfg.random_control and cfg.length_control and cfg.token_only and cfg.piece_only
+    assert loop.TrainConfig().initial_checkpoint is None and get_method().pieces == 4
+  finally:
+    gin.clear_config()

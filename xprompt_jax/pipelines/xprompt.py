@@ -97,6 +97,8 @@ class XPromptPipelineConfig:
         if not (isinstance(r, (int, float)) and 0.0 < r < 1.0):
           raise ValueError(f"XPromptPipelineConfig.{name} holds {r!r}; pruning ratios must be in the open "
                            "interval (0, 1)")
+    if len({ratio_tag(r) for r in self.ratios}) != len(self.ratios):
+      raise ValueError(f"XPromptPipelineConfig.ratios {self.ratios} repeat a ratio (stage folders use 2 decimals)")
     missing = [r for r in self.rewind_ratios if r not in self.ratios]
     if missing:
       raise ValueError(f"XPromptPipelineConfig.rewind_ratios {missing} are not among ratios {self.ratios}")
@@ -338,10 +340,12 @@ def run_xprompt(model_dir: str, *, pipeline_cfg: Optional[XPromptPipelineConfig]
   if not isinstance(method, XPrompt):
     raise ValueError(f"run_xprompt needs an XPrompt method, got {type(method).__name__}")
   check_pieces(config.emb_dim, method.pieces)  # Bad input fails before anything is built or trained.
-  run = _Run(model_dir=model_dir, cfg=pipeline_cfg, config=config, method=method,
-             data_cfg=data_cfg or data_lib.DataConfig(), opt_cfg=opt_cfg or optim.OptimizerConfig(),
-             mesh_cfg=mesh_cfg or partitioning.MeshConfig(), train_cfg=train_cfg or loop.TrainConfig(),
-             loss_cfg=loss_cfg or step_lib.LossConfig(), eval_cfg=eval_cfg or eval_lib.EvalConfig())
+  data_cfg = data_cfg or data_lib.DataConfig()
+  # The lengths train() evaluates with, so the sweep's pruned-prompt metrics compare with the stages' metrics.
+  eval_cfg = loop.eval_lib_defaults(eval_cfg or eval_lib.EvalConfig(), data_cfg)
+  run = _Run(model_dir=model_dir, cfg=pipeline_cfg, config=config, method=method, data_cfg=data_cfg,
+             opt_cfg=opt_cfg or optim.OptimizerConfig(), mesh_cfg=mesh_cfg or partitioning.MeshConfig(),
+             train_cfg=train_cfg or loop.TrainConfig(), loss_cfg=loss_cfg or step_lib.LossConfig(), eval_cfg=eval_cfg)
   if run.cfg.transfer_from:
     run.start_prompt, run.start_masks = load_transfer(run.cfg.transfer_from, run.method.length,
                                                       run.config.emb_dim, run.method.pieces)
