@@ -17,7 +17,8 @@ import pytest
 
 from xprompt_jax.commands import common
 from xprompt_jax.evaluation.evaluator import EvalConfig
-from xprompt_jax.methods import MPT, PromptTuning
+from xprompt_jax.methods import MPT, PromptTuning, XPrompt, XPromptMasks
+from xprompt_jax.methods.xprompt import MASKS_KEY
 from xprompt_jax.models.config import T5Config
 from xprompt_jax.training import checkpointing, data, loop, optim, partitioning
 from xprompt_jax.training import step as step_lib
@@ -28,6 +29,10 @@ MESH = partitioning.MeshConfig(data=-1, model=1)
 DATA = data.DataConfig("super_glue_rte_v102", inputs_length=32, targets_length=4, batch_size=8, shuffle=False)
 EVAL = EvalConfig(max_examples=16, batch_size=8, inputs_length=32, targets_length=4)
 PROMPT = PromptTuning(length=4, prompt_init="random_uniform")
+# The resume runs use XPrompt with pruned masks so that the non-trained `aux` state goes through the checkpoint too.
+XPROMPT = XPrompt(length=4, prompt_init="random_uniform", pieces=4)
+MASKS = XPromptMasks(token=jnp.array([1.0, 0.0, 1.0, 1.0]),
+                     piece=jnp.ones((4, 4)).at[0, 1].set(0.0).at[3, 3].set(0.0))
 
 
 def synthetic_batches(cfg, position=0, nan_at=None, task_ids=None):
@@ -82,21 +87,28 @@ def full_run(frozen, tmp_path_factory):
   """4 uninterrupted steps; also records the frozen params before training."""
   before = host(frozen[0])
   model_dir = tmp_path_factory.mktemp("full")
-  result = run(model_dir, frozen, steps=4)
+  result = run(model_dir, frozen, steps=4, method=XPROMPT, aux={MASKS_KEY: MASKS})
   return {"dir": model_dir, "result": result, "frozen_before": before}
 
 
 def test_resume_gives_the_same_losses_and_state_as_an_uninterrupted_run(frozen, full_run, tmp_path):
-  first = run(tmp_path, frozen, steps=2)
+  first = run(tmp_path, frozen, steps=2, method=XPROMPT, aux={MASKS_KEY: MASKS})
   assert first["step"] == 2
   assert checkpointing.TrainCheckpointer(str(tmp_path), read_only=True).latest_step() == 2
-  resumed = run(tmp_path, frozen, steps=4)
+  resumed = run(tmp_path, frozen, steps=4, method=XPROMPT, aux={MASKS_KEY: MASKS})  # The same call, more steps.
   assert resumed["step"] == 4
   full = train_losses(full_run["dir"])
   assert sorted(full) == [1, 2, 3, 4]
   assert train_losses(tmp_path) == full  # Bit-identical per-step losses (CPU, deterministic).
   a, b = host(full_run["result"]["state"]), host(resumed["state"])
-  for part in ("trainable", "opt_state", "step", "rng"):
+  np.testing.assert_array_equal(b["aux"][MASKS_KEY].token, np.asarray(MASKS.token))
+  np.testing.assert_array_equal(b["aux"][MASKS_KEY].piece, np.asarray(MASKS.piece))
+  # The masked-out prompt token received no gradient: over 4 steps only the (1 - 1e-5) weight decay moved it.
+  initial = step_lib.init_state(XPROMPT, frozen[0], CONFIG, optim.make_optimizer(), jax.random.PRNGKey(0))
+  np.testing.assert_allclose(b["trainable"]["prompt"][1], np.asarray(initial["trainable"]["prompt"][1]) * (1 - 1e-5)**4,
+                             rtol=1e-6)
+  assert not np.allclose(b["trainable"]["prompt"][0], np.asarray(initial["trainable"]["prompt"][0]), atol=0.1)
+  for part in ("trainable", "opt_state", "step", "rng", "aux"):
     leaves_a, leaves_b = jax.tree.leaves(a[part]), jax.tree.leaves(b[part])
     assert len(leaves_a) == len(leaves_b)
     for x, y in zip(leaves_a, leaves_b):
