@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+from xprompt_jax import plotting
 from xprompt_jax.evaluation.evaluator import EvalConfig
 from xprompt_jax.models.config import T5Config
 from xprompt_jax.pipelines import mpt
@@ -64,8 +65,7 @@ def frozen():
 
 
 def _losses(model_dir):
-  return [(r["step"], r["loss"]) for r in mpt_report.read_metrics(os.path.join(model_dir, "metrics.jsonl"))
-          if r["kind"] == "train"]
+  return [(r["step"], r["loss"]) for r in plotting.read_metrics(str(model_dir)) if r["kind"] == "train"]
 
 
 @pytest.mark.slow
@@ -110,7 +110,7 @@ def test_pipeline_and_ablation_rows(shared, tmp_path, frozen):
   again = mpt.run_ablations(workdir, cfg, base, ["full"], frozen)  # Finished stages are skipped.
   assert again["full"]["targets"] == rows["full"]["targets"]
   plots = mpt_report.plot_all_stages(workdir)
-  assert len(plots) == 6 and all(os.path.getsize(p) > 0 for p in plots)  # 2 teachers, source, 3 targets.
+  assert len(plots) == 12 and all(os.path.getsize(p) > 0 for p in plots)  # Train + eval: 2 teachers, source, 3 targets.
 
   group = mpt.adapt_targets(workdir, _cfg(target_tasks=(RTE, CB), target_multitask=True), base, frozen, source,
                             variant="group")
@@ -181,17 +181,16 @@ def test_per_task_metrics_reads_task_and_mixture_keys():
   assert "45.00" in mpt_report.targets_table(per_task, "random-init:seed=0:x")
 
 
-def test_learning_curve_plot_and_broken_metrics(tmp_path):
-  path = tmp_path / "metrics.jsonl"
-  path.write_text("\n".join(json.dumps(r) for r in [
-      {"step": 1, "kind": "train", "loss": 3.0}, {"step": 2, "kind": "train", "loss": 2.0},
-      {"step": 2, "kind": "eval", "task/accuracy": 50.0}]) + "\n")
-  out = mpt_report.plot_learning_curves(str(path), str(tmp_path / "c.png"), "t")
-  assert os.path.getsize(out) > 1000
-  path.write_text('{"step": 1}\nnot json\n')
-  with pytest.raises(ValueError, match=r"metrics.jsonl:2"):
-    mpt_report.read_metrics(str(path))
-
+def test_stage_plots_from_metrics(tmp_path):
+  for stage in ("teachers/a", "source"):
+    (tmp_path / stage).mkdir(parents=True)
+    (tmp_path / stage / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"step": 1, "kind": "train", "loss": 3.0}, {"step": 2, "kind": "train", "loss": 2.0},
+        {"step": 2, "kind": "eval", "task/accuracy": 50.0}]) + "\n")
+  plots = mpt_report.plot_all_stages(str(tmp_path))
+  assert sorted(os.path.basename(p) for p in plots) == ["source_eval.png", "source_train.png",
+                                                         "teachers__a_eval.png", "teachers__a_train.png"]
+  assert all(os.path.getsize(p) > 1000 for p in plots)
 
 
 def _cli(*args):

@@ -4,7 +4,6 @@ Our numbers are labelled with the backbone they come from: a run whose `TrainCon
 uses a RANDOM-weight frozen T5, and even a real checkpoint is only as good as the (self-trained) prompts; the
 paper's numbers (Wang et al. 2023, T5-Base, SuperGLUE average) are quoted in their own, labelled column.
 """
-import json
 import os
 from typing import Optional, Sequence
 
@@ -43,7 +42,8 @@ def parameter_counts(emb_dim: int, length: int, num_targets: int = 1, rank: int 
 
 def parameter_table(emb_dim: int, length: int, num_targets: int, rank: int = 1, model: str = "this model") -> str:
   """Markdown rows for this run's model and for the paper's T5-Base (D = 768, L = 100: 77,668 vs 76,800)."""
-  lines = ["| model | L | prompt tuning / task | MPT / target task | MPT, group of τ targets |", "|---|---|---|---|---|"]
+  lines = ["| model | L | prompt tuning / task | MPT / target task | MPT, group of τ targets |",
+           "|---|---|---|---|---|"]
   for name, d, l in ((model, emb_dim, length), ("T5-Base (paper)", 768, 100)):
     c = parameter_counts(d, l, num_targets, rank)
     lines.append(f"| {name} (D={d}) | {l} | {c['prompt_tuning_per_task']:,} | {c['mpt_per_target_task']:,} | "
@@ -79,57 +79,23 @@ def ablation_table(rows: dict[str, dict], backbone: str) -> str:
   return "\n".join(lines)
 
 
-def read_metrics(path: str) -> list[dict]:
-  """The records of a run's metrics.jsonl (a clear error naming the file and line on a broken record)."""
-  records = []
-  with open(path, encoding="utf-8") as f:
-    for i, line in enumerate(f, 1):
-      if line.strip():
-        try:
-          records.append(json.loads(line))
-        except json.JSONDecodeError as e:
-          raise ValueError(f"{path}:{i}: not a JSON record ({e})") from e
-  return records
-
-
-def plot_learning_curves(metrics_path: str, out_path: str, title: str) -> str:
-  """Train loss (left) and eval metrics (right) against the step, from one run's metrics.jsonl, as a png."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  records = read_metrics(metrics_path)
-  train = [r for r in records if r.get("kind") == "train"]
-  evals = [r for r in records if r.get("kind") == "eval"]
-  fig, (ax_loss, ax_eval) = plt.subplots(1, 2, figsize=(11, 4))
-  ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss")
-  ax_loss.set_xlabel("step")
-  ax_loss.set_ylabel("loss")
-  ax_loss.legend()
-  keys = sorted({k for r in evals for k in r if k not in ("step", "kind")})
-  for key in keys:
-    points = [(r["step"], r[key]) for r in evals if key in r]
-    ax_eval.plot(*zip(*points), marker="o", label=key)
-  ax_eval.set_xlabel("step")
-  ax_eval.set_ylabel("eval metric")
-  if keys:
-    ax_eval.legend(fontsize=6)
-  fig.suptitle(title)
-  fig.tight_layout()
-  fig.savefig(out_path, dpi=100)
-  plt.close(fig)
-  return out_path
-
-
 def plot_all_stages(workdir: str, out_dir: Optional[str] = None) -> list[str]:
-  """One png per stage run under `workdir` (every folder holding a metrics.jsonl)."""
-  out_dir = out_dir or os.path.join(workdir, "plots")
+  """Learning curves of every stage run under `workdir` (each folder holding a metrics.jsonl): one train and one
+  eval png per stage, `<stage path with __>_{train,eval}.png`, drawn by `xprompt_jax.plotting`."""
+  from xprompt_jax import plotting
+  out_dir = out_dir or os.path.join(workdir, plotting.PLOTS_DIR)
   os.makedirs(out_dir, exist_ok=True)
   written = []
   for root, _, files in sorted(os.walk(workdir)):
-    if "metrics.jsonl" in files:
-      stage = os.path.relpath(root, workdir)
-      out = os.path.join(out_dir, stage.replace(os.sep, "__") + ".png")
-      written.append(plot_learning_curves(os.path.join(root, "metrics.jsonl"), out, f"MPT stage: {stage}"))
+    if plotting.METRICS_FILE not in files:
+      continue
+    stage = os.path.relpath(root, workdir)
+    rows = plotting.read_metrics(root)
+    for kind in ("train", "eval"):
+      data = plotting.series(rows, kind)
+      if data:
+        path = os.path.join(out_dir, f"{stage.replace(os.sep, '__')}_{kind}.png")
+        written.append(plotting.curves(path, data, f"MPT stage {stage}: {kind} metrics"))
   return written
 
 
