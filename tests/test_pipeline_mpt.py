@@ -161,6 +161,8 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
     mpt.load_source_export(str(tmp_path / "missing.npz"))
   with pytest.raises(ValueError, match="target_update"):
     _cfg(target_update="neither")
+  with pytest.raises(ValueError, match="exclusive"):
+    _cfg(few_shot=(4,), target_multitask=True)
   with pytest.raises(ValueError, match="source_rates"):
     _cfg(source_rates=(1.0,))
   with pytest.raises(ValueError, match="unknown MPT ablations"):

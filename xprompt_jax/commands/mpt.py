@@ -56,6 +56,8 @@ def main(argv):
       sections.append(("Target adaptation", report.targets_table(targets, backbone)))
     elif f.stage == "all":
       result = mpt.run_pipeline(workdir, cfg, base, frozen)
+      sections.append(("Teachers (prompt tuning per source task)", json.dumps(result["teachers"], indent=1)))
+      sections.append(("Source training (distilled)", json.dumps(result["source"], indent=1)))
       sections.append(("Target adaptation", report.targets_table(result["targets"], backbone)))
     elif f.stage == "ablations":
       rows = mpt.run_ablations(workdir, cfg, base, f.ablations or None, frozen)

@@ -113,6 +113,9 @@ class MPTConfig:
       raise ValueError(f"MPTConfig.few_shot must hold positive ints (examples per class), got {self.few_shot}")
     if self.few_shot and not self.few_shot_seeds:
       raise ValueError("MPTConfig.few_shot is set but few_shot_seeds is empty")
+    if self.few_shot and self.target_multitask:
+      raise ValueError("MPTConfig.few_shot and MPTConfig.target_multitask are exclusive: few-shot adaptation runs "
+                       "one target task at a time")
 
   def replace(self, **kwargs) -> "MPTConfig":
     return dataclasses.replace(self, **kwargs)
