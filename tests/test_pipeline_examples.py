@@ -49,5 +49,6 @@ def test_load_examples_reads_the_real_cb_train_split(shared):
   assert examples["encoder_input_tokens"].shape == (250, 48)
   assert examples["decoder_target_tokens"].shape == (250, 4) and examples["decoder_loss_weights"].sum() > 0
   assert examples_lib.num_rows(examples_lib.load_examples(cfg, max_examples=7)) == 7
+  assert examples_lib.count_examples(cfg) == 250
   with pytest.raises(ValueError, match="needs DataConfig.pack=False"):
     examples_lib.load_examples(data_lib.DataConfig(mixture_or_task_name="super_glue_cb_v102", pack=True))

@@ -45,8 +45,9 @@ def test_full_sweep_with_every_control(shared, tmp_path):
 def test_32_shots_then_transfer_to_rte(shared, tmp_path):
   del shared
   source = str(tmp_path / "cb_32shot")
-  kwargs = tiny_run_kwargs(num_shots=32, shots_seed=5)
+  kwargs = tiny_run_kwargs(num_shots=32, shots_seed=5, num_epochs=0.5)
   result = px.run_xprompt(source, **kwargs)
+  assert json.load(open(os.path.join(source, "pt", "final.json")))["last_step"] == 2  # ceil(0.5 x 32 / 8).
   shots = json.load(open(os.path.join(source, "shots.json")))
   assert len(shots["indices"]) == 32 and shots["seed"] == 5
   importance = json.load(open(os.path.join(source, "importance", "final.json")))

@@ -39,6 +39,14 @@ def load_examples(data_cfg: data_lib.DataConfig, max_examples: Optional[int] = N
   return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
 
 
+def count_examples(data_cfg: data_lib.DataConfig) -> int:
+  """The number of examples of the split (one pass over the task's preprocessed rows)."""
+  task = data_lib.get_task(data_cfg.mixture_or_task_name)
+  ds = task.get_dataset(data_cfg.task_feature_lengths, split=data_cfg.split, shuffle=False, num_epochs=1,
+                        use_cached=data_cfg.use_cached)
+  return int(ds.reduce(0, lambda count, _: count + 1))
+
+
 def num_rows(examples: Examples) -> int:
   return len(next(iter(examples.values())))
 

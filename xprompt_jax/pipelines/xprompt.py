@@ -367,22 +367,24 @@ def run_xprompt(model_dir: str, *, pipeline_cfg: Optional[XPromptPipelineConfig]
 
 
 def _prepare_data(run: _Run) -> None:
-  """Training examples (all, or the k-shot draw), the stream for `train`, and the number of steps."""
+  """Training examples for the importance pass (all, the first `importance_max_examples`, or the k-shot draw),
+  the training stream for the k-shot setting, and the number of steps per stage under `num_epochs`."""
   cfg = run.cfg
-  need_examples = cfg.num_shots is not None or cfg.num_epochs is not None or not os.path.exists(
-      run.path("importance", "importance.npz"))
-  if not need_examples:
-    return
-  examples = examples_lib.load_examples(run.data_cfg)
   if cfg.num_shots is not None:
+    examples = examples_lib.load_examples(run.data_cfg)
     indices = examples_lib.draw_shots(examples_lib.num_rows(examples), cfg.num_shots, cfg.shots_seed)
     examples = examples_lib.take(examples, indices)
     write_json(run.path("shots.json"), {"seed": cfg.shots_seed, "indices": indices.tolist(),
                                         "split": run.data_cfg.split, "task": run.data_cfg.mixture_or_task_name})
     run.batches_fn = examples_lib.cycling_batches_fn(examples, run.data_cfg.seed)
-  run.train_examples = examples
-  steps = stage_steps(cfg.num_epochs, examples_lib.num_rows(examples), run.data_cfg.batch_size,
-                      run.train_cfg.num_train_steps)
+    run.train_examples, num_train = examples, cfg.num_shots
+  else:
+    if not os.path.exists(run.path("importance", "importance.npz")):
+      run.train_examples = examples_lib.load_examples(run.data_cfg, cfg.importance_max_examples)
+    complete = run.train_examples is not None and cfg.importance_max_examples is None
+    num_train = (examples_lib.num_rows(run.train_examples) if complete
+                 else examples_lib.count_examples(run.data_cfg) if cfg.num_epochs is not None else None)
+  steps = stage_steps(cfg.num_epochs, num_train, run.data_cfg.batch_size, run.train_cfg.num_train_steps)
   run.train_cfg = dataclasses.replace(run.train_cfg, num_train_steps=steps)
 
 
@@ -424,7 +426,7 @@ def _importance_stage(run: _Run, pt_prompt: np.ndarray) -> XPromptMasks:
   if os.path.exists(path):
     return load_masks(path)
   examples = run.train_examples
-  if run.cfg.importance_max_examples is not None:
+  if run.cfg.importance_max_examples is not None:  # The k-shot draw is loaded whole.
     n = min(run.cfg.importance_max_examples, examples_lib.num_rows(examples))
     examples = examples_lib.take(examples, np.arange(n))
   print(f"xprompt: stage importance ({examples_lib.num_rows(examples)} training examples)")
