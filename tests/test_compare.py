@@ -1,0 +1,80 @@
+"""The comparison runner: plan, labels, best evaluation, gin configs, and the --quick run end to end."""
+import json
+import os
+import subprocess
+import sys
+
+import gin
+import pytest
+
+from xprompt_jax import paths
+from xprompt_jax.commands import common
+from xprompt_jax.pipelines import compare
+
+
+def test_plan_covers_every_method_task_and_seed():
+  cfg = compare.CompareConfig(tasks=("a", "b"), seeds=(0, 1), xprompt_tasks=("a",))
+  runs = compare.planned_runs(cfg)
+  assert ("prompt_class_labels/b/seed1", "prompt_class_labels", "b", 1) in runs
+  assert ("mpt/seed0", "mpt", None, 0) in runs and ("xprompt/a/seed1", "xprompt", "a", 1) in runs
+  assert not any(folder.startswith("xprompt/b") for folder, *_ in runs)
+  assert len(runs) == 2 * (4 * 2 + 1 + 1)
+  assert len({folder for folder, *_ in runs}) == len(runs)
+
+
+def test_config_errors_name_the_field():
+  with pytest.raises(ValueError, match="unknown methods \\['lora'\\]"):
+    compare.CompareConfig(methods=("prompt_random", "lora"))
+  with pytest.raises(ValueError, match="CompareConfig.num_train_steps"):
+    compare.CompareConfig(num_train_steps=0)
+
+
+def test_class_labels():
+  assert compare.class_labels("super_glue_cb_v102") == ("entailment", "contradiction", "neutral")
+  assert compare.class_labels("super_glue_boolq_v102_32shot") == ("False", "True")
+  assert compare.class_labels("glue_sst2_v002") == ("negative", "positive")
+  with pytest.raises(ValueError, match="squad"):
+    compare.class_labels("squad_v010")
+
+
+def test_best_eval_is_the_best_validation_accuracy(tmp_path):
+  rows = [{"step": 2, "kind": "train", "loss": 1.0},
+          {"step": 2, "kind": "eval", "t/accuracy": 60.0, "t/f1": 1.0},
+          {"step": 4, "kind": "eval", "t/accuracy": 70.0, "t/f1": 2.0},
+          {"step": 6, "kind": "eval", "t/accuracy": 70.0, "t/f1": 3.0}]
+  (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+  assert compare.best_eval(str(tmp_path), "t") == {"accuracy": 70.0, "f1": 2.0}
+  with pytest.raises(ValueError, match="no evaluation of u"):
+    compare.best_eval(str(tmp_path), "u")
+
+
+@pytest.mark.parametrize("name", sorted(
+    str(p.relative_to(paths.gin_dir())) for folder in ("paper", "pretrain") for p in (paths.gin_dir() / folder).glob(
+        "*.gin")))
+def test_shipped_gin_files_parse(name):
+  common.import_configurables(extra=("xprompt_jax.pipelines.compare",))
+  try:
+    common.parse_gin([name], [], finalize=False)
+  finally:
+    gin.clear_config()
+
+
+@pytest.mark.slow
+def test_quick_mode_end_to_end(shared, tmp_path):
+  del shared
+  page = tmp_path / "results_local.md"
+  cmd = [sys.executable, str(paths.PROJECT_ROOT / "bench" / "compare_methods.py"), "--quick",
+         f"--results_dir={tmp_path / 'runs'}", f"--page={page}"]
+  done = subprocess.run(cmd, capture_output=True, text=True, timeout=3000, check=False,
+                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "0 failed" in done.stdout
+  text = page.read_text()
+  for method in ("prompt_random", "prompt_sampled_vocab", "prompt_class_labels", "prefix", "mpt",
+                 "xprompt/xprompt", "xprompt/prompt_tuning", "xprompt/reversed", "xprompt/random", "xprompt/length",
+                 "xprompt/token_only", "xprompt/piece_only"):
+    assert f"| {method} | super_glue_cb_v102 | 0 |" in text and f"| {method} | super_glue_cb_v102 | 1 |" in text
+  assert "RANDOM-weight" in text and "GENERATED FILE" in text
+  assert (tmp_path / "results_local" / "methods.png").stat().st_size > 1000
+  records = [json.loads(line) for line in (tmp_path / "runs" / "results.jsonl").read_text().splitlines()]
+  assert {r["seed"] for r in records} == {0, 1}

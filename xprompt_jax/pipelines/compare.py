@@ -1,0 +1,306 @@
+"""Every method and control on one backbone, several seeds, official validation sets: records + a results page.
+
+    python bench/compare_methods.py --gin_file=pretrain/compare_local.gin --results_dir=/tmp/compare
+    python bench/compare_methods.py --quick --results_dir=/tmp/compare_quick   # tiny random T5, minutes
+
+Runs, per seed: prompt tuning with the three initialisations of Lester et al. (random uniform, sampled vocabulary,
+class labels) and prefix tuning on every task (`training.loop.train`, evaluated every `eval_period` steps on the
+task's official validation file; the record is the best evaluation, the papers' early-stopping protocol); MPT
+(`pipelines.mpt.run_pipeline`: teachers on the source tasks, distilled multitask source prompt, adaptation to each
+target task); XPrompt with its controls (`pipelines.xprompt.run_xprompt`: its own prompt-tuning stage, pruning,
+rewinding, Reversed / Random / Length / token-only / piece-only). Each finished run leaves `result.json` in its
+folder, so rerunning resumes; every record is appended to `<results_dir>/results.jsonl`, from which
+`pipelines.compare_report` writes the page (`docs/results_local.md` by default) and its plot.
+"""
+import collections
+import dataclasses
+import json
+import os
+import time
+import traceback
+from typing import Any, Optional
+
+import gin
+import numpy as np
+
+from xprompt_jax.methods import get_method
+from xprompt_jax.models.config import T5Config
+from xprompt_jax.pipelines import compare_report
+from xprompt_jax.training import data as data_lib
+from xprompt_jax.training import loop
+from xprompt_jax.training import optim
+from xprompt_jax.training import partitioning
+from xprompt_jax.training import step as step_lib
+
+PROMPT_METHODS = {"prompt_random": "random_uniform", "prompt_sampled_vocab": "sampled_vocab",
+                  "prompt_class_labels": "class_labels"}
+METHODS = (*PROMPT_METHODS, "prefix", "mpt", "xprompt")
+TASKS = ("glue_sst2_v002", "super_glue_rte_v102", "super_glue_cb_v102", "super_glue_boolq_v102_32shot",
+         "super_glue_wic_v102", "super_glue_copa_v102")
+MPT_SOURCES = ("glue_mnli_v002", "glue_qnli_v002", "glue_qqp_v002", "glue_sst2_v002")
+MPT_TARGETS = ("super_glue_rte_v102", "super_glue_cb_v102", "super_glue_boolq_v102_32shot", "super_glue_wic_v102",
+               "super_glue_copa_v102")
+RESULTS_NAME = "results.jsonl"
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class CompareConfig:
+  """What to compare. The model, lengths, batch size, optimizer and evaluation come from the usual gin bindings
+  (T5Config, DataConfig, OptimizerConfig, EvalConfig, TrainConfig); `backbone` overrides
+  TrainConfig.initial_checkpoint (None: random weights, a plumbing check only)."""
+  backbone: Optional[str] = None
+  tasks: tuple[str, ...] = TASKS
+  seeds: tuple[int, ...] = (0, 1, 2)
+  methods: tuple[str, ...] = METHODS
+  num_train_steps: int = 1000
+  eval_period: int = 250
+  prompt_length: int = 20
+  prefix_length: int = 10
+  prefix_hidden_dim: int = 256
+  mpt_sources: tuple[str, ...] = MPT_SOURCES
+  mpt_targets: tuple[str, ...] = MPT_TARGETS
+  xprompt_tasks: Optional[tuple[str, ...]] = None  # None: `tasks`.
+  xprompt_ratios: tuple[float, ...] = (0.3, 0.5, 0.7)
+  xprompt_pieces: int = 4
+  xprompt_importance_examples: Optional[int] = None  # None: the whole training set scores the importance.
+
+  def __post_init__(self):
+    unknown = sorted(set(self.methods) - set(METHODS))
+    if unknown:
+      raise ValueError(f"CompareConfig.methods has unknown methods {unknown}; known: {', '.join(METHODS)}")
+    if not self.seeds or not self.tasks:
+      raise ValueError("CompareConfig.seeds and CompareConfig.tasks must not be empty")
+    for name in ("num_train_steps", "eval_period", "prompt_length", "prefix_length", "xprompt_pieces"):
+      if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
+        raise ValueError(f"CompareConfig.{name} must be a positive int, got {getattr(self, name)!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """The gin-bound configs every run starts from."""
+  config: T5Config
+  data: data_lib.DataConfig
+  opt: optim.OptimizerConfig
+  train: loop.TrainConfig
+  loss: step_lib.LossConfig
+  eval: Any
+  mesh: partitioning.MeshConfig
+
+  @classmethod
+  def from_gin(cls, cfg: CompareConfig) -> "Settings":
+    from xprompt_jax.evaluation import evaluator as eval_lib
+    train = loop.TrainConfig()
+    train = dataclasses.replace(train, initial_checkpoint=cfg.backbone or train.initial_checkpoint,
+                                num_train_steps=cfg.num_train_steps, eval_period=cfg.eval_period,
+                                checkpoint_period=cfg.num_train_steps, keep_checkpoints=1, progress_bar=False)
+    return cls(T5Config(), data_lib.DataConfig(mixture_or_task_name=cfg.tasks[0]), optim.OptimizerConfig(), train,
+               step_lib.LossConfig(), eval_lib.EvalConfig(), partitioning.MeshConfig())
+
+  def for_run(self, task: str, seed: int) -> "Settings":
+    return dataclasses.replace(self, data=dataclasses.replace(self.data, mixture_or_task_name=task, seed=seed),
+                               train=dataclasses.replace(self.train, seed=seed))
+
+
+def class_labels(task: str) -> tuple[str, ...]:
+  """The label words of a GLUE/SuperGLUE classification task (for the class-label prompt initialisation)."""
+  from xprompt_jax.tasks import sources
+  for prefix, table in (("super_glue_", sources.SUPER_GLUE_LABELS), ("glue_", sources.GLUE_LABELS)):
+    if task.startswith(prefix):
+      config = task[len(prefix):].split("_v")[0]
+      if config in table:
+        return tuple(table[config])
+  raise ValueError(f"no label words known for task {task!r} (class-label initialisation needs a GLUE/SuperGLUE "
+                   "classification task)")
+
+
+def majority_baseline(task: str, lengths: dict[str, int]) -> float:
+  """Validation accuracy (%) of always predicting the training split's most frequent target."""
+  provider = data_lib.get_task(task)
+
+  def targets(split):
+    ds = provider.get_dataset(lengths, split=split, shuffle=False)
+    return [ex["targets_pretokenized"] for ex in ds.as_numpy_iterator()]
+
+  majority = collections.Counter(targets("train")).most_common(1)[0][0]
+  val = targets("validation")
+  return 100.0 * float(np.mean([t == majority for t in val]))
+
+
+def best_eval(model_dir: str, task: str) -> dict[str, float]:
+  """The evaluation of `metrics.jsonl` with the best accuracy on `task` (ties: the earliest), task prefix removed."""
+  evals = []
+  with open(os.path.join(model_dir, "metrics.jsonl"), encoding="utf-8") as f:
+    for line in f:
+      row = json.loads(line)
+      metrics = {k.split(f"{task}/", 1)[1]: v for k, v in row.items() if k.startswith(f"{task}/")}
+      if row.get("kind") == "eval" and metrics:
+        evals.append(metrics)
+  if not evals:
+    raise ValueError(f"{model_dir}/metrics.jsonl has no evaluation of {task}")
+  return max(evals, key=lambda m: m.get(compare_report.SCORE_METRIC, float("-inf")))
+
+
+def _finished(path: str) -> Optional[list]:
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  return None
+
+
+def _save(path: str, records: list) -> list:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(records, f, indent=1)
+  return records
+
+
+def run_single(run_dir: str, settings: Settings, method_name: str, cfg: CompareConfig, task: str,
+               seed: int) -> list[dict]:
+  """One prompt- or prefix-tuning run -> [record]."""
+  if method_name == "prefix":
+    method = get_method("prefix", length=cfg.prefix_length, hidden_dim=cfg.prefix_hidden_dim)
+  else:
+    init = PROMPT_METHODS[method_name]
+    kwargs = {"class_labels": class_labels(task)} if init == "class_labels" else {}
+    method = get_method("prompt", length=cfg.prompt_length, prompt_init=init, **kwargs)
+  s = settings.for_run(task, seed)
+  loop.train(run_dir, config=s.config, method=method, data_cfg=s.data, opt_cfg=s.opt, mesh_cfg=s.mesh,
+             train_cfg=s.train, loss_cfg=s.loss, eval_cfg=s.eval)
+  return [{"method": method_name, "task": task, "seed": seed, "metrics": best_eval(run_dir, task)}]
+
+
+def run_mpt(run_dir: str, settings: Settings, cfg: CompareConfig, seed: int) -> list[dict]:
+  """MPT (sources -> distilled shared prompt -> every target) -> one record per target task."""
+  from xprompt_jax.pipelines import mpt
+  s = settings.for_run(cfg.mpt_sources[0], seed)
+  base = dataclasses.replace(mpt.Base.from_gin(cfg.mpt_sources[0]), config=s.config, data=s.data, opt=s.opt,
+                             train=s.train, loss=s.loss, eval=s.eval, mesh=s.mesh)
+  mpt_cfg = mpt.MPTConfig().replace(source_tasks=tuple(cfg.mpt_sources), source_rates=None,
+                                    target_tasks=tuple(cfg.mpt_targets), prompt_length=cfg.prompt_length,
+                                    teacher_steps=cfg.num_train_steps, source_steps=cfg.num_train_steps,
+                                    target_steps=cfg.num_train_steps, few_shot=(), target_multitask=False)
+  result = mpt.run_pipeline(run_dir, mpt_cfg, base)
+  return [{"method": "mpt", "task": task, "seed": seed, "metrics": metrics}
+          for task, metrics in result["targets"].items()]
+
+
+def run_xprompt(run_dir: str, settings: Settings, cfg: CompareConfig, task: str, seed: int) -> list[dict]:
+  """XPrompt with every control -> one record per variant (`xprompt/<variant>`, the best ratio per variant)."""
+  from xprompt_jax.methods.xprompt import XPrompt
+  from xprompt_jax.pipelines import xprompt as xprompt_lib
+  s = settings.for_run(task, seed)
+  pipeline_cfg = xprompt_lib.XPromptPipelineConfig(
+      ratios=tuple(cfg.xprompt_ratios), reversed_control=True, random_control=True, length_control=True,
+      token_only=True, piece_only=True, control_seed=seed, plots=False,
+      importance_max_examples=cfg.xprompt_importance_examples)
+  out = xprompt_lib.run_xprompt(run_dir, pipeline_cfg=pipeline_cfg, config=s.config,
+                                method=XPrompt(length=cfg.prompt_length, pieces=cfg.xprompt_pieces,
+                                               prompt_init="sampled_vocab"),
+                                data_cfg=s.data, opt_cfg=s.opt, mesh_cfg=s.mesh, train_cfg=s.train, loss_cfg=s.loss,
+                                eval_cfg=s.eval)
+  if out["rows"] is None:
+    raise RuntimeError(f"XPrompt stopped early: {out['stopped']}")
+  best: dict[str, dict] = {}
+  for row in out["rows"]:
+    if row["variant"] == "pruned_only":
+      continue
+    if row["variant"] not in best or row["metric"] > best[row["variant"]]["metric"]:
+      best[row["variant"]] = row
+  return [{"method": f"xprompt/{variant}", "task": task, "seed": seed,
+           "metrics": {compare_report.SCORE_METRIC: float(row["metric"])}, "ratio": row["ratio"]}
+          for variant, row in best.items()]
+
+
+def planned_runs(cfg: CompareConfig) -> list[tuple[str, str, Optional[str], int]]:
+  """(run folder, method, task or None for MPT, seed) of every run, in execution order."""
+  runs = []
+  for seed in cfg.seeds:
+    for method in cfg.methods:
+      if method == "mpt":
+        runs.append((f"mpt/seed{seed}", method, None, seed))
+      elif method == "xprompt":
+        runs += [(f"xprompt/{task}/seed{seed}", method, task, seed) for task in (cfg.xprompt_tasks or cfg.tasks)]
+      else:
+        runs += [(f"{method}/{task}/seed{seed}", method, task, seed) for task in cfg.tasks]
+  return runs
+
+
+def run_all(results_dir: str, cfg: CompareConfig, settings: Settings) -> list[dict]:
+  """Runs (or resumes) every planned run; returns every record (a failed run becomes a record with "error")."""
+  records = []
+  for folder, method, task, seed in planned_runs(cfg):
+    run_dir = os.path.join(results_dir, folder)
+    done = _finished(os.path.join(run_dir, "result.json"))
+    if done is not None:
+      records += done
+      continue
+    print(f"compare: {folder}")
+    start = time.time()
+    try:
+      if method == "mpt":
+        new = run_mpt(run_dir, settings, cfg, seed)
+      elif method == "xprompt":
+        new = run_xprompt(run_dir, settings, cfg, task, seed)
+      else:
+        new = run_single(run_dir, settings, method, cfg, task, seed)
+    except Exception as e:  # pylint: disable=broad-except  (one failed run must not lose the others)
+      message = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+      print(f"compare: {folder} failed: {message}\n{traceback.format_exc()}")
+      records.append({"method": method, "task": task or "(all targets)", "seed": seed, "metrics": {},
+                      "error": message, "seconds": time.time() - start})
+      continue
+    seconds = (time.time() - start) / max(len(new), 1)
+    records += _save(os.path.join(run_dir, "result.json"), [{**r, "seconds": seconds} for r in new])
+  with open(os.path.join(results_dir, RESULTS_NAME), "w", encoding="utf-8") as f:
+    for r in records:
+      f.write(json.dumps(r) + "\n")
+  return records
+
+
+def backbone_line(backbone: Optional[str], config: T5Config) -> str:
+  """One sentence naming the backbone, with its pretraining report (validation vs unigram loss) when found."""
+  if not backbone:
+    return (f"RANDOM-weight {config.name} ({config.num_params():,} parameters): these numbers check the plumbing, "
+            "they say nothing about the methods.")
+  line = f"`{backbone}` ({config.name}, {config.num_params():,} parameters)."
+  report = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(backbone))), "pretrain_report.json")
+  if os.path.exists(report):
+    with open(report, encoding="utf-8") as f:
+      r = json.load(f)
+    line += (f" Its pretraining report ({r['task']}, step {r['step']}): held-out validation cross entropy "
+             f"{r['validation_loss']:.3f} nats/token vs the unigram baseline {r['unigram_cross_entropy']:.3f}.")
+  return line
+
+
+@gin.configurable(denylist=["results_dir", "page_path"])
+def compare(results_dir: str, page_path: str, *, cfg: Optional[CompareConfig] = None,
+            command: str = "python bench/compare_methods.py") -> dict[str, Any]:
+  """Runs everything (resuming), then writes the page from the records; returns {"records", "page"}."""
+  cfg = cfg or CompareConfig()
+  settings = Settings.from_gin(cfg)
+  os.makedirs(results_dir, exist_ok=True)
+  records = run_all(results_dir, cfg, settings)
+  lengths = dict(settings.data.task_feature_lengths)
+  tasks = list(dict.fromkeys([*cfg.tasks, *(cfg.mpt_targets if "mpt" in cfg.methods else ())]))
+  majority = {t: majority_baseline(t, lengths) for t in tasks}
+  method_names = [m for m in cfg.methods if m != "xprompt"]
+  if "xprompt" in cfg.methods:
+    method_names += [f"xprompt/{v}" for v in ("prompt_tuning", "xprompt", "reversed", "random", "length",
+                                               "token_only", "piece_only")]
+  method_tasks = {m: list(cfg.tasks) for m in method_names}
+  method_tasks["mpt"] = list(cfg.mpt_targets)
+  method_tasks.update({m: list(cfg.xprompt_tasks or cfg.tasks) for m in method_names if m.startswith("xprompt/")})
+  protocol = (f"{len(cfg.seeds)} seeds {list(cfg.seeds)}; {cfg.num_train_steps} training steps per run (per stage "
+              f"for MPT and XPrompt), evaluated every {cfg.eval_period} steps on the official validation file; a "
+              f"run's number is its best evaluation (early stopping on validation, as the papers do; MPT reports "
+              f"its last evaluation). Prompt length {cfg.prompt_length}, prefix length {cfg.prefix_length}, batch "
+              f"{settings.data.batch_size}, inputs {settings.data.inputs_length} tokens, optimizer "
+              f"{settings.opt.optimizer} lr {settings.opt.learning_rate}. MPT sources: {', '.join(cfg.mpt_sources)} "
+              f"(local GLUE re-split train). XPrompt ratios {list(cfg.xprompt_ratios)}, {cfg.xprompt_pieces} pieces.")
+  text = compare_report.write_page(
+      page_path, records, methods=method_names, tasks=tasks, majority=majority,
+      meta={"command": command, "results": os.path.join(results_dir, RESULTS_NAME), "protocol": protocol,
+            "backbone_line": backbone_line(settings.train.initial_checkpoint, settings.config),
+            "machine": f"{os.cpu_count()} CPU cores", "method_tasks": method_tasks})
+  return {"records": records, "page": text}

@@ -1,0 +1,167 @@
+"""The results page of a method comparison, generated from its records (never edited by hand).
+
+A record is one (method, task, seed) result: `{"method", "task", "seed", "metrics": {name: value}, "seconds",
+"error"?}` (see `pipelines.compare`). The page has the mean ± standard deviation over seeds of each method on each
+task next to the majority-class baseline, every seed's numbers, the orderings the papers report and whether the
+local means show them, what failed or was not run, and a bar plot. Scores are validation accuracies in percent
+(the official validation files; CB, whose official metrics are accuracy and macro F1, also gets its F1 in the
+per-seed table).
+"""
+import datetime
+import os
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+SCORE_METRIC = "accuracy"
+
+# Orderings the seed papers report, as (better, worse, source). Method names are `pipelines.compare` names.
+PAPER_ORDERINGS = (
+    ("prompt_class_labels", "prompt_random", "Lester et al. 2021, Fig. 3(b): class-label init > random uniform"),
+    ("prompt_sampled_vocab", "prompt_random", "Lester et al. 2021, Fig. 3(b): sampled vocab > random uniform"),
+    ("prompt_class_labels", "prompt_sampled_vocab", "Lester et al. 2021, Fig. 3(b): class-label > sampled vocab"),
+    ("prompt_sampled_vocab", "prefix", "Lester et al. 2021 / Liu et al.: prompt tuning vs prefix tuning on T5"),
+    ("mpt", "prompt_sampled_vocab", "Wang et al. 2023 (MPT), Tab. 1: MPT > prompt tuning on SuperGLUE"),
+    ("xprompt/xprompt", "xprompt/prompt_tuning", "Ma et al. 2022 (XPrompt), Tab. 1: XPrompt > prompt tuning"),
+    ("xprompt/xprompt", "xprompt/reversed", "Ma et al. 2022, Tab. 4: XPrompt > Reversed pruning"),
+    ("xprompt/xprompt", "xprompt/random", "Ma et al. 2022, Tab. 4: XPrompt > Random pruning"),
+    ("xprompt/xprompt", "xprompt/length", "Ma et al. 2022, Tab. 5: XPrompt > a plain prompt of the same length"),
+    ("xprompt/xprompt", "xprompt/token_only", "Ma et al. 2022, Tab. 6: token+piece > token-only pruning"),
+    ("xprompt/xprompt", "xprompt/piece_only", "Ma et al. 2022, Tab. 6: token+piece > piece-only pruning"),
+)
+
+
+def score(metrics: Mapping[str, float]) -> float:
+  """The record's score: its validation accuracy (percent)."""
+  return float(metrics[SCORE_METRIC]) if SCORE_METRIC in metrics else float("nan")
+
+
+def summarise(records: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], dict]:
+  """{(method, task): {"mean", "std", "n", "seeds"}} over the records without an error (std: sample, ddof=1)."""
+  groups: dict[tuple[str, str], list] = {}
+  for r in records:
+    if not r.get("error"):
+      groups.setdefault((r["method"], r["task"]), []).append((r["seed"], score(r["metrics"])))
+  out = {}
+  for key, pairs in groups.items():
+    values = np.array([v for _, v in pairs], float)
+    out[key] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                "n": len(values), "seeds": sorted(s for s, _ in pairs)}
+  return out
+
+
+def orderings(summary: Mapping[tuple[str, str], dict], tasks: Sequence[str]) -> list[dict]:
+  """Each paper ordering per task where both methods have results: observed (means) and whether it holds."""
+  rows = []
+  for better, worse, source in PAPER_ORDERINGS:
+    for task in tasks:
+      a, b = summary.get((better, task)), summary.get((worse, task))
+      if a and b:
+        rows.append({"better": better, "worse": worse, "task": task, "source": source, "better_mean": a["mean"],
+                     "worse_mean": b["mean"], "holds": a["mean"] > b["mean"]})
+  return rows
+
+
+def _cell(stats: Optional[dict]) -> str:
+  if not stats:
+    return "—"
+  return f"{stats['mean']:.1f} ± {stats['std']:.1f} (n={stats['n']})"
+
+
+def _fmt_metrics(metrics: Mapping[str, float]) -> str:
+  return ", ".join(f"{k}={v:.2f}" for k, v in sorted(metrics.items()))
+
+
+def _duration(seconds: float) -> str:
+  return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+def bar_plot(path: str, summary: Mapping[tuple[str, str], dict], methods: Sequence[str], tasks: Sequence[str],
+             majority: Mapping[str, float], title: str) -> None:
+  """Grouped bars (one group per task, one bar per method, error bars = std over seeds) with majority ticks."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  width = 0.8 / max(len(methods), 1)
+  fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(tasks) + 0.25 * len(methods) * len(tasks)), 4.5))
+  x = np.arange(len(tasks))
+  for i, method in enumerate(methods):
+    means = [summary.get((method, t), {}).get("mean", np.nan) for t in tasks]
+    stds = [summary.get((method, t), {}).get("std", 0.0) for t in tasks]
+    ax.bar(x + (i - (len(methods) - 1) / 2) * width, means, width, yerr=stds, label=method, capsize=2)
+  for j, task in enumerate(tasks):
+    if task in majority:
+      ax.hlines(majority[task], j - 0.45, j + 0.45, colors="black", linestyles="dashed",
+                label="majority class" if j == 0 else None)
+  ax.set_xticks(x)
+  ax.set_xticklabels([t.replace("super_glue_", "").replace("_v102", "").replace("_v002", "") for t in tasks])
+  ax.set_ylabel("validation accuracy (%)")
+  ax.set_title(title, fontsize=9)
+  ax.legend(fontsize=6, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def write_page(page_path: str, records: Sequence[Mapping[str, Any]], *, methods: Sequence[str],
+               tasks: Sequence[str], majority: Mapping[str, float], meta: Mapping[str, Any],
+               missing_notes: Sequence[str] = ()) -> str:
+  """Writes the markdown page and its plot (`<page stem>/methods.png`); returns the page text."""
+  summary = summarise(records)
+  shown = [m for m in methods if any((m, t) in summary for t in tasks)]
+  shown += sorted({m for m, _ in summary} - set(shown))
+  stem = os.path.splitext(page_path)[0]
+  plot_rel = f"{os.path.basename(stem)}/methods.png"
+  bar_plot(f"{stem}/methods.png", summary, shown, tasks, majority, meta.get("backbone_line", ""))
+  seconds = sum(float(r.get("seconds", 0.0)) for r in records)
+  lines = [
+      f"# {meta.get('title', 'Method comparison on the local backbone')}", "",
+      "<!-- GENERATED FILE: do not edit by hand. -->",
+      f"Generated by `{meta.get('command', 'python bench/compare_methods.py')}` on "
+      f"{datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from the records in "
+      f"`{meta.get('results', '?')}`; rerun the command to update it. Every number below is read from those records.",
+      "", f"**Backbone.** {meta.get('backbone_line', '')}", "",
+      f"**Protocol.** {meta.get('protocol', '')}", "",
+      f"**Duration.** {len(records)} runs took {_duration(seconds)} of wall time on {meta.get('machine', '?')}.", "",
+      "## Validation accuracy (%), mean ± std over seeds", "",
+      "| method | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks),
+      "| majority class (train split's most frequent label) | "
+      + " | ".join(f"{majority[t]:.1f}" if t in majority else "—" for t in tasks) + " |"]
+  for m in shown:
+    lines.append(f"| {m} | " + " | ".join(_cell(summary.get((m, t))) for t in tasks) + " |")
+  lines += ["", f"![validation accuracy per method and task]({plot_rel})", ""]
+  lines += ["### Above the majority class (mean over seeds)", ""]
+  for m in shown:
+    above = [t for t in tasks if (m, t) in summary and t in majority and summary[(m, t)]["mean"] > majority[t]]
+    lines.append(f"- {m}: {', '.join(above) or '(none)'}")
+  lines.append("")
+  lines += ["## The papers' orderings, as observed here", "",
+            "Each row compares the two methods' means on one task; *holds* says whether the local run shows the "
+            "paper's ordering. Both outcomes are results.", "",
+            "| paper's claim | task | better (mean) | worse (mean) | holds here |", "|---|---|---|---|---|"]
+  for o in orderings(summary, tasks):
+    lines.append(f"| {o['source']} | {o['task']} | {o['better']} ({o['better_mean']:.1f}) | {o['worse']} "
+                 f"({o['worse_mean']:.1f}) | {'yes' if o['holds'] else 'no'} |")
+  errors = [r for r in records if r.get("error")]
+  lines += ["", "## Not run or failed", ""]
+  notes = list(missing_notes) + [f"{r['method']} on {r['task']} seed {r['seed']} failed: {r['error']}"
+                                 for r in errors]
+  for m in methods:
+    absent = [t for t in tasks if (m, t) not in summary and not any(
+        r["method"] == m and r["task"] == t for r in errors)]
+    if absent and m in meta.get("method_tasks", {}):
+      absent = [t for t in absent if t in meta["method_tasks"][m]]
+    if absent:
+      notes.append(f"{m}: no result on {', '.join(absent)}")
+  lines += [f"- {n}" for n in notes] or ["- nothing: every planned run finished."]
+  lines += ["", "## Every run", "", "| method | task | seed | validation metrics | minutes |", "|---|---|---|---|---|"]
+  for r in sorted(records, key=lambda r: (r["method"], r["task"], r["seed"])):
+    shown_metrics = "error" if r.get("error") else _fmt_metrics(r["metrics"])
+    lines.append(f"| {r['method']} | {r['task']} | {r['seed']} | {shown_metrics} | "
+                 f"{float(r.get('seconds', 0.0)) / 60:.1f} |")
+  text = "\n".join(lines) + "\n"
+  os.makedirs(os.path.dirname(os.path.abspath(page_path)), exist_ok=True)
+  with open(page_path, "w", encoding="utf-8") as f:
+    f.write(text)
+  return text
