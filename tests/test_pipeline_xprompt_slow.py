@@ -12,7 +12,6 @@ import pytest
 
 from test_pipeline_xprompt import check_saved_masks, tiny_run_kwargs
 from xprompt_jax.pipelines import xprompt as px
-from xprompt_jax.training import data as data_lib
 
 pytestmark = pytest.mark.slow
 

@@ -42,12 +42,11 @@ import os
 from typing import Any, Optional
 
 import gin
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xprompt_jax.methods.xprompt import (MASKS_KEY, XPrompt, XPromptMasks, active_pieces, apply_masks, check_pieces,
-                                       prune_to_ratio)
+from xprompt_jax.methods.xprompt import (GRANULARITIES, MASKS_KEY, XPrompt, XPromptMasks, active_pieces,
+                                       check_pieces, prune_to_ratio)
 from xprompt_jax.models import t5
 from xprompt_jax.models.config import T5Config
 from xprompt_jax.pipelines import examples as examples_lib
@@ -102,7 +101,6 @@ class XPromptPipelineConfig:
     missing = [r for r in self.rewind_ratios if r not in self.ratios]
     if missing:
       raise ValueError(f"XPromptPipelineConfig.rewind_ratios {missing} are not among ratios {self.ratios}")
-    from xprompt_jax.methods.xprompt import GRANULARITIES
     if self.granularity not in GRANULARITIES:
       raise ValueError(f"XPromptPipelineConfig.granularity={self.granularity!r} is not one of {GRANULARITIES}")
     if not 0.0 < self.token_share <= 1.0:
