@@ -165,6 +165,9 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
     _cfg(few_shot=(4,), target_multitask=True)
   with pytest.raises(ValueError, match="source_rates"):
     _cfg(source_rates=(1.0,))
+  with pytest.raises(ValueError, match="'ag_news_subset'.*not usable"):
+    mpt.run_ablations(str(tmp_path), _cfg(extended_source_tasks=("ag_news_subset",)), _base(), ["sources_12"],
+                      mpt.Frozen(None, {"path": "x"}))
   with pytest.raises(ValueError, match="unknown MPT ablations"):
     mpt.run_ablations(str(tmp_path), _cfg(), _base(), ["fulll"], mpt.Frozen(None, {"path": "x"}))
   teacher_dir = tmp_path / "teachers" / RTE

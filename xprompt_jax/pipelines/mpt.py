@@ -194,6 +194,16 @@ def _train(model_dir: str, base: Base, frozen: Frozen, *, method, task: str, ste
   return result
 
 
+def check_tasks(cfg: MPTConfig, extended: bool = False) -> None:
+  """Fails before any training when a source, target or (with `extended`) extra source task is not registered."""
+  names = [*cfg.source_tasks, *cfg.target_tasks, *(cfg.extended_source_tasks if extended else ())]
+  for name in names:
+    try:
+      data_lib.get_task(name)
+    except (ValueError, KeyError) as e:
+      raise ValueError(f"MPT task {name!r} (MPTConfig source/target/extended tasks) is not usable: {e}") from e
+
+
 def group_mixture(tasks: Sequence[str], rates: Optional[Sequence[float]] = None, kind: str = "group") -> str:
   """Registers (idempotently) a seqio mixture of `tasks`, named by their hash, for data logs and evaluation."""
   digest = hashlib.sha256(json.dumps([list(tasks), rates]).encode()).hexdigest()[:10]
@@ -400,6 +410,7 @@ def adapt_targets(workdir: str, cfg: MPTConfig, base: Base, frozen: Frozen, expo
 
 def run_pipeline(workdir: str, cfg: MPTConfig, base: Base, frozen: Optional[Frozen] = None) -> dict:
   """Teachers -> distilled source training -> target adaptation; returns every stage's metrics."""
+  check_tasks(cfg)
   frozen = frozen or Frozen.load(base)
   teachers, teacher_eval = train_teachers(workdir, cfg, base, frozen)
   export, source_eval = train_source(workdir, cfg, base, frozen, teachers)
@@ -455,6 +466,7 @@ def run_ablations(workdir: str, cfg: MPTConfig, base: Base, names: Optional[Sequ
   unknown = sorted(set(names or ()) - {a.name for a in ABLATIONS})
   if unknown:
     raise ValueError(f"unknown MPT ablations {unknown}; known: {[a.name for a in ABLATIONS]}")
+  check_tasks(cfg, extended=any(a.extended_sources for a in rows))
   frozen = frozen or Frozen.load(base)
   results = {}
   for row in rows:
