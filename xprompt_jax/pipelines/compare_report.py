@@ -20,7 +20,7 @@ PAPER_ORDERINGS = (
     ("prompt_class_labels", "prompt_random", "Lester et al. 2021, Fig. 3(b): class-label init > random uniform"),
     ("prompt_sampled_vocab", "prompt_random", "Lester et al. 2021, Fig. 3(b): sampled vocab > random uniform"),
     ("prompt_class_labels", "prompt_sampled_vocab", "Lester et al. 2021, Fig. 3(b): class-label > sampled vocab"),
-    ("prompt_sampled_vocab", "prefix", "Lester et al. 2021 / Liu et al.: prompt tuning vs prefix tuning on T5"),
+    ("prompt_sampled_vocab", "prefix", "Ma et al. 2022, §6.1: prefix tuning does worse than prompt tuning on NLU"),
     ("mpt", "prompt_sampled_vocab", "Wang et al. 2023 (MPT), Tab. 1: MPT > prompt tuning on SuperGLUE"),
     ("xprompt/xprompt", "xprompt/prompt_tuning", "Ma et al. 2022 (XPrompt), Tab. 1: XPrompt > prompt tuning"),
     ("xprompt/xprompt", "xprompt/reversed", "Ma et al. 2022, Tab. 4: XPrompt > Reversed pruning"),
