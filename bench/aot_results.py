@@ -12,10 +12,11 @@ compiler's estimate. Needs `pip install 'xprompt_jax[aot]'`.
 import argparse
 from concurrent import futures
 import datetime
+import importlib.metadata
 import json
-import multiprocessing
 import os
 import pathlib
+import subprocess
 import sys
 import time
 
@@ -54,9 +55,8 @@ CONFIGS = (
     # Full rematerialisation of each layer in the backward pass (activations of one layer live at a time).
     ("xl_v4-8_data_remat", "t5_1_1_xl", "v4-8", 1, "default", {"remat_policy": "full"}, False),
     ("xl_v5e-16_model4_remat", "t5_1_1_xl", "v5e-16", 4, "default", {"remat_policy": "full"}, False),
+    ("xl_v4-8_model4_remat", "t5_1_1_xl", "v4-8", 4, "default", {"remat_policy": "full"}, False),
     ("xxl_v5e-16_model8_fsdp_remat", "t5_1_1_xxl", "v5e-16", 8, "fsdp", {"remat_policy": "full"}, True),
-    ("xxl_v5e-16_model16_fsdp_remat", "t5_1_1_xxl", "v5e-16", 16, "fsdp", {"remat_policy": "full"}, False),
-    ("xxl_v4-128_model8_remat", "t5_1_1_xxl", "v4-128", 8, "default", {"remat_policy": "full"}, False),
     # Unscanned, so XLA's FLOP count covers every layer: a check of the analytic matmul count.
     ("small_v4-8_data_unscanned", "t5_1_1_small", "v4-8", 1, "default", {"scan_layers": False}, True),
 )
@@ -98,9 +98,19 @@ def _row(r: dict, step: str) -> str:
           f"{s['lower_seconds'] + s['compile_seconds']:.0f} |")
 
 
+def _error_text(error: str) -> str:
+  """A failed configuration's error; a compiler process killed by SIGSEGV is named as such (its stderr only
+  holds libtpu's start-up noise before the crash)."""
+  if error.startswith("compile process exited with status -11"):
+    return "the TPU compiler crashed (SIGSEGV, exit status -11) while compiling the train step"
+  return error
+
+
 def markdown(reports: list[dict]) -> str:
   """docs/aot_results.md from the reports (generated: never edit the numbers by hand)."""
-  versions = sorted({r["jax_version"] for r in reports})
+  done = [r for r in reports if "error" not in r]
+  versions = sorted({r["jax_version"] for r in done})
+  libtpu = sorted({r.get("libtpu_version") or importlib.metadata.version("libtpu") for r in done})
   lines = [
       "# AOT compile estimates: T5 1.1 XL / XXL prompt tuning on TPU slices",
       "",
@@ -108,7 +118,7 @@ def markdown(reports: list[dict]) -> str:
       "`python bench/aot_results.py` (raw reports in `bench/aot_results.jsonl`); do not edit by hand.",
       "",
       f"Each row lowers and compiles the real `make_train_step` (or `make_eval_loss`) of xprompt_jax with the XLA "
-      f"TPU compiler of libtpu (jax {', '.join(versions)}) for a slice described by "
+      f"TPU compiler of libtpu {', '.join(libtpu)} (jax {', '.join(versions)}) for a slice described by "
       "`jax.experimental.topologies.get_topology_desc` on a CPU-only machine; inputs are `ShapeDtypeStruct`s "
       "with their `NamedSharding`s, so nothing is allocated.",
       "",
@@ -146,7 +156,14 @@ def markdown(reports: list[dict]) -> str:
   failed = [r for r in reports if "error" in r]
   if failed:
     lines += ["", "Configurations that could not be compiled:", ""]
-    lines += [f"* `{r['id']}`: {r['error']}" for r in failed]
+    lines += [f"* `{r['id']}`: {_error_text(r['error'])}" for r in failed]
+  check = next((r for r in reports if "error" not in r and not r["scan_layers"] and "error" not in r["train"]), None)
+  if check:
+    ratios = ", ".join(f"{step} {check[step]['flops_per_device'] / check[step]['matmul_flops_per_device']:.3f}"
+                       for step in ("train", "eval") if step in check)
+    lines += ["", f"FLOP check: in the unscanned {check['model']} row XLA counts every layer; XLA / analytic "
+              f"matmul FLOPs = {ratios} (XLA also counts element-wise work: softmax, GELU, dropout, the "
+              "optimizer)."]
   lines += ["", _conclusions(reports), "", "## Reproduce", "",
             "One configuration from the command line (prints a table, appends the report to the jsonl):", "",
             "    pip install 'xprompt_jax[aot]'", "    xprompt-jax compile --gin_file=models/t5_1_1_xxl.gin "
@@ -180,7 +197,7 @@ def _conclusions(reports: list[dict]) -> str:
 
 
 def _run_one(config) -> dict:
-  """One configuration in a worker process: its report, or its error when the mesh does not suit the slice."""
+  """One configuration in this process: its report, or its error when the mesh does not suit the slice."""
   start = time.time()
   try:
     report = run_config(*config)
@@ -191,34 +208,56 @@ def _run_one(config) -> dict:
   return report
 
 
+def _run_in_subprocess(config) -> dict:
+  """One configuration in a fresh process (`--one ID`), so a crash of the TPU compiler is recorded, not fatal."""
+  start = time.time()
+  proc = subprocess.run([sys.executable, __file__, "--one", config[0]], capture_output=True, text=True, check=False)
+  lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+  if proc.returncode == 0 and lines:
+    return json.loads(lines[-1])
+  stderr = proc.stderr.splitlines()
+  crash = ([line.strip() for line in stderr if "SIGSEGV" in line or line.startswith("PC: ")]
+           or [line.strip() for line in stderr if "Error" in line and "TPU_WORKER_HOSTNAMES" not in line])
+  crash = [" ".join(crash[:2])] if crash else []
+  return {"id": config[0], "error": f"compile process exited with status {proc.returncode}"
+          + (f": {crash[0][:300]}" if crash else ""), "wall_seconds": round(time.time() - start, 1),
+          "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--only", default="", help="Run only configurations whose id contains this text (the "
                       "others keep their previous jsonl lines).")
   parser.add_argument("--missing", action="store_true", help="Run only configurations not yet in the jsonl.")
   parser.add_argument("--workers", type=int, default=1, help="Compile this many configurations at once (one "
-                      "process each; an XXL compile takes ~2 GB of host memory).")
+                      "process each, so a compiler crash only fails its row; an XXL compile takes ~2 GB of host "
+                      "memory).")
   parser.add_argument("--markdown_only", action="store_true", help="Only rewrite the markdown from the jsonl.")
   parser.add_argument("--jsonl", type=pathlib.Path, default=JSONL, help="Reports file to read and write.")
   parser.add_argument("--markdown", type=pathlib.Path, default=MARKDOWN, help="Markdown file to write.")
   parser.add_argument("--merge", type=pathlib.Path, nargs="*", default=(), help="Also take the reports of these "
                       "jsonl files (e.g. of a parallel run with another --jsonl); they replace same-id reports.")
+  parser.add_argument("--one", help=argparse.SUPPRESS)  # Internal: compile one configuration, print its report.
   args = parser.parse_args()
   if not aot.libtpu_available():
     sys.exit("libtpu is not installed: pip install 'xprompt_jax[aot]'")
+  if args.one:
+    print(json.dumps(_run_one(next(c for c in CONFIGS if c[0] == args.one)), sort_keys=True))
+    return
   previous = {}
   for path in (args.jsonl, *args.merge):
     if path.exists():
       for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
           report = json.loads(line)
+          if "error" in report and report["id"] in previous and "error" not in previous[report["id"]]:
+            continue  # A failed (e.g. interrupted) rerun does not replace a good report.
           previous[report["id"]] = report
   write = lambda: _write(previous, args.jsonl, args.markdown)
   if not args.markdown_only:
     todo = [c for c in CONFIGS if args.only in c[0] and not (args.missing and c[0] in previous)]
-    context = multiprocessing.get_context("spawn")
-    with futures.ProcessPoolExecutor(max_workers=args.workers, mp_context=context, max_tasks_per_child=1) as pool:
-      for report in (f.result() for f in futures.as_completed([pool.submit(_run_one, c) for c in todo])):
+    with futures.ThreadPoolExecutor(max_workers=args.workers) as pool:
+      for report in (f.result() for f in futures.as_completed([pool.submit(_run_in_subprocess, c) for c in todo])):
         previous[report["id"]] = report
         print(f"{report['id']}: {report['wall_seconds']:.0f} s", file=sys.stderr, flush=True)
         write()

@@ -159,3 +159,20 @@ def test_cli_compiles_lester_recipe(tmp_path):
   assert (report["batch_size"], report["targets_length"], report["encoder_length"]) == (32, 8, 116)
   assert report["dtype"] == "bfloat16" and report["mesh"] == {"data": 2, "model": 2} and "eval" not in report
   assert report["train"]["fits"]
+
+
+@needs_libtpu
+@pytest.mark.slow
+@pytest.mark.parametrize("name, kwargs, trainable", [
+    ("prefix", dict(length=2, hidden_dim=8), None),
+    ("mpt", dict(length=4, num_tasks=3, rank=1), 4 * TINY.emb_dim + 3 * 4 + 3 * TINY.emb_dim),
+    ("xprompt", dict(length=4, pieces=4), 4 * TINY.emb_dim),
+])
+def test_compile_every_method(name, kwargs, trainable):
+  method = get_method(name, **kwargs)
+  report = aot.compile_train_step(TINY, method, None, partitioning.MeshConfig(model=2), 8, 16, 4, "v5e-4",
+                                  include_eval=False)
+  assert report["method"] == name and report["train"]["fits"] and report["device_kind"] == "TPU v5 lite"
+  if trainable is not None:
+    assert report["trainable_params"] == trainable
+  assert report["encoder_length"] == method.prompt_length + 16

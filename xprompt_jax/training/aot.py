@@ -18,6 +18,7 @@ Slices are named as Cloud TPU names them (`TOPOLOGIES`):
 Per-device HBM used for the "fits" verdict: v4 32 GiB, v5e 16 GiB, v5p 95 GiB, v6e 32 GiB.
 """
 import dataclasses
+import importlib.metadata
 import importlib.util
 import math
 import os
@@ -358,6 +359,7 @@ def compile_train_step(config: T5Config, method: Method, optimizer_cfg: Optional
       "encoder_length": method.prompt_length + inputs_length, "dtype": config.dtype,
       "param_dtype": config.param_dtype, "scan_layers": config.scan_layers, "remat_policy": config.remat_policy,
       "optimizer": optimizer_cfg.optimizer, "jax_version": jax.__version__,
+      "libtpu_version": importlib.metadata.version("libtpu"),
       "frozen_bytes_per_device": partitioning.per_device_bytes(frozen_abstract, frozen_sh),
   }
   flops = lambda train: matmul_flops(config, batch_size, report["encoder_length"], targets_length, train) / len(
