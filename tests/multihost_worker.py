@@ -3,7 +3,8 @@ with two extra gin-bindable input streams for the reliability and multi-host tes
 
   * `recorded_batches`: the normal SeqIO stream (`data.batches`) that appends, for every batch the trainer takes,
     `{"position", "process", "sha256", "targets"}` to `$XPROMPT_TEST_BATCH_LOG.<process index>`, and sleeps
-    `$XPROMPT_TEST_BATCH_SLEEP` seconds first (so a test can signal a run mid-training). Bind it with
+    `$XPROMPT_TEST_BATCH_SLEEP` seconds first (so a test can signal a run mid-training); `$XPROMPT_TEST_POISON=P:R`
+    puts a NaN loss weight in row R of batch P (loss weights become float32). Bind it with
     `--gin.train.batches_fn=@recorded_batches`.
   * `global_batches`: every process builds the same single-stream global batch (as one process reading the whole
     split would) and keeps its own rows `[i * B/n, (i + 1) * B/n)`, recorded like `recorded_batches`. A one-process
@@ -32,9 +33,15 @@ def _digest(batch) -> str:
 def _recorded(stream, position: int):
   log = os.environ.get("XPROMPT_TEST_BATCH_LOG")
   pause = float(os.environ.get("XPROMPT_TEST_BATCH_SLEEP", "0"))
+  poison = os.environ.get("XPROMPT_TEST_POISON")  # "P:R": a NaN loss weight in row R of the batch at position P.
   for batch in stream:
     if pause:
       time.sleep(pause)
+    if poison:
+      batch["decoder_loss_weights"] = batch["decoder_loss_weights"].astype(np.float32)
+      at, row = map(int, poison.split(":"))
+      if position == at:
+        batch["decoder_loss_weights"][row, 0] = np.nan
     if log:
       with open(f"{log}.{jax.process_index()}", "a", encoding="utf-8") as f:
         f.write(json.dumps({"position": position, "process": jax.process_index(), "sha256": _digest(batch),
