@@ -72,20 +72,45 @@ def _stack(layer_cls, cfg: T5Config, num_layers: int, scanned_args: int, broadca
                  in_axes=in_axes, length=num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
 
 
+def _scatter_prompt(x, valid, prompt, prompt_positions):
+  """Packed inputs: writes prompt row `prompt_positions[b, t]` over position t wherever it is >= 0.
+
+  The data side reserved those positions (one prompt copy at the start of every packed segment, see
+  `xprompt_jax.training.packing`); they become valid encoder positions. The gather's gradient sums each prompt
+  row's contributions over all copies, as a shared prompt should.
+  """
+  if prompt is None:
+    raise ValueError("encoder_prompt_positions were given but the injection has no prompt")
+  if prompt_positions.shape != x.shape[:2]:
+    raise ValueError(f"encoder_prompt_positions has shape {tuple(prompt_positions.shape)}; expected the encoder "
+                     f"input tokens' shape {tuple(x.shape[:2])}")
+  if prompt.ndim == 3 and prompt.shape[0] != 1:
+    raise ValueError(f"a per-example prompt of shape {tuple(prompt.shape)} cannot be scattered into packed rows "
+                     "(a row holds several examples); pack only with one shared [P, D] prompt")
+  table = prompt.reshape(prompt.shape[-2:]).astype(x.dtype)
+  is_prompt = prompt_positions >= 0
+  rows = jnp.take(table, jnp.maximum(prompt_positions, 0), axis=0)
+  return jnp.where(is_prompt[..., None], rows, x), valid | is_prompt
+
+
 class Encoder(nn.Module):
   config: T5Config
   embedder: nn.Module
 
   @nn.compact
-  def __call__(self, tokens, prompt=None, prefix=None, segment_ids=None, deterministic=True):
+  def __call__(self, tokens, prompt=None, prefix=None, segment_ids=None, deterministic=True,
+               prompt_positions=None):
     cfg = self.config
     b = tokens.shape[0]
     x = self.embedder(tokens)
     valid = tokens > 0
-    if prompt is not None:
+    if prompt_positions is not None:
+      x, valid = _scatter_prompt(x, valid, prompt, prompt_positions)
+    elif prompt is not None:
       if segment_ids is not None:
-        raise ValueError("a prompt with packed encoder inputs (encoder_segment_ids) is not supported: "
-                         "disable packing for prompt tuning")
+        raise ValueError("a prompt with packed encoder inputs (encoder_segment_ids) needs "
+                         "encoder_prompt_positions (see xprompt_jax.training.packing) to place one prompt copy "
+                         "per packed segment")
       p = jnp.broadcast_to(prompt.astype(x.dtype), (b,) + prompt.shape[-2:])
       x = jnp.concatenate([p, x], axis=1)
       valid = jnp.concatenate([jnp.ones((b, p.shape[1]), bool), valid], axis=1)
@@ -163,12 +188,16 @@ class T5(nn.Module):
     self.decoder = Decoder(self.config, self.token_embedder)
 
   def encode(self, encoder_input_tokens, injection: Optional[Injection] = None, encoder_segment_ids=None,
-             enable_dropout=False):
-    """Returns `(encoded [B, P+L, D], encoder_valid [B, P+L])` (P = prompt length, 0 without a prompt)."""
+             enable_dropout=False, encoder_prompt_positions=None):
+    """Returns `(encoded [B, P+L, D], encoder_valid [B, P+L])` (P = prompt length, 0 without a prompt).
+
+    With `encoder_prompt_positions` ([B, L] ints, -1 off the prompt; packed inputs) the prompt is not prepended:
+    its rows are written into the reserved positions, and the output keeps the input length L.
+    """
     inj = injection or Injection()
     check_injection(injection, self.config, encoder_input_tokens.shape[0])
     return self.encoder(encoder_input_tokens, inj.prompt, inj.encoder_prefix, encoder_segment_ids,
-                        deterministic=not enable_dropout)
+                        deterministic=not enable_dropout, prompt_positions=encoder_prompt_positions)
 
   def decode(self, encoded, encoder_valid, decoder_input_tokens, injection: Optional[Injection] = None,
              decoder_segment_ids=None, encoder_segment_ids=None, enable_dropout=False, decode=False,
@@ -181,9 +210,11 @@ class T5(nn.Module):
                         return_hidden=return_hidden)
 
   def __call__(self, encoder_input_tokens, decoder_input_tokens, injection: Optional[Injection] = None,
-               encoder_segment_ids=None, decoder_segment_ids=None, enable_dropout=False, return_hidden=False):
+               encoder_segment_ids=None, decoder_segment_ids=None, enable_dropout=False, return_hidden=False,
+               encoder_prompt_positions=None):
     """Teacher-forced logits; with `return_hidden`, `(logits, {"encoder": ..., "decoder": ...})`."""
-    encoded, valid = self.encode(encoder_input_tokens, injection, encoder_segment_ids, enable_dropout)
+    encoded, valid = self.encode(encoder_input_tokens, injection, encoder_segment_ids, enable_dropout,
+                                 encoder_prompt_positions)
     out = self.decode(encoded, valid, decoder_input_tokens, injection, decoder_segment_ids, encoder_segment_ids,
                       enable_dropout, return_hidden=return_hidden)
     if return_hidden:

@@ -53,7 +53,8 @@ def forward(model: T5, method: Method, config: T5Config, frozen, trainable, batc
   return model.apply({"params": frozen}, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
                      injection=injection, encoder_segment_ids=batch.get("encoder_segment_ids"),
                      decoder_segment_ids=batch.get("decoder_segment_ids"), enable_dropout=dropout,
-                     return_hidden=return_hidden, rngs={"dropout": rng} if dropout else None)
+                     return_hidden=return_hidden, rngs={"dropout": rng} if dropout else None,
+                     encoder_prompt_positions=batch.get("encoder_prompt_positions"))
 
 
 def token_loss(logits, batch: dict, loss_cfg: LossConfig):
