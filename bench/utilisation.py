@@ -40,7 +40,8 @@ def torch_matmul(n: int, dtype_name: str):
   return lambda: a @ a
 
 
-def run(size="small", batch=8, inputs=256, targets=8, prompt=100, matmul=2048, repeats=5) -> dict:
+def run(size="small", batch=8, inputs=256, targets=8, prompt=100, matmul=2048, repeats=5,
+        bf16_step=False) -> dict:
   config = SIZES[size]
   frozen = init_params(config, jax.random.PRNGKey(0))
   data = random_batch(0, batch, inputs, targets, config.vocab_size)
@@ -54,17 +55,26 @@ def run(size="small", batch=8, inputs=256, targets=8, prompt=100, matmul=2048, r
                 "xla_bf16": xla_matmul(matmul, jnp.bfloat16)}
   if bench_common.bench_deps_available() is None:
     contenders.update(torch_fp32=torch_matmul(matmul, "float32"), torch_bf16=torch_matmul(matmul, "bfloat16"))
+  step_flops_of = {"train_step": step_flops}
+  if bf16_step:  # The same step with bf16 activations (parameters stay fp32), as on TPU.
+    config16 = config.replace(dtype="bfloat16")
+    step16 = OurStep(config16, frozen, method, data)
+    step16()
+    contenders["train_step_bf16"] = step16
+    step_flops_of["train_step_bf16"], _ = compiled_flops(
+        step_lib.make_train_step(T5(config16), method, config16, optimizer, LOSS),
+        *prompt_step_args(config16, method, data, frozen, optimizer))
   timing = bench_common.interleaved(contenders, repeats)
-  if step.compilations() != 1:
-    raise RuntimeError(f"the train step compiled {step.compilations()} times for one batch shape")
+  for name in ("train_step", "train_step_bf16"):
+    if name in contenders and contenders[name].compilations() != 1:
+      raise RuntimeError(f"{name} compiled {contenders[name].compilations()} times for one batch shape")
   mm_flops = 2.0 * matmul ** 3
   out = {"size": size, "batch": batch, "inputs": inputs, "targets": targets, "prompt": prompt, "matmul_n": matmul,
          "step_flops": step_flops, "step_median_s": timing["train_step"]["median_s"], "compilations": 1,
          "load_avg": timing["train_step"]["load_avg"], "gflops": {}}
-  out["gflops"]["train_step"] = step_flops / timing["train_step"]["median_s"] / 1e9
   for name in contenders:
-    if name != "train_step":
-      out["gflops"][name] = mm_flops / timing[name]["median_s"] / 1e9
+    flops = step_flops_of.get(name, mm_flops)
+    out["gflops"][name] = flops / timing[name]["median_s"] / 1e9
   out["step_over_xla_fp32_peak"] = out["gflops"]["train_step"] / out["gflops"]["xla_fp32"]
   return out
 
@@ -90,11 +100,12 @@ def main(argv=None):
   parser.add_argument("--prompt", type=int, default=100)
   parser.add_argument("--matmul", type=int, default=2048, help="n of the n x n matmul micro-benchmark")
   parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--bf16_step", action="store_true", help="also time the step with bf16 activations")
   parser.add_argument("--out", default=None)
   parser.add_argument("--quick", action="store_true")
   args = parser.parse_args(argv)
   kw = dict(size=args.size, batch=args.batch, inputs=args.inputs, targets=args.targets, prompt=args.prompt,
-            matmul=args.matmul, repeats=args.repeats)
+            matmul=args.matmul, repeats=args.repeats, bf16_step=args.bf16_step)
   if args.quick:
     kw.update(QUICK)
   out = run(**kw)

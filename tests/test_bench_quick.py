@@ -38,9 +38,9 @@ def test_flops_ratios():
 
 def test_utilisation_compiles_once():
   import utilisation
-  out = utilisation.main(["--quick"])
+  out = utilisation.main(["--quick", "--bf16_step"])
   assert out["compilations"] == 1 and out["step_flops"] > 0
-  assert {"train_step", "xla_fp32", "xla_bf16"} <= set(out["gflops"])
+  assert {"train_step", "train_step_bf16", "xla_fp32", "xla_bf16"} <= set(out["gflops"])
 
 
 @needs_bench_extra
