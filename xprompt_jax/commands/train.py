@@ -15,10 +15,19 @@ common.define_gin_flags()
 common.define_run_flags()
 
 
+class TrainError(ValueError):
+  """A failure the user must act on (model_dir in use, non-finite loss, other base model, disk full...): the CLI
+  prints it as one line and exits with status 1."""
+
+
 def main(argv):
   common.init_run(argv)
+  from xprompt_jax.training import checkpointing
   from xprompt_jax.training import loop
-  result = loop.train(flags.FLAGS.model_dir)
+  try:
+    result = loop.train(flags.FLAGS.model_dir)
+  except (checkpointing.CheckpointingError, loop.NonFiniteError, OSError) as e:
+    raise TrainError(str(e)) from e
   if result.get("preempted"):
     return
   print(f"done: step {result['step']}, checkpoints and metrics in {flags.FLAGS.model_dir}")

@@ -51,6 +51,10 @@ class TrainConfig:
   progress_bar: bool = True
 
   def __post_init__(self):
+    for name in ("num_train_steps", "log_period", "eval_period", "checkpoint_period", "seed"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"TrainConfig.{name}={value!r} must be an int, got a {type(value).__name__}")
     if self.nonfinite not in ("stop", "skip"):
       raise ValueError(f"TrainConfig.nonfinite={self.nonfinite!r} must be 'stop' or 'skip'")
     if self.num_train_steps < 0:
@@ -184,8 +188,12 @@ def train(model_dir: str, *, config: Optional[T5Config] = None, method: Optional
 
   if train_cfg.encoder_length is not None:
     method.check_lengths(train_cfg.encoder_length, data_cfg.inputs_length)
-  os.makedirs(model_dir, exist_ok=True)
+  data_lib.check_vocabulary(data_cfg, config.vocab_size)
   mesh = partitioning.make_mesh(mesh_cfg)
+  if data_cfg.batch_size % mesh.shape["data"]:  # Fail before anything is loaded or written.
+    raise ValueError(f"DataConfig.batch_size={data_cfg.batch_size} is not divisible by the 'data' mesh axis size "
+                     f"{mesh.shape['data']} (MeshConfig.data={mesh_cfg.data}, {jax.device_count()} devices)")
+  os.makedirs(model_dir, exist_ok=True)
   model = t5.T5(config)
   is_main = jax.process_index() == 0
   if is_main:
@@ -215,51 +223,55 @@ def train(model_dir: str, *, config: Optional[T5Config] = None, method: Optional
       model_dir, keep=train_cfg.keep_checkpoints, best_metric=train_cfg.best_metric,
       async_save=train_cfg.async_checkpointing, frozen_path=frozen_ref["path"],
       frozen_fingerprint=frozen_ref["fingerprint"])
-  latest = ckpt.latest_step()
-  if latest is not None:
-    state, meta = ckpt.restore(latest, abstract_state=jax.eval_shape(fresh_state), shardings=state_shardings)
-    position = int(meta["data_position"])
+  try:  # Until the training loop owns it (its finally closes it), release the model_dir lock on any error.
+    latest = ckpt.latest_step()
+    if latest is not None:
+      state, meta = ckpt.restore(latest, abstract_state=jax.eval_shape(fresh_state), shardings=state_shardings)
+      position = int(meta["data_position"])
+      if is_main:
+        print(f"resumed from step {latest} of {model_dir} (input position {position})")
+    else:
+      state = jax.jit(fresh_state, out_shardings=state_shardings)()
+      position = 0
+
+    n_trainable = method.num_params(state["trainable"])
     if is_main:
-      print(f"resumed from step {latest} of {model_dir} (input position {position})")
-  else:
-    state = jax.jit(fresh_state, out_shardings=state_shardings)()
-    position = 0
+      print(f"method: {method.name}  trainable parameters: {n_trainable:,}  frozen parameters: "
+            f"{config.num_params():,}  frozen model: {frozen_ref['path']}")
 
-  n_trainable = method.num_params(state["trainable"])
-  if is_main:
-    print(f"method: {method.name}  trainable parameters: {n_trainable:,}  frozen parameters: "
-          f"{config.num_params():,}  frozen model: {frozen_ref['path']}")
+    train_step = jax.jit(step_lib.make_train_step(model, method, config, optimizer, loss_cfg, loss_fn=loss_fn,
+                                                  skip_nonfinite=train_cfg.nonfinite == "skip"),
+                         donate_argnums=(0,), out_shardings=(state_shardings, None))
+    eval_tasks = train_cfg.eval_tasks or (data_cfg.mixture_or_task_name,)
+    evaluators = [eval_lib.make_evaluator(name, model, config, eval_cfg, task_ids=eval_task_ids)
+                  for name in eval_tasks]
 
-  train_step = jax.jit(step_lib.make_train_step(model, method, config, optimizer, loss_cfg, loss_fn=loss_fn,
-                                                skip_nonfinite=train_cfg.nonfinite == "skip"),
-                       donate_argnums=(0,), out_shardings=(state_shardings, None))
-  eval_tasks = train_cfg.eval_tasks or (data_cfg.mixture_or_task_name,)
-  evaluators = [eval_lib.make_evaluator(name, model, config, eval_cfg, task_ids=eval_task_ids)
-                for name in eval_tasks]
+    def inject(trainable, batch, aux_state):
+      return method.inject(trainable, step_lib.method_batch(batch, aux_state), config)
 
-  def inject(trainable, batch, aux_state):
-    return method.inject(trainable, step_lib.method_batch(batch, aux_state), config)
+    def evaluate(step: int) -> dict[str, float]:
+      results = {}
+      for ev in evaluators:
+        prefix = getattr(ev, "task_name", None) or getattr(ev, "mixture_name", "")
+        for k, v in ev.evaluate(frozen, state["trainable"], inject, state["aux"]).items():
+          results[f"{prefix}/{k}"] = v
+      log.write(step, "eval", results)
+      if is_main:
+        shown = "  ".join(f"{k}={v:.4g}" for k, v in sorted(results.items()))
+        print(f"eval step {step}: {shown}")
+      return results
 
-  def evaluate(step: int) -> dict[str, float]:
-    results = {}
-    for ev in evaluators:
-      prefix = getattr(ev, "task_name", None) or getattr(ev, "mixture_name", "")
-      for k, v in ev.evaluate(frozen, state["trainable"], inject, state["aux"]).items():
-        results[f"{prefix}/{k}"] = v
-    log.write(step, "eval", results)
-    if is_main:
-      shown = "  ".join(f"{k}={v:.4g}" for k, v in sorted(results.items()))
-      print(f"eval step {step}: {shown}")
-    return results
-
-  log = MetricsLog(model_dir)
-  step = int(jax.device_get(state["step"]))
-  stream = (batches_fn or data_lib.batches)(data_cfg, position)
-  last_train, last_eval = {}, {}
-  from tqdm import tqdm
-  bar = tqdm(total=train_cfg.num_train_steps, initial=step, desc="train", unit="step",
-             disable=not (is_main and train_cfg.progress_bar))
-  window_start, window_steps, sums = time.time(), 0, {}
+    log = MetricsLog(model_dir)
+    step = int(jax.device_get(state["step"]))
+    stream = (batches_fn or data_lib.batches)(data_cfg, position)
+    last_train, last_eval = {}, {}
+    from tqdm import tqdm
+    bar = tqdm(total=train_cfg.num_train_steps, initial=step, desc="train", unit="step",
+               disable=not (is_main and train_cfg.progress_bar))
+    window_start, window_steps, sums = time.time(), 0, {}
+  except BaseException:
+    ckpt.close()
+    raise
   try:
     with _Preemption() as preemption:
       while step < train_cfg.num_train_steps:

@@ -19,6 +19,17 @@ from xprompt_jax.training import partitioning
 from xprompt_jax.training import step as step_lib
 
 
+class UnreadableCheckpointError(ValueError):
+  """A checkpoint whose files cannot be read back (the message names the step and the model_dir)."""
+
+
+def _unreadable(step: int, model_dir: str, error: Exception) -> UnreadableCheckpointError:
+  """tensorstore/orbax errors on truncated or corrupt files, shortened to their first line."""
+  first_line = (str(error).splitlines() or [type(error).__name__])[0][:400]
+  return UnreadableCheckpointError(f"checkpoint {step} in {model_dir} is unreadable (truncated or corrupt files; "
+                                   f"evaluate another step with --step): {first_line}")
+
+
 @dataclasses.dataclass
 class Run:
   config: T5Config
@@ -61,7 +72,11 @@ def load_run(model_dir: str, step: Optional[str] = "latest") -> Run:
     label_lrs = dict(opt_cfg.label_learning_rates) if opt_cfg.label_learning_rates else None
     optimizer = optim.make_optimizer(opt_cfg, labels if label_lrs else None, label_lrs)
     abstract = jax.eval_shape(lambda: step_lib.init_state(method, frozen, config, optimizer, jax.random.PRNGKey(0)))
-    if any(name.startswith("aux") for name in ckpt.stored_shapes(number)):
+    try:
+      stored = ckpt.stored_shapes(number)
+    except (ValueError, OSError) as e:
+      raise _unreadable(number, model_dir, e) from e
+    if any(name.startswith("aux") for name in stored):
       # Non-trained method inputs saved with the state: XPrompt's pruning masks are the only kind so far.
       if not hasattr(method, "ones_masks"):
         raise ValueError(f"checkpoint {number} in {model_dir} holds method inputs (aux) that the gin-bound method "
@@ -69,8 +84,13 @@ def load_run(model_dir: str, step: Optional[str] = "latest") -> Run:
       from xprompt_jax.methods.xprompt import MASKS_KEY
       abstract["aux"] = {MASKS_KEY: jax.eval_shape(method.ones_masks)}
     replicated = partitioning.replicated(mesh)
-    state, meta = ckpt.restore(number, abstract_state=abstract,
-                               shardings=jax.tree.map(lambda _: replicated, abstract))
+    try:
+      state, meta = ckpt.restore(number, abstract_state=abstract,
+                                 shardings=jax.tree.map(lambda _: replicated, abstract))
+    except checkpointing.CheckpointingError:  # Shape/leaf mismatch, other base model: already clear.
+      raise
+    except (ValueError, OSError) as e:
+      raise _unreadable(number, model_dir, e) from e
   finally:
     ckpt.close()
   return Run(config, method, t5.T5(config), frozen, frozen_ref, state, meta, number)
