@@ -4,7 +4,8 @@ with two extra gin-bindable input streams for the reliability and multi-host tes
   * `recorded_batches`: the normal SeqIO stream (`data.batches`) that appends, for every batch the trainer takes,
     `{"position", "process", "sha256", "targets"}` to `$XPROMPT_TEST_BATCH_LOG.<process index>`, and sleeps
     `$XPROMPT_TEST_BATCH_SLEEP` seconds first (so a test can signal a run mid-training); `$XPROMPT_TEST_POISON=P:R`
-    puts a NaN loss weight in row R of batch P (loss weights become float32). Bind it with
+    puts a NaN loss weight in row R of batch P (loss weights become float32); with `$XPROMPT_TEST_HOLD=FILE` the
+    run waits before batch 2 until FILE exists (a run kept busy while a test does something else). Bind it with
     `--gin.train.batches_fn=@recorded_batches`.
   * `global_batches`: every process builds the same single-stream global batch (as one process reading the whole
     split would) and keeps its own rows `[i * B/n, (i + 1) * B/n)`, recorded like `recorded_batches`. A one-process
@@ -34,9 +35,12 @@ def _recorded(stream, position: int):
   log = os.environ.get("XPROMPT_TEST_BATCH_LOG")
   pause = float(os.environ.get("XPROMPT_TEST_BATCH_SLEEP", "0"))
   poison = os.environ.get("XPROMPT_TEST_POISON")  # "P:R": a NaN loss weight in row R of the batch at position P.
+  hold = os.environ.get("XPROMPT_TEST_HOLD")  # From batch 2 on, wait until this file exists.
   for batch in stream:
     if pause:
       time.sleep(pause)
+    while hold and position >= 2 and not os.path.exists(hold):
+      time.sleep(0.05)
     if poison:
       batch["decoder_loss_weights"] = batch["decoder_loss_weights"].astype(np.float32)
       at, row = map(int, poison.split(":"))
