@@ -137,6 +137,7 @@ def _run_cli(*args):
   return proc.returncode, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow  # Two CLI processes, each importing the task registry (TensorFlow, seqio) for gin.
 def test_cli_errors():
   code, out = _run_cli("--gin_file=models/t5_1_1_tiny.gin", "--gin_file=methods/prompt.gin")
   assert code == 1 and "--topology is required" in out
