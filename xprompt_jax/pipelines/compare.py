@@ -114,8 +114,9 @@ def class_labels(task: str) -> tuple[str, ...]:
                    "classification task)")
 
 
-def majority_baseline(task: str, lengths: dict[str, int]) -> float:
-  """Validation accuracy (%) of always predicting the training split's most frequent target."""
+def majority_baseline(task: str, lengths: dict[str, int], max_examples: Optional[int] = None) -> float:
+  """Validation accuracy (%) of always predicting the training split's most frequent target, on the first
+  `max_examples` validation rows (as `EvalConfig.max_examples` evaluates; None: all)."""
   provider = data_lib.get_task(task)
 
   def targets(split):
@@ -123,7 +124,7 @@ def majority_baseline(task: str, lengths: dict[str, int]) -> float:
     return [ex["targets_pretokenized"] for ex in ds.as_numpy_iterator()]
 
   majority = collections.Counter(targets("train")).most_common(1)[0][0]
-  val = targets("validation")
+  val = targets("validation")[:max_examples]
   return 100.0 * float(np.mean([t == majority for t in val]))
 
 
@@ -283,7 +284,8 @@ def compare(results_dir: str, page_path: str, *, cfg: Optional[CompareConfig] = 
   records = run_all(results_dir, cfg, settings)
   lengths = dict(settings.data.task_feature_lengths)
   tasks = list(dict.fromkeys([*cfg.tasks, *(cfg.mpt_targets if "mpt" in cfg.methods else ())]))
-  majority = {t: majority_baseline(t, lengths) for t in tasks}
+  max_examples = settings.eval.max_examples
+  majority = {t: majority_baseline(t, lengths, max_examples) for t in tasks}
   method_names = [m for m in cfg.methods if m != "xprompt"]
   if "xprompt" in cfg.methods:
     method_names += [f"xprompt/{v}" for v in ("prompt_tuning", "xprompt", "reversed", "random", "length",
@@ -292,7 +294,8 @@ def compare(results_dir: str, page_path: str, *, cfg: Optional[CompareConfig] = 
   method_tasks["mpt"] = list(cfg.mpt_targets)
   method_tasks.update({m: list(cfg.xprompt_tasks or cfg.tasks) for m in method_names if m.startswith("xprompt/")})
   protocol = (f"{len(cfg.seeds)} seeds {list(cfg.seeds)}; {cfg.num_train_steps} training steps per run (per stage "
-              f"for MPT and XPrompt), evaluated every {cfg.eval_period} steps on the official validation file; a "
+              f"for MPT and XPrompt), evaluated every {cfg.eval_period} steps on the official validation file"
+              f"{f' (its first {max_examples} examples only)' if max_examples else ''}; a "
               f"run's number is its best evaluation (early stopping on validation, as the papers do; MPT reports "
               f"its last evaluation). Prompt length {cfg.prompt_length}, prefix length {cfg.prefix_length}, batch "
               f"{settings.data.batch_size}, inputs {settings.data.inputs_length} tokens, optimizer "
