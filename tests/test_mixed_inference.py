@@ -54,3 +54,28 @@ def test_bad_rows_name_the_line(setup):
     _server(setup, prompts).predict([{"inputs": "x"}])
   with pytest.raises(ValueError, match="one width D"):
     _server(setup, {"a": np.zeros((4, 16)), "b": np.zeros((4, 8))})
+
+
+@pytest.mark.slow
+def test_server_from_prompt_files_on_the_gin_model(setup, tmp_path):
+  import gin
+  from xprompt_jax.commands import common
+  from xprompt_jax.evaluation import evaluator as ev_lib
+  from xprompt_jax.interop import t5x_prompt
+  _, prompts, vocab = setup
+  for name in ("rte", "cb"):
+    t5x_prompt.write_npy(str(tmp_path / f"{name}.npy"), prompts[name])
+  common.import_configurables()
+  gin.clear_config()
+  try:
+    gin.parse_config([f"T5Config.{k} = {v!r}" for k, v in (("vocab_size", 32128), ("emb_dim", 16), ("num_heads", 2),
+                                                           ("head_dim", 4), ("mlp_dim", 32))]
+                     + ["TrainConfig.seed = 0", "TrainConfig.initial_checkpoint = None"])
+    cfg = ev_lib.EvalConfig(batch_size=4, feature_lengths={"inputs": 32, "targets": 5})
+    server = mixed.server_from_sources([f"rte={tmp_path / 'rte.npy'}", str(tmp_path / "cb.npy")], cfg, vocab)
+  finally:
+    gin.clear_config()
+  assert server.names == ["rte", "cb"]
+  rows = [{"prompt": "cb", "inputs": TEXTS[1]}, {"prompt": "rte", "inputs": TEXTS[0]}]
+  preds, stats = server.predict(rows)
+  assert len(preds) == 2 and stats["batches"] == 1 and all(isinstance(p, str) for p in preds)
