@@ -57,3 +57,21 @@ def test_unknown_gin_binding_and_empty_model_dir(tmp_path):
   assert rc == 1 and "num_train_stepz" in log, log[-2000:]
   rc, log = _cli("eval", *TINY, f"--model_dir={tmp_path / 'empty'}")
   assert rc == 1 and "holds no checkpoint" in log or "no checkpoint folder" in log, log[-2000:]
+
+
+@pytest.mark.slow
+def test_mixed_task_infer_through_the_cli(tmp_path):
+  """Rows naming different prompts are served in shared batches by `infer --prompts`."""
+  model_dir = tmp_path / "run"
+  rc, log = _cli("train", *TINY, f"--model_dir={model_dir}")
+  assert rc == 0, log[-3000:]
+  rows = tmp_path / "mix.jsonl"
+  rows.write_text('{"inputs": "rte hypothesis: a. premise: b.", "prompt": "a"}\n'
+                  '{"inputs": "rte hypothesis: c. premise: d.", "prompt": "b"}\n')
+  out = tmp_path / "out.jsonl"
+  rc, log = _cli("infer", *TINY, f"--model_dir={model_dir}", f"--inputs={rows}",
+                 f"--prompts=a={model_dir},b={model_dir}", f"--output={out}")
+  assert rc == 0 and "2 prompts, 1 shared batches" in log, log[-3000:]
+  assert [json.loads(l)["prompt"] for l in open(out)] == ["a", "b"]
+  rc, log = _cli("infer", *TINY, f"--model_dir={model_dir}", f"--prompts=a={model_dir}", f"--output={out}")
+  assert rc == 1 and "--prompts needs --inputs" in log, log[-2000:]

@@ -23,6 +23,9 @@ common.define_once(flags.DEFINE_string, "task", None, "Task to predict (default:
 common.define_once(flags.DEFINE_string, "inputs", None,
                    "jsonl with {\"inputs\": str} rows to decode instead of a task.")
 common.define_once(flags.DEFINE_string, "output", None, "jsonl to write.")
+common.define_once(flags.DEFINE_list, "prompts", None,
+                   "With --inputs: NAME=SOURCE prompts (runs or prompt files) served together; each row names its "
+                   "prompt in 'task' or 'prompt' (mixed-task inference in shared batches).")
 
 
 def _decode_rows(run, rows, eval_cfg, vocab):
@@ -56,10 +59,32 @@ def _decode_rows(run, rows, eval_cfg, vocab):
   return out
 
 
+def _mixed_task_infer():
+  """Rows naming different prompts, served in shared batches (each example picks its own prompt)."""
+  from xprompt_jax import jsonl_io
+  from xprompt_jax.evaluation import evaluator as eval_lib
+  from xprompt_jax.evaluation import mixed
+  from xprompt_jax.tasks import vocab as vocab_lib
+  from xprompt_jax.training import data as data_lib
+  from xprompt_jax.training import loop
+  f = flags.FLAGS
+  if not f.inputs:
+    raise ValueError("--prompts needs --inputs (a jsonl whose rows name their prompt in 'task' or 'prompt')")
+  eval_cfg = loop.eval_lib_defaults(eval_lib.EvalConfig(), data_lib.DataConfig())
+  rows = jsonl_io.read_rows(f.inputs, fields=("inputs",))
+  server = mixed.server_from_sources(f.prompts, eval_cfg, vocab_lib.get_default_vocabulary(), f.step)
+  preds, stats = server.predict(rows, f.inputs)
+  jsonl_io.write_jsonl_atomic(f.output, [{**r, "prediction": p} for r, p in zip(rows, preds)])
+  print(f"wrote {len(rows)} predictions ({len(server.names)} prompts, {stats['batches']} shared batches) "
+        f"to {f.output} [{stats['examples_per_s']:.1f} examples/s]")
+
+
 def main(argv):
   common.init_run(argv)
   if not flags.FLAGS.output:
     raise ValueError("--output is required")
+  if flags.FLAGS.prompts:
+    return _mixed_task_infer()
   from xprompt_jax import jsonl_io
   from xprompt_jax.evaluation import evaluator as eval_lib
   from xprompt_jax.training import data as data_lib
