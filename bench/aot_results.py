@@ -16,6 +16,7 @@ import importlib.metadata
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import time
@@ -102,7 +103,10 @@ def _error_text(error: str) -> str:
   """A failed configuration's error; a compiler process killed by SIGSEGV is named as such (its stderr only
   holds libtpu's start-up noise before the crash)."""
   if error.startswith("compile process exited with status -11"):
-    return "the TPU compiler crashed (SIGSEGV, exit status -11) while compiling the train step"
+    where = re.search(r"xla::[\w:]+", error)
+    return ("the TPU compiler crashed while compiling the train step (SIGSEGV"
+            + (", stack overflow" if "STACK OVERFLOW" in error else "")
+            + (f" in `{where.group(0)}`" if where else "") + "; exit status -11)")
   return error
 
 
