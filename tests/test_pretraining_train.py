@@ -107,3 +107,13 @@ def test_pretrain_end_to_end_resumes_and_exports(shared, tmp_path):
   lm = train.pretrain(str(tmp_path / "lm"), config=config, data_cfg=lm_cfg,
                       cfg=dataclasses.replace(cfg, initial_checkpoint=str(tmp_path), num_train_steps=2))
   assert lm["start"] == train.export_path(str(tmp_path), 8)
+
+
+def test_initial_params_random_is_seeded_and_identified():
+  from xprompt_jax.training import partitioning
+  mesh = partitioning.make_mesh(partitioning.MeshConfig())
+  a, ref_a = train.initial_params(None, TINY, 3, mesh, "default")
+  b, ref_b = train.initial_params(None, TINY, 3, mesh, "default")
+  _, ref_c = train.initial_params(None, TINY, 4, mesh, "default")
+  assert ref_a == ref_b and ref_a["fingerprint"] != ref_c["fingerprint"]
+  np.testing.assert_array_equal(a["token_embedder"]["embedding"], b["token_embedder"]["embedding"])

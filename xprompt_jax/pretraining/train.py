@@ -17,6 +17,7 @@ records the held-out validation cross entropy next to the unigram baseline: the 
 validation targets, of the add-one-smoothed unigram distribution of the training targets.
 """
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -171,6 +172,19 @@ def export_path(model_dir: str, step: int) -> str:
   return os.path.join(model_dir, EXPORT_SUBDIR, f"checkpoint_{step}")
 
 
+def initial_params(checkpoint: Optional[str], config: T5Config, seed: int, mesh, rules) -> tuple[Any, dict]:
+  """(params placed by the logical-axis rules, {"path", "fingerprint"} of the start): the checkpoint, or a
+  seeded random initialisation (pretraining from scratch) identified by its seed and architecture."""
+  if checkpoint is not None:
+    return loop.load_frozen(loop.TrainConfig(initial_checkpoint=checkpoint, seed=seed), config, mesh, rules)
+  shardings = partitioning.logical_to_sharding(t5.param_logical_axes(config), mesh, rules,
+                                               shapes=t5.abstract_params(config))
+  params = jax.jit(lambda: t5.init_params(config, jax.random.PRNGKey(seed)), out_shardings=shardings)()
+  identity = f"random-init:seed={seed}:{config!r}"
+  return params, {"path": f"random-init:seed={seed}:{config.name}",
+                  "fingerprint": "sha256:" + hashlib.sha256(identity.encode()).hexdigest()}
+
+
 @gin.configurable(denylist=["model_dir"])
 def pretrain(model_dir: str, *, config: Optional[T5Config] = None, data_cfg: Optional[data_lib.DataConfig] = None,
              cfg: Optional[PretrainConfig] = None,
@@ -188,8 +202,7 @@ def pretrain(model_dir: str, *, config: Optional[T5Config] = None, data_cfg: Opt
   os.makedirs(model_dir, exist_ok=True)
   is_main = jax.process_index() == 0
   initial = resolve_initial_checkpoint(cfg.initial_checkpoint) if cfg.initial_checkpoint else None
-  params, start_ref = loop.load_frozen(loop.TrainConfig(initial_checkpoint=initial, seed=cfg.seed), config, mesh,
-                                       mesh_cfg.rules)
+  params, start_ref = initial_params(initial, config, cfg.seed, mesh, mesh_cfg.rules)
   model = t5.T5(config)
   optimizer = make_optimizer(cfg)
 
