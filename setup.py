@@ -6,10 +6,11 @@
 import setuptools
 
 INSTALL_REQUIRES = [
-    "jax>=0.4.30",
-    "flax>=0.10",
-    "optax>=0.2.4",
-    "orbax-checkpoint>=0.11",
+    # Upper bounds on the minor versions this release is tested with (jax pins libtpu per release).
+    "jax>=0.10,<0.11",
+    "flax>=0.12,<0.13",
+    "optax>=0.2.4,<0.3",
+    "orbax-checkpoint>=0.11,<0.13",
     "seqio>=0.0.19",
     "tensorflow-datasets>=4.9",
     "importlib_resources>=6.0",
@@ -30,12 +31,17 @@ INSTALL_REQUIRES = [
     "safetensors>=0.4",
 ]
 
+# libtpu compiles for TPU topologies ahead of time even on a CPU-only machine (`xprompt-jax compile`); jax 0.10
+# pins libtpu 0.0.42. torch is pinned to the CPU wheel the development machines carry: an unpinned `torch` pulls a
+# multi-GB CUDA build. torch/transformers/peft are only for the side-by-side benchmarks and the PEFT round trip.
+LIBTPU = "libtpu==0.0.42.*; platform_machine == 'x86_64' and sys_platform == 'linux'"
+PEFT = ["torch==2.13.0", "transformers>=5.0", "peft>=0.17"]
 EXTRAS = {
     "hf": ["safetensors>=0.4"],
-    "tpu": ["jax[tpu]>=0.4.30"],
-    "aot": ["libtpu"],
-    "test": ["pytest>=8", "pytest-timeout>=2.3", "safetensors>=0.4"],
-    "bench": ["torch", "transformers>=4.40", "peft>=0.11"],
+    "tpu": ["jax[tpu]>=0.10,<0.11"],
+    "aot": [LIBTPU],
+    "bench": PEFT,
+    "test": ["pytest>=8", "pytest-timeout>=2.3", "safetensors>=0.4", LIBTPU, *PEFT],
 }
 
 setuptools.setup(
