@@ -17,6 +17,7 @@ MISSING = bench_common.bench_deps_available()
 needs_bench_extra = pytest.mark.skipif(MISSING is not None, reason=str(MISSING))
 
 
+@pytest.mark.slow
 @needs_bench_extra
 def test_step_vs_peft_same_loss_on_same_weights():
   import step_vs_peft
@@ -27,6 +28,7 @@ def test_step_vs_peft_same_loss_on_same_weights():
   assert results["prefix"]["compilations"] == 1
 
 
+@pytest.mark.slow
 def test_flops_ratios():
   import flops
   out = flops.main(["--quick"])
@@ -36,6 +38,7 @@ def test_flops_ratios():
   assert all(v > 0 for v in out["flops"].values())
 
 
+@pytest.mark.slow
 def test_utilisation_compiles_once():
   import utilisation
   out = utilisation.main(["--quick", "--bf16_step"])
@@ -43,6 +46,7 @@ def test_utilisation_compiles_once():
   assert {"train_step", "train_step_bf16", "xla_fp32", "xla_bf16"} <= set(out["gflops"])
 
 
+@pytest.mark.slow
 @needs_bench_extra
 def test_e2e_rte_keeps_every_example(shared):
   del shared
