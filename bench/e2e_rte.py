@@ -85,8 +85,7 @@ def pad_to_longest(examples, batch_size: int, targets_length: int):
 
 class PeftEpoch:
   def __init__(self, peft_model, batches):
-    self.steps = [PeftStep(peft_model, b) for b in batches[:1]]
-    self.step = self.steps[0]
+    self.step = PeftStep(peft_model, batches[0])  # The model and its optimizer.
     self.inputs = [hf_bridge.torch_batch(b) for b in batches]
 
   def __call__(self):
