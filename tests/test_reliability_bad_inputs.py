@@ -242,6 +242,7 @@ def test_model_dir_not_writable(trained, tmp_path):
   fails(trained, "train", *TINY, f"--model_dir={blocker}/run", expect=[f"{blocker}/run"])
 
 
+@pytest.mark.slow
 def test_disk_full_while_writing_metrics(trained, tmp_path, monkeypatch):
   copy = tmp_path / "run"
   shutil.copytree(trained, copy)
