@@ -294,8 +294,9 @@ def train(model_dir: str, *, config: Optional[T5Config] = None, method: Optional
         step += 1
         position += 1
         window_steps += 1
-        for k in ("loss", "z_loss", "accuracy", "grad_norm"):
-          sums[k] = sums.get(k, 0.0) + float(metrics[k])
+        for k, v in metrics.items():  # Every scalar the step reports (MPT adds its distillation terms).
+          if k != "finite" and getattr(v, "ndim", 1) == 0:
+            sums[k] = sums.get(k, 0.0) + float(v)
         bar.update(1)
         if step % train_cfg.log_period == 0 or step == train_cfg.num_train_steps:
           elapsed = time.time() - window_start
