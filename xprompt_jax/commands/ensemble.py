@@ -12,16 +12,16 @@ from absl import flags
 from xprompt_jax.commands import common
 
 common.define_gin_flags()
-_PROMPTS = flags.DEFINE_list("prompts", None, "NAME=SOURCE (or SOURCE), at least two.")
-_STEP = flags.DEFINE_string("step", "latest", "Checkpoint of run sources: latest, best or a step number.")
-_TASK = flags.DEFINE_string("task", None, "Task to evaluate (default: DataConfig.mixture_or_task_name).")
-_OUTPUT = flags.DEFINE_string("output", None, "Also write the metrics as json here.")
+common.define_once(flags.DEFINE_list, "prompts", None, "NAME=SOURCE (or SOURCE), at least two.")
+common.define_once(flags.DEFINE_string, "step", "latest", "Checkpoint of run sources: latest, best or a step number.")
+common.define_once(flags.DEFINE_string, "task", None, "Task to evaluate (default: DataConfig.mixture_or_task_name).")
+common.define_once(flags.DEFINE_string, "output", None, "Also write the metrics as json here.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise ValueError(f"unexpected positional arguments: {argv[1:]}")
-  if not _PROMPTS.value:
+  if not flags.FLAGS.prompts:
     raise ValueError("--prompts=NAME=SOURCE,... is required (two or more)")
   common.parse_gin_from_flags()
   import json
@@ -34,15 +34,16 @@ def main(argv):
   from xprompt_jax.training import loop
   from xprompt_jax.training import partitioning
   config, mesh_cfg, data_cfg = T5Config(), partitioning.MeshConfig(), data_lib.DataConfig()
-  sources = run_prompts.parse_named_sources(_PROMPTS.value)
-  loaded = {name: run_prompts.load_prompt(src, _STEP.value) for name, src in sources.items()}
+  sources = run_prompts.parse_named_sources(flags.FLAGS.prompts)
+  loaded = {name: run_prompts.load_prompt(src, flags.FLAGS.step) for name, src in sources.items()}
   frozen, frozen_ref = loop.load_frozen(loop.TrainConfig(), config, partitioning.make_mesh(mesh_cfg), mesh_cfg.rules)
   ensemble.check_same_base({"gin-configured frozen model": frozen_ref,
                             **{name: ref for name, (_, ref) in loaded.items() if ref is not None}})
   names = list(loaded)
   prompts = ensemble.stack_prompts([loaded[n][0] for n in names], names, config.emb_dim)
   eval_cfg = loop.eval_lib_defaults(eval_lib.EvalConfig(), data_cfg)
-  evaluator = eval_lib.make_evaluator(_TASK.value or data_cfg.mixture_or_task_name, t5.T5(config), config, eval_cfg)
+  evaluator = eval_lib.make_evaluator(flags.FLAGS.task or data_cfg.mixture_or_task_name, t5.T5(config), config,
+                                      eval_cfg)
   if not isinstance(evaluator, eval_lib.TaskEvaluator):
     raise ValueError("--task must name a single task (not a mixture) for ensembling")
   metrics = ensemble.PromptEnsemble(evaluator).evaluate(frozen, prompts, names)
@@ -50,7 +51,7 @@ def main(argv):
   print(f"{len(names)} prompts ({prompts.shape[1]}x{prompts.shape[2]}) on {evaluator.task_name} "
         f"[{eval_cfg.split}, {eval_cfg.mode}], one batch of {len(names)}x{eval_cfg.batch_size} rows:")
   print("\n".join(f"  {k:<{width}}  {v:.4g}" for k, v in metrics.items()))
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, "w", encoding="utf-8") as f:
+  if flags.FLAGS.output:
+    with open(flags.FLAGS.output, "w", encoding="utf-8") as f:
       json.dump({"task": evaluator.task_name, "prompts": sources, "metrics": metrics}, f, indent=2)
-    print(f"wrote {_OUTPUT.value}")
+    print(f"wrote {flags.FLAGS.output}")

@@ -19,26 +19,27 @@ FORMATS = ("peft", "npy", "t5x", "t5x_numpy")
 
 common.define_gin_flags()
 common.define_run_flags()
-_STEP = flags.DEFINE_string("step", "latest", "Checkpoint: latest, best or a step number.")
-_FORMAT = flags.DEFINE_enum("format", None, FORMATS, "What to write.")
-_OUTPUT = flags.DEFINE_string("output", None, "Folder (peft, t5x, t5x_numpy) or file (npy) to write.")
-_BASE_MODEL = flags.DEFINE_string("base_model", None, "peft: base_model_name_or_path recorded in adapter_config.json "
-                                  "(the converted HF T5 folder or hub name).")
+common.define_once(flags.DEFINE_string, "step", "latest", "Checkpoint: latest, best or a step number.")
+common.define_once(flags.DEFINE_enum, "format", None, "What to write.", enum_values=FORMATS)
+common.define_once(flags.DEFINE_string, "output", None, "Folder (peft, t5x, t5x_numpy) or file (npy) to write.")
+common.define_once(flags.DEFINE_string, "base_model", None,
+                   "peft: base_model_name_or_path recorded in adapter_config.json (the converted HF T5 folder or "
+                   "hub name).")
 
 
 def main(argv):
   common.init_run(argv)
-  if not _FORMAT.value or not _OUTPUT.value:
+  if not flags.FLAGS.format or not flags.FLAGS.output:
     raise ValueError(f"--format (one of {', '.join(FORMATS)}) and --output are required")
   from xprompt_jax.interop import peft as peft_io
   from xprompt_jax.interop import run_prompts
   from xprompt_jax.interop import t5x_prompt
   from xprompt_jax.training import restore
-  run = restore.load_run(flags.FLAGS.model_dir, _STEP.value)
-  fmt, out = _FORMAT.value, _OUTPUT.value
+  run = restore.load_run(flags.FLAGS.model_dir, flags.FLAGS.step)
+  fmt, out = flags.FLAGS.format, flags.FLAGS.output
   if fmt == "peft":
     name, tree = run_prompts.inference_trainable(run)
-    fields = peft_io.export_peft(out, name, tree, run.config, _BASE_MODEL.value)
+    fields = peft_io.export_peft(out, name, tree, run.config, flags.FLAGS.base_model)
     print(f"wrote a PEFT {fields['peft_type']} adapter ({fields['num_virtual_tokens']} virtual tokens, step "
           f"{run.step}) to {out}")
     return

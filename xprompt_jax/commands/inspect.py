@@ -12,17 +12,18 @@ from xprompt_jax.commands import common
 
 common.define_gin_flags()
 common.define_run_flags()
-_PROMPTS = flags.DEFINE_list("prompts", None, "NAME=SOURCE (or SOURCE) prompts to inspect.")
-_STEP = flags.DEFINE_string("step", "latest", "Checkpoint of run sources: latest, best or a step number.")
-_K = flags.DEFINE_integer("k", 5, "Nearest tokens per prompt position.")
-_SIMILARITY = flags.DEFINE_enum("similarity", "mean", ("mean", "flat"), "Prompt-prompt similarity: cosine of the "
-                                "mean-pooled prompts, or of the flattened prompts (equal lengths).")
+common.define_once(flags.DEFINE_list, "prompts", None, "NAME=SOURCE (or SOURCE) prompts to inspect.")
+common.define_once(flags.DEFINE_string, "step", "latest", "Checkpoint of run sources: latest, best or a step number.")
+common.define_once(flags.DEFINE_integer, "k", 5, "Nearest tokens per prompt position.")
+common.define_once(flags.DEFINE_enum, "similarity", "mean",
+                   "Prompt-prompt similarity: cosine of the mean-pooled prompts, or of the flattened prompts (equal "
+                   "lengths).", enum_values=("mean", "flat"))
 
 
 def main(argv):
   if len(argv) > 1:
     raise ValueError(f"unexpected positional arguments: {argv[1:]}")
-  specs = list(_PROMPTS.value or []) + ([flags.FLAGS.model_dir] if flags.FLAGS.model_dir else [])
+  specs = list(flags.FLAGS.prompts or []) + ([flags.FLAGS.model_dir] if flags.FLAGS.model_dir else [])
   if not specs:
     raise ValueError("give --prompts=NAME=SOURCE,... or --model_dir")
   common.parse_gin_from_flags()
@@ -35,16 +36,17 @@ def main(argv):
   from xprompt_jax.training import loop
   from xprompt_jax.training import partitioning
   config, mesh_cfg = T5Config(), partitioning.MeshConfig()
-  prompts = {name: run_prompts.load_prompt(src, _STEP.value)[0]
+  prompts = {name: run_prompts.load_prompt(src, flags.FLAGS.step)[0]
              for name, src in run_prompts.parse_named_sources(specs).items()}
   frozen, frozen_ref = loop.load_frozen(loop.TrainConfig(), config, partitioning.make_mesh(mesh_cfg), mesh_cfg.rules)
   embedding = np.asarray(embedding_table(frozen))
   vocab = vocab_lib.get_default_vocabulary()
   print(f"frozen model: {frozen_ref['path']}")
   for name, prompt in prompts.items():
-    hits = inspection.nearest_tokens(prompt, embedding, _K.value, num_ids=min(vocab.vocab_size, embedding.shape[0]))
+    hits = inspection.nearest_tokens(prompt, embedding, flags.FLAGS.k,
+                                     num_ids=min(vocab.vocab_size, embedding.shape[0]))
     print(inspection.format_nearest(hits, vocab, f"prompt {name} ({prompt.shape[0]}x{prompt.shape[1]}): nearest "
                                     f"tokens (cosine)"))
   if len(prompts) > 1:
-    names, sim = inspection.prompt_similarity(prompts, _SIMILARITY.value)
-    print(f"prompt similarity ({_SIMILARITY.value}, cosine):\n" + inspection.format_similarity(names, sim))
+    names, sim = inspection.prompt_similarity(prompts, flags.FLAGS.similarity)
+    print(f"prompt similarity ({flags.FLAGS.similarity}, cosine):\n" + inspection.format_similarity(names, sim))

@@ -12,9 +12,11 @@ from absl import flags
 from xprompt_jax.commands import common
 
 common.define_run_flags()
-_COMPARE = flags.DEFINE_list("compare", None, "Runs to compare as NAME=MODEL_DIR (or MODEL_DIR): bars of --metric.")
-_METRIC = flags.DEFINE_string("metric", None, "The eval metric of the comparison (default: the first one logged).")
-_OUT = flags.DEFINE_string("out_dir", None, "Where the PNGs go (default: <model_dir>/plots).")
+common.define_once(flags.DEFINE_list, "compare", None,
+                   "Runs to compare as NAME=MODEL_DIR (or MODEL_DIR): bars of --metric.")
+common.define_once(flags.DEFINE_string, "metric", None,
+                   "The eval metric of the comparison (default: the first one logged).")
+common.define_once(flags.DEFINE_string, "out_dir", None, "Where the PNGs go (default: <model_dir>/plots).")
 
 
 def main(argv):
@@ -26,11 +28,11 @@ def main(argv):
   from xprompt_jax import plotting
   from xprompt_jax.interop import run_prompts
   model_dir = flags.FLAGS.model_dir
-  out_dir = _OUT.value or os.path.join(model_dir, plotting.PLOTS_DIR)
+  out_dir = flags.FLAGS.out_dir or os.path.join(model_dir, plotting.PLOTS_DIR)
   written = plotting.plot_run(model_dir, out_dir)
-  if _COMPARE.value:
-    runs = run_prompts.parse_named_sources(_COMPARE.value)
-    metric = _METRIC.value or next(iter(plotting.final_eval(next(iter(runs.values())))))
+  if flags.FLAGS.compare:
+    runs = run_prompts.parse_named_sources(flags.FLAGS.compare)
+    metric = flags.FLAGS.metric or next(iter(plotting.final_eval(next(iter(runs.values())))))
     results = {name: plotting.final_eval(d, metric)[metric] for name, d in runs.items()}
     written.append(plotting.method_comparison(os.path.join(out_dir, "method_comparison.png"), results, metric))
   print("\n".join(f"wrote {p}" for p in written))
