@@ -4,6 +4,7 @@ The machine is shared (2 cores, other jobs running), so every comparison runs it
 (`interleaved`) and reports medians and ratios, each record stamped with the 1-minute load average at the time.
 Benchmarks never assert a wall time; they print `measured / target` lines and say when a target is missed.
 """
+import argparse
 import json
 import os
 import statistics
@@ -77,3 +78,20 @@ def bench_deps_available() -> Optional[str]:
 def die(message: str) -> None:
   print(message, file=sys.stderr)
   raise SystemExit(2)
+
+
+def step_shape_parser(description: str, sizes) -> argparse.ArgumentParser:
+  """The arguments every train-step benchmark shares: model size, batch shape, prompt length, output, --quick."""
+  parser = argparse.ArgumentParser(description=description)
+  parser.add_argument("--size", default="small", choices=sorted(sizes))
+  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--inputs", type=int, default=256)
+  parser.add_argument("--targets", type=int, default=8)
+  parser.add_argument("--prompt", type=int, default=100)
+  parser.add_argument("--out", default=None, help="append JSON records to this file")
+  parser.add_argument("--quick", action="store_true", help="tiny sizes (the test suite's smoke run)")
+  return parser
+
+
+def step_shape_kwargs(args) -> dict:
+  return dict(size=args.size, batch=args.batch, inputs=args.inputs, targets=args.targets, prompt=args.prompt)

@@ -11,7 +11,6 @@ those of the program XLA will run (unscanned layers; a scanned stack would be co
     python bench/flops.py --size small          # the issue's shapes (batch 8 x 256, 8 targets, P = 100)
     python bench/flops.py --quick
 """
-import argparse
 import sys
 import time
 
@@ -122,16 +121,8 @@ def print_targets(out: dict) -> None:
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--size", default="small", choices=sorted(SIZES))
-  parser.add_argument("--batch", type=int, default=8)
-  parser.add_argument("--inputs", type=int, default=256)
-  parser.add_argument("--targets", type=int, default=8)
-  parser.add_argument("--prompt", type=int, default=100)
-  parser.add_argument("--out", default=None, help="append JSON records to this file")
-  parser.add_argument("--quick", action="store_true")
-  args = parser.parse_args(argv)
-  kw = dict(size=args.size, batch=args.batch, inputs=args.inputs, targets=args.targets, prompt=args.prompt)
+  args = bench_common.step_shape_parser(__doc__.split("\n")[0], SIZES).parse_args(argv)
+  kw = bench_common.step_shape_kwargs(args)
   if args.quick:
     kw.update(QUICK)
   out = run(**kw)

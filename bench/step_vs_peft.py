@@ -8,7 +8,6 @@ each framework on the same weights and batch is reported (and must agree: `tests
     python bench/step_vs_peft.py --size small            # the issue's setting (batch 8 x 256, 8 targets, P=100)
     python bench/step_vs_peft.py --quick                 # tiny sizes, seconds
 """
-import argparse
 import sys
 
 import jax
@@ -137,22 +136,14 @@ def print_targets(results: list[dict]) -> None:
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--size", default="small", choices=sorted(SIZES))
-  parser.add_argument("--batch", type=int, default=8)
-  parser.add_argument("--inputs", type=int, default=256)
-  parser.add_argument("--targets", type=int, default=8)
-  parser.add_argument("--prompt", type=int, default=100)
+  parser = bench_common.step_shape_parser(__doc__.split("\n")[0], SIZES)
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--methods", default="prompt,prefix")
-  parser.add_argument("--out", default=None, help="append JSON records to this file")
-  parser.add_argument("--quick", action="store_true", help="tiny sizes (the test suite's smoke run)")
   args = parser.parse_args(argv)
   reason = bench_common.bench_deps_available()
   if reason:
     bench_common.die(reason)
-  kw = dict(size=args.size, batch=args.batch, inputs=args.inputs, targets=args.targets, prompt=args.prompt,
-            repeats=args.repeats)
+  kw = dict(bench_common.step_shape_kwargs(args), repeats=args.repeats)
   if args.quick:
     kw.update(QUICK)
   results = run(**kw, methods=tuple(args.methods.split(",")))

@@ -10,7 +10,6 @@ bf16 matmul units) from our code's.
     python bench/utilisation.py --size small
     python bench/utilisation.py --quick
 """
-import argparse
 import sys
 
 import jax
@@ -106,20 +105,13 @@ def print_targets(out: dict) -> None:
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--size", default="small", choices=sorted(SIZES))
-  parser.add_argument("--batch", type=int, default=8)
-  parser.add_argument("--inputs", type=int, default=256)
-  parser.add_argument("--targets", type=int, default=8)
-  parser.add_argument("--prompt", type=int, default=100)
+  parser = bench_common.step_shape_parser(__doc__.split("\n")[0], SIZES)
   parser.add_argument("--matmul", type=int, default=2048, help="n of the n x n matmul micro-benchmark")
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--bf16_step", action="store_true", help="also time the step with bf16 activations")
-  parser.add_argument("--out", default=None)
-  parser.add_argument("--quick", action="store_true")
   args = parser.parse_args(argv)
-  kw = dict(size=args.size, batch=args.batch, inputs=args.inputs, targets=args.targets, prompt=args.prompt,
-            matmul=args.matmul, repeats=args.repeats, bf16_step=args.bf16_step)
+  kw = dict(bench_common.step_shape_kwargs(args), matmul=args.matmul, repeats=args.repeats,
+            bf16_step=args.bf16_step)
   if args.quick:
     kw.update(QUICK)
   out = run(**kw)
