@@ -9,27 +9,22 @@ The two-process run stops at step 2 and is relaunched, so its checkpoint is writ
 The per-host `seqio.ShardInfo` path of `data.dataset` is checked separately: two hosts read disjoint examples.
 """
 import json
-import os
 import pathlib
 import socket
 import subprocess
 import sys
 
 import numpy as np
+from cli_helpers import one_device_env, tiny_flags
 import pytest
 
 WORKER = str(pathlib.Path(__file__).with_name("multihost_worker.py"))
 STEPS = 4
-TINY = ["--gin_file=runs/smoke_cpu.gin", f"--gin.TrainConfig.num_train_steps={STEPS}",
-        "--gin.TrainConfig.log_period=1", "--gin.TrainConfig.eval_period=0", "--gin.TrainConfig.checkpoint_period=2",
-        "--gin.TrainConfig.progress_bar=False", "--gin.PromptTuning.length=4", "--gin.DataConfig.inputs_length=32",
-        "--gin.DataConfig.batch_size=4", "--gin.TrainConfig.encoder_length=36", "--gin.EvalConfig.max_examples=8",
-        "--gin.EvalConfig.batch_size=8", "--gin.T5Config.emb_dim=16", "--gin.T5Config.mlp_dim=16",
-        "--gin.T5Config.num_heads=2", "--gin.T5Config.head_dim=4", "--gin.train.batches_fn=@global_batches"]
+TINY = tiny_flags(STEPS, 1, 2, "--gin.TrainConfig.progress_bar=False", "--gin.train.batches_fn=@global_batches")
 
 
 def _env(batch_log):
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = one_device_env()
   env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1",
              JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo", XPROMPT_TEST_BATCH_LOG=str(batch_log))
   return env

@@ -1,26 +1,21 @@
 """Two `xprompt-jax train` runs pointed at one --model_dir: the second refuses clearly (the checkpointer's model_dir
 lock) and writes nothing; the first finishes as if alone."""
 import json
-import os
 import pathlib
 import subprocess
 import sys
 import time
 
+from cli_helpers import one_device_env, tiny_flags
 import pytest
 
 WORKER = str(pathlib.Path(__file__).with_name("multihost_worker.py"))
 STEPS = 12
-TINY = ["--gin_file=runs/smoke_cpu.gin", f"--gin.TrainConfig.num_train_steps={STEPS}",
-        "--gin.TrainConfig.log_period=1", "--gin.TrainConfig.eval_period=0", "--gin.TrainConfig.checkpoint_period=4",
-        "--gin.TrainConfig.progress_bar=False", "--gin.PromptTuning.length=4", "--gin.DataConfig.inputs_length=32",
-        "--gin.DataConfig.batch_size=4", "--gin.TrainConfig.encoder_length=36", "--gin.EvalConfig.max_examples=8",
-        "--gin.EvalConfig.batch_size=8", "--gin.T5Config.emb_dim=16", "--gin.T5Config.mlp_dim=16",
-        "--gin.T5Config.num_heads=2", "--gin.T5Config.head_dim=4", "--gin.train.batches_fn=@recorded_batches"]
+TINY = tiny_flags(STEPS, 1, 4, "--gin.TrainConfig.progress_bar=False", "--gin.train.batches_fn=@recorded_batches")
 
 
 def _start(model_dir, hold):
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = one_device_env()
   env["XPROMPT_TEST_HOLD"] = str(hold)
   return subprocess.Popen([sys.executable, WORKER, "train", *TINY, f"--model_dir={model_dir}"],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
