@@ -214,3 +214,21 @@ def test_command_parameter_table_and_gin_errors(tmp_path):
   assert "77,668" in (tmp_path / "report.md").read_text()
   bad = _cli("--gin_file=runs/mpt_smoke_cpu.gin", f"--model_dir={tmp_path}", "--gin.DistillConfig.weight=-0.5")
   assert bad.returncode == 1 and "DistillConfig.weight (lambda) must be a finite number >= 0" in bad.stderr
+
+
+def test_source_stages_evaluate_on_source_eval_split(tmp_path, monkeypatch):
+  """Offline, MNLI/QQP have no official validation file: teachers and distillation evaluate on the chosen split,
+  target adaptation keeps EvalConfig's."""
+  seen = []
+
+  def fake_train(model_dir, **kwargs):
+    seen.append((os.path.basename(model_dir), kwargs["eval_cfg"].split))
+    os.makedirs(model_dir, exist_ok=True)
+    return {"state": {"trainable": {"prompt": np.zeros((LENGTH, CFG.emb_dim), np.float32)}}, "step": 1, "eval": {}}
+
+  monkeypatch.setattr(mpt.loop, "train", fake_train)
+  frozen = mpt.Frozen(params=None, ref={"path": "none", "fingerprint": "none"})
+  cfg = _cfg(source_eval_split="resplit_dev")
+  mpt.train_teachers(str(tmp_path), cfg, _base(), frozen)
+  assert seen == [(RTE, "resplit_dev"), (CB, "resplit_dev")]
+  assert mpt.MPTConfig().source_eval_split == "validation"

@@ -68,6 +68,9 @@ class MPTConfig:
   # 1. Teachers (plain prompt tuning).
   teacher_steps: int = 30_000
   teacher_learning_rate: float = 0.3
+  # The split the source-side stages (teachers, distillation) are evaluated on. Offline, MNLI and QQP have no
+  # official validation file: "resplit_dev" (the held-out part of the local GLUE re-split train) monitors them.
+  source_eval_split: str = "validation"
   # 2. Source training.
   source_epochs: float = 5.0
   source_steps: Optional[int] = None  # None: `source_epochs` passes over the (capped) source mixture.
@@ -183,12 +186,13 @@ def _host(tree):
 
 
 def _train(model_dir: str, base: Base, frozen: Frozen, *, method, task: str, steps: int, opt: optim.OptimizerConfig,
-           eval_tasks: Sequence[str], **kwargs) -> dict:
+           eval_tasks: Sequence[str], eval_split: Optional[str] = None, **kwargs) -> dict:
+  eval_cfg = base.eval if eval_split is None else dataclasses.replace(base.eval, split=eval_split)
   result = loop.train(model_dir, config=base.config, method=method,
                       data_cfg=dataclasses.replace(base.data, mixture_or_task_name=task), opt_cfg=opt,
                       mesh_cfg=base.mesh, train_cfg=dataclasses.replace(base.train, num_train_steps=steps,
                                                                         eval_tasks=tuple(eval_tasks)),
-                      loss_cfg=base.loss, eval_cfg=base.eval, frozen=frozen.params, frozen_ref=frozen.ref, **kwargs)
+                      loss_cfg=base.loss, eval_cfg=eval_cfg, frozen=frozen.params, frozen_ref=frozen.ref, **kwargs)
   if result.get("preempted"):
     raise Preempted(f"preempted in {model_dir} at step {result['step']}; rerun the same command to resume")
   return result
@@ -226,7 +230,7 @@ def train_teachers(workdir: str, cfg: MPTConfig, base: Base, frozen: Frozen,
       method = PromptTuning(length=cfg.prompt_length, prompt_init=cfg.prompt_init)
       opt = dataclasses.replace(base.opt, learning_rate=cfg.teacher_learning_rate, label_learning_rates=None)
       result = _train(model_dir, base, frozen, method=method, task=task, steps=cfg.teacher_steps, opt=opt,
-                      eval_tasks=(task,))
+                      eval_tasks=(task,), eval_split=cfg.source_eval_split)
       np.save(prompt_path, _host(result["state"]["trainable"]["prompt"]))
       done = {"task": task, "step": result["step"], "eval": result["eval"]}
       _write_json(os.path.join(model_dir, RESULT_FILE), done)
@@ -283,7 +287,8 @@ def train_source(workdir: str, cfg: MPTConfig, base: Base, frozen: Frozen, teach
   loss_fn = distill.make_distill_loss(t5.T5(base.config), method, base.config, base.loss, base.distill)
   opt = dataclasses.replace(base.opt, learning_rate=cfg.source_learning_rate, label_learning_rates=None)
   result = _train(model_dir, base, frozen, method=method, task=mixture, steps=source_steps(cfg, base, tasks),
-                  opt=opt, eval_tasks=(mixture,), aux={distill.TEACHERS_KEY: np.asarray(teachers)},
+                  opt=opt, eval_tasks=(mixture,), eval_split=cfg.source_eval_split,
+                  aux={distill.TEACHERS_KEY: np.asarray(teachers)},
                   loss_fn=loss_fn, batches_fn=mpt_data.make_sampled_batches_fn(tasks, base.sampling, rates),
                   eval_task_ids={t: i for i, t in enumerate(tasks)})
   trainable = _host(result["state"]["trainable"])
