@@ -25,7 +25,19 @@ flags.DEFINE_string("page", str(paths.PROJECT_ROOT / "docs" / "results_local.md"
 flags.DEFINE_bool("quick", False, "Tiny random T5, CB only, two seeds, a few steps per stage: checks the whole "
                   "pipeline end to end in minutes (pretrain/compare_quick.gin).")
 
+flags.DEFINE_string("compilation_cache", "", "JAX's persistent compilation cache folder, shared by the runs (they "
+                    "compile the same train and eval steps again and again); default <results_dir>/jax_cache, "
+                    "'none' disables it.")
+
 QUICK_GIN = "pretrain/compare_quick.gin"
+
+
+def enable_compilation_cache(folder: str) -> None:
+  """Every run builds its own jitted step; with the persistent cache the second run of a shape loads it instead."""
+  import jax
+  jax.config.update("jax_compilation_cache_dir", folder)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def main(argv):
@@ -37,6 +49,9 @@ def main(argv):
   gin_files = ([QUICK_GIN] if f.quick else []) + list(f.gin_file)
   if not gin_files:
     raise app.UsageError("give --gin_file=pretrain/compare_local.gin (the real run) or --quick")
+  cache = f.compilation_cache or os.path.join(f.results_dir, "jax_cache")
+  if cache != "none":
+    enable_compilation_cache(cache)
   from xprompt_jax.pipelines import compare  # Registers CompareConfig before the config is parsed.
   common.parse_gin(gin_files, f.gin_bindings, f.gin_search_paths)
   command = "python bench/compare_methods.py " + " ".join(a for a in argv_for_page(sys.argv[1:]))

@@ -29,6 +29,18 @@ def test_config_errors_name_the_field():
     compare.CompareConfig(num_train_steps=0)
 
 
+def test_per_task_inputs_length_reaches_the_run_settings():
+  cfg = compare.CompareConfig(tasks=("a", "b"), inputs_lengths={"a": 64})
+  base = compare.Settings(config=None, data=compare.data_lib.DataConfig(mixture_or_task_name="a", inputs_length=128),
+                          opt=None, train=compare.loop.TrainConfig(), loss=None, eval=None, mesh=None)
+  a = base.for_run("a", 3, cfg.inputs_lengths.get("a"))
+  b = base.for_run("b", 3, cfg.inputs_lengths.get("b"))
+  assert (a.data.inputs_length, a.data.mixture_or_task_name, a.data.seed, a.train.seed) == (64, "a", 3, 3)
+  assert (b.data.inputs_length, b.data.mixture_or_task_name) == (128, "b")
+  with pytest.raises(ValueError, match="inputs_lengths\\['a'\\]=0"):
+    compare.CompareConfig(inputs_lengths={"a": 0})
+
+
 def test_class_labels():
   assert compare.class_labels("super_glue_cb_v102") == ("entailment", "contradiction", "neutral")
   assert compare.class_labels("super_glue_boolq_v102_32shot") == ("False", "True")

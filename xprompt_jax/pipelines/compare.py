@@ -18,7 +18,7 @@ import json
 import os
 import time
 import traceback
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import gin
 import numpy as np
@@ -64,6 +64,9 @@ class CompareConfig:
   xprompt_ratios: tuple[float, ...] = (0.3, 0.5, 0.7)
   xprompt_pieces: int = 4
   xprompt_importance_examples: Optional[int] = None  # None: the whole training set scores the importance.
+  # Per-task encoder input lengths of the single-task runs (prompt, prefix, XPrompt), e.g. 64 for SST-2, whose
+  # longest input is 84 tokens; other tasks, and MPT (whose tasks share batches), use DataConfig.inputs_length.
+  inputs_lengths: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
     unknown = sorted(set(self.methods) - set(METHODS))
@@ -74,6 +77,9 @@ class CompareConfig:
     for name in ("num_train_steps", "eval_period", "prompt_length", "prefix_length", "xprompt_pieces"):
       if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
         raise ValueError(f"CompareConfig.{name} must be a positive int, got {getattr(self, name)!r}")
+    for task, length in dict(self.inputs_lengths).items():
+      if not isinstance(length, int) or isinstance(length, bool) or length <= 0:
+        raise ValueError(f"CompareConfig.inputs_lengths[{task!r}]={length!r} must be a positive int")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,9 +103,12 @@ class Settings:
     return cls(T5Config(), data_lib.DataConfig(mixture_or_task_name=cfg.tasks[0]), optim.OptimizerConfig(), train,
                step_lib.LossConfig(), eval_lib.EvalConfig(), partitioning.MeshConfig())
 
-  def for_run(self, task: str, seed: int) -> "Settings":
-    return dataclasses.replace(self, data=dataclasses.replace(self.data, mixture_or_task_name=task, seed=seed),
-                               train=dataclasses.replace(self.train, seed=seed))
+  def for_run(self, task: str, seed: int, inputs_length: Optional[int] = None) -> "Settings":
+    """The settings of one run: `task`, `seed`, and `inputs_length` (None: DataConfig's) for training and, since
+    evaluation lengths default to the training ones, for evaluation."""
+    data = dataclasses.replace(self.data, mixture_or_task_name=task, seed=seed,
+                               inputs_length=inputs_length or self.data.inputs_length)
+    return dataclasses.replace(self, data=data, train=dataclasses.replace(self.train, seed=seed))
 
 
 def class_labels(task: str) -> tuple[str, ...]:
@@ -165,7 +174,7 @@ def run_single(run_dir: str, settings: Settings, method_name: str, cfg: CompareC
     init = PROMPT_METHODS[method_name]
     kwargs = {"class_labels": class_labels(task)} if init == "class_labels" else {}
     method = get_method("prompt", length=cfg.prompt_length, prompt_init=init, **kwargs)
-  s = settings.for_run(task, seed)
+  s = settings.for_run(task, seed, cfg.inputs_lengths.get(task))
   loop.train(run_dir, config=s.config, method=method, data_cfg=s.data, opt_cfg=s.opt, mesh_cfg=s.mesh,
              train_cfg=s.train, loss_cfg=s.loss, eval_cfg=s.eval)
   return [{"method": method_name, "task": task, "seed": seed, "metrics": best_eval(run_dir, task)}]
@@ -190,7 +199,7 @@ def run_xprompt(run_dir: str, settings: Settings, cfg: CompareConfig, task: str,
   """XPrompt with every control -> one record per variant (`xprompt/<variant>`, the best ratio per variant)."""
   from xprompt_jax.methods.xprompt import XPrompt
   from xprompt_jax.pipelines import xprompt as xprompt_lib
-  s = settings.for_run(task, seed)
+  s = settings.for_run(task, seed, cfg.inputs_lengths.get(task))
   pipeline_cfg = xprompt_lib.XPromptPipelineConfig(
       ratios=tuple(cfg.xprompt_ratios), reversed_control=True, random_control=True, length_control=True,
       token_only=True, piece_only=True, control_seed=seed, plots=False,
@@ -293,12 +302,14 @@ def compare(results_dir: str, page_path: str, *, cfg: Optional[CompareConfig] = 
   method_tasks = {m: list(cfg.tasks) for m in method_names}
   method_tasks["mpt"] = list(cfg.mpt_targets)
   method_tasks.update({m: list(cfg.xprompt_tasks or cfg.tasks) for m in method_names if m.startswith("xprompt/")})
+  per_task = (" (" + ", ".join(f"{t}: {n}" for t, n in sorted(dict(cfg.inputs_lengths).items()))
+              + " in the single-task runs)") if cfg.inputs_lengths else ""
   protocol = (f"{len(cfg.seeds)} seeds {list(cfg.seeds)}; {cfg.num_train_steps} training steps per run (per stage "
               f"for MPT and XPrompt), evaluated every {cfg.eval_period} steps on the official validation file"
               f"{f' (its first {max_examples} examples only)' if max_examples else ''}; a "
               f"run's number is its best evaluation (early stopping on validation, as the papers do; MPT reports "
               f"its last evaluation). Prompt length {cfg.prompt_length}, prefix length {cfg.prefix_length}, batch "
-              f"{settings.data.batch_size}, inputs {settings.data.inputs_length} tokens, optimizer "
+              f"{settings.data.batch_size}, inputs {settings.data.inputs_length} tokens{per_task}, optimizer "
               f"{settings.opt.optimizer} lr {settings.opt.learning_rate}. MPT sources: {', '.join(cfg.mpt_sources)} "
               f"(local GLUE re-split train). XPrompt ratios {list(cfg.xprompt_ratios)}, {cfg.xprompt_pieces} pieces.")
   text = compare_report.write_page(
