@@ -134,6 +134,10 @@ def test_partial_checkpoint(trained, tmp_path):
   for path in data_files:  # Truncated outside orbax's atomic rename (a bad copy, a full disk on another tool).
     path.write_bytes(path.read_bytes()[:7])
   fails(copy, "eval", *TINY, f"--model_dir={copy}", expect=[f"checkpoint 2 in {copy} is unreadable"])
+  # Resuming from it names the folder to move aside (nothing is deleted for the user).
+  fails(copy, "train", *TINY, "--gin.TrainConfig.num_train_steps=3", f"--model_dir={copy}",
+        expect=[f"checkpoint 2 in {copy} is unreadable",
+                f"move {copy / 'checkpoints' / '2'} aside to start again from step 0"])
 
 
 def test_frozen_model_mismatch(trained):

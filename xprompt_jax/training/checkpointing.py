@@ -89,6 +89,17 @@ class StateMismatchError(CheckpointingError, ValueError):
   """The abstract state given to `restore` differs from the saved tree (leaf paths or shapes)."""
 
 
+class UnreadableCheckpointError(CheckpointingError, ValueError):
+  """A checkpoint whose files cannot be read back (truncated or corrupt); the message names the step and folder."""
+
+
+def unreadable(where: str, error: Exception, hint: str = "") -> UnreadableCheckpointError:
+  """tensorstore/orbax's error on truncated or corrupt files, shortened to its first line, naming `where`."""
+  first_line = (str(error).splitlines() or [type(error).__name__])[0][:400]
+  return UnreadableCheckpointError(f"{where} is unreadable (truncated or corrupt files{'; ' + hint if hint else ''})"
+                                   f": {first_line}")
+
+
 def _leaf_name(path) -> str:
   """'opt_state.0.v.prompt': the dotted key path orbax uses for the same leaf in its metadata."""
   return jax.tree_util.keystr(path, simple=True, separator=".")
@@ -354,6 +365,10 @@ class TrainCheckpointer:
     """The finished checkpoint steps, ascending (folders still being written are never listed)."""
     return sorted(self._open_manager().all_steps())
 
+  def checkpoint_dir(self, step: int) -> str:
+    """The folder of checkpoint `step` (orbax names it by the step number)."""
+    return _join(self.directory, str(int(step)))
+
   def latest_step(self) -> Optional[int]:
     """The newest finished step (what a resume restores), or None when there is none."""
     return self._open_manager().latest_step()
@@ -491,18 +506,21 @@ class TrainCheckpointer:
     """
     step = self._resolve_step(step)
     where = f"checkpoint {step} in {self.directory}"
-    meta = self.read_meta(step)
-    check_frozen(meta.get("frozen"), self.frozen_path, self.frozen_fingerprint, checkpoint=where,
-                 allow_mismatch=allow_frozen_mismatch)
-    if abstract_state is None:
-      if shardings is not None:
-        raise ValueError("restore(shardings=...) needs abstract_state (the tree the shardings belong to)")
-      target = None
-    else:
-      target = restore_target(abstract_state, shardings)
-      compare_trees(self.stored_shapes(step), target, where)
-    restored = self._open_manager().restore(
-        step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(target)}))
+    if abstract_state is None and shardings is not None:
+      raise ValueError("restore(shardings=...) needs abstract_state (the tree the shardings belong to)")
+    try:
+      meta = self.read_meta(step)
+      check_frozen(meta.get("frozen"), self.frozen_path, self.frozen_fingerprint, checkpoint=where,
+                   allow_mismatch=allow_frozen_mismatch)
+      target = None if abstract_state is None else restore_target(abstract_state, shardings)
+      if target is not None:
+        compare_trees(self.stored_shapes(step), target, where)
+      restored = self._open_manager().restore(
+          step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(target)}))
+    except CheckpointingError:  # Another base model, another tree: already clear.
+      raise
+    except (ValueError, OSError) as e:  # tensorstore / orbax / json on truncated or corrupt files.
+      raise unreadable(where, e) from e
     return restored[STATE_ITEM], meta
 
   # --- lifecycle --------------------------------------------------------------------------------------------

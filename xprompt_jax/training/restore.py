@@ -19,15 +19,12 @@ from xprompt_jax.training import partitioning
 from xprompt_jax.training import step as step_lib
 
 
-class UnreadableCheckpointError(ValueError):
-  """A checkpoint whose files cannot be read back (the message names the step and the model_dir)."""
+UnreadableCheckpointError = checkpointing.UnreadableCheckpointError
+_EVAL_HINT = "evaluate another step with --step"
 
 
 def _unreadable(step: int, model_dir: str, error: Exception) -> UnreadableCheckpointError:
-  """tensorstore/orbax errors on truncated or corrupt files, shortened to their first line."""
-  first_line = (str(error).splitlines() or [type(error).__name__])[0][:400]
-  return UnreadableCheckpointError(f"checkpoint {step} in {model_dir} is unreadable (truncated or corrupt files; "
-                                   f"evaluate another step with --step): {first_line}")
+  return checkpointing.unreadable(f"checkpoint {step} in {model_dir}", error, _EVAL_HINT)
 
 
 @dataclasses.dataclass
@@ -87,10 +84,8 @@ def load_run(model_dir: str, step: Optional[str] = "latest") -> Run:
     try:
       state, meta = ckpt.restore(number, abstract_state=abstract,
                                  shardings=jax.tree.map(lambda _: replicated, abstract))
-    except checkpointing.CheckpointingError:  # Shape/leaf mismatch, other base model: already clear.
-      raise
-    except (ValueError, OSError) as e:
-      raise _unreadable(number, model_dir, e) from e
+    except checkpointing.UnreadableCheckpointError as e:
+      raise _unreadable(number, model_dir, e.__cause__ or e) from e
   finally:
     ckpt.close()
   return Run(config, method, t5.T5(config), frozen, frozen_ref, state, meta, number)
