@@ -28,9 +28,7 @@ from xprompt_jax.models.config import T5Config
 from xprompt_jax.pipelines import compare_report
 from xprompt_jax.training import data as data_lib
 from xprompt_jax.training import loop
-from xprompt_jax.training import optim
-from xprompt_jax.training import partitioning
-from xprompt_jax.training import step as step_lib
+from xprompt_jax.training import run_configs
 
 PROMPT_METHODS = {"prompt_random": "random_uniform", "prompt_sampled_vocab": "sampled_vocab",
                   "prompt_class_labels": "class_labels"}
@@ -82,33 +80,16 @@ class CompareConfig:
         raise ValueError(f"CompareConfig.inputs_lengths[{task!r}]={length!r} must be a positive int")
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-  """The gin-bound configs every run starts from."""
-  config: T5Config
-  data: data_lib.DataConfig
-  opt: optim.OptimizerConfig
-  train: loop.TrainConfig
-  loss: step_lib.LossConfig
-  eval: Any
-  mesh: partitioning.MeshConfig
+Settings = run_configs.RunConfigs
 
-  @classmethod
-  def from_gin(cls, cfg: CompareConfig) -> "Settings":
-    from xprompt_jax.evaluation import evaluator as eval_lib
-    train = loop.TrainConfig()
-    train = dataclasses.replace(train, initial_checkpoint=cfg.backbone or train.initial_checkpoint,
-                                num_train_steps=cfg.num_train_steps, eval_period=cfg.eval_period,
-                                checkpoint_period=cfg.num_train_steps, keep_checkpoints=1, progress_bar=False)
-    return cls(T5Config(), data_lib.DataConfig(mixture_or_task_name=cfg.tasks[0]), optim.OptimizerConfig(), train,
-               step_lib.LossConfig(), eval_lib.EvalConfig(), partitioning.MeshConfig())
 
-  def for_run(self, task: str, seed: int, inputs_length: Optional[int] = None) -> "Settings":
-    """The settings of one run: `task`, `seed`, and `inputs_length` (None: DataConfig's) for training and, since
-    evaluation lengths default to the training ones, for evaluation."""
-    data = dataclasses.replace(self.data, mixture_or_task_name=task, seed=seed,
-                               inputs_length=inputs_length or self.data.inputs_length)
-    return dataclasses.replace(self, data=data, train=dataclasses.replace(self.train, seed=seed))
+def settings_from_gin(cfg: CompareConfig) -> Settings:
+  """The gin-bound configs every run starts from, with the comparison's backbone, steps and evaluation period."""
+  settings = Settings.from_gin(cfg.tasks[0])
+  train = dataclasses.replace(settings.train, initial_checkpoint=cfg.backbone or settings.train.initial_checkpoint,
+                              num_train_steps=cfg.num_train_steps, eval_period=cfg.eval_period,
+                              checkpoint_period=cfg.num_train_steps, keep_checkpoints=1, progress_bar=False)
+  return dataclasses.replace(settings, train=train)
 
 
 def class_labels(task: str) -> tuple[str, ...]:
@@ -175,8 +156,7 @@ def run_single(run_dir: str, settings: Settings, method_name: str, cfg: CompareC
     kwargs = {"class_labels": class_labels(task)} if init == "class_labels" else {}
     method = get_method("prompt", length=cfg.prompt_length, prompt_init=init, **kwargs)
   s = settings.for_run(task, seed, cfg.inputs_lengths.get(task))
-  loop.train(run_dir, config=s.config, method=method, data_cfg=s.data, opt_cfg=s.opt, mesh_cfg=s.mesh,
-             train_cfg=s.train, loss_cfg=s.loss, eval_cfg=s.eval)
+  loop.train(run_dir, method=method, **s.train_kwargs())
   return [{"method": method_name, "task": task, "seed": seed, "metrics": best_eval(run_dir, task)}]
 
 
@@ -184,8 +164,7 @@ def run_mpt(run_dir: str, settings: Settings, cfg: CompareConfig, seed: int) -> 
   """MPT (sources -> distilled shared prompt -> every target) -> one record per target task."""
   from xprompt_jax.pipelines import mpt
   s = settings.for_run(cfg.mpt_sources[0], seed)
-  base = dataclasses.replace(mpt.Base.from_gin(cfg.mpt_sources[0]), config=s.config, data=s.data, opt=s.opt,
-                             train=s.train, loss=s.loss, eval=s.eval, mesh=s.mesh)
+  base = mpt.Base.extend(s)
   mpt_cfg = mpt.MPTConfig().replace(source_tasks=tuple(cfg.mpt_sources), source_rates=None,
                                     target_tasks=tuple(cfg.mpt_targets), prompt_length=cfg.prompt_length,
                                     teacher_steps=cfg.num_train_steps, source_steps=cfg.num_train_steps,
@@ -204,11 +183,9 @@ def run_xprompt(run_dir: str, settings: Settings, cfg: CompareConfig, task: str,
       ratios=tuple(cfg.xprompt_ratios), reversed_control=True, random_control=True, length_control=True,
       token_only=True, piece_only=True, control_seed=seed, plots=False,
       importance_max_examples=cfg.xprompt_importance_examples)
-  out = xprompt_lib.run_xprompt(run_dir, pipeline_cfg=pipeline_cfg, config=s.config,
+  out = xprompt_lib.run_xprompt(run_dir, pipeline_cfg=pipeline_cfg,
                                 method=XPrompt(length=cfg.prompt_length, pieces=cfg.xprompt_pieces,
-                                               prompt_init="sampled_vocab"),
-                                data_cfg=s.data, opt_cfg=s.opt, mesh_cfg=s.mesh, train_cfg=s.train, loss_cfg=s.loss,
-                                eval_cfg=s.eval)
+                                               prompt_init="sampled_vocab"), **s.train_kwargs())
   if out["rows"] is None:
     raise RuntimeError(f"XPrompt stopped early: {out['stopped']}")
   best: dict[str, dict] = {}
@@ -288,7 +265,7 @@ def compare(results_dir: str, page_path: str, *, cfg: Optional[CompareConfig] = 
             command: str = "python bench/compare_methods.py") -> dict[str, Any]:
   """Runs everything (resuming), then writes the page from the records; returns {"records", "page"}."""
   cfg = cfg or CompareConfig()
-  settings = Settings.from_gin(cfg)
+  settings = settings_from_gin(cfg)
   os.makedirs(results_dir, exist_ok=True)
   records = run_all(results_dir, cfg, settings)
   lengths = dict(settings.data.task_feature_lengths)

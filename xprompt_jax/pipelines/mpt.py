@@ -32,7 +32,6 @@ import numpy as np
 from xprompt_jax.methods.mpt import MPT, target_init_from_sources
 from xprompt_jax.methods.prompt import PromptTuning
 from xprompt_jax.models import t5
-from xprompt_jax.models.config import T5Config
 from xprompt_jax.pipelines import mpt_data
 from xprompt_jax.tasks import mixtures
 from xprompt_jax.training import data as data_lib
@@ -40,7 +39,7 @@ from xprompt_jax.training import distill
 from xprompt_jax.training import loop
 from xprompt_jax.training import optim
 from xprompt_jax.training import partitioning
-from xprompt_jax.training import step as step_lib
+from xprompt_jax.training import run_configs
 
 SUPER_GLUE_TARGETS = ("super_glue_multirc_v102", "super_glue_boolq_v102", "super_glue_wic_v102",
                       "super_glue_wsc_v102_simple_train", "super_glue_cb_v102")
@@ -134,24 +133,20 @@ class TargetMPT(MPT):
 
 
 @dataclasses.dataclass(frozen=True)
-class Base:
+class Base(run_configs.RunConfigs):
   """The per-run settings every stage starts from (each stage replaces its steps, task and learning rates)."""
-  config: T5Config
-  data: data_lib.DataConfig
-  opt: optim.OptimizerConfig
-  train: loop.TrainConfig
-  loss: step_lib.LossConfig
-  eval: Any
-  mesh: partitioning.MeshConfig
   distill: distill.DistillConfig
   sampling: mpt_data.SamplingConfig
 
   @classmethod
-  def from_gin(cls, first_task: str) -> "Base":
-    from xprompt_jax.evaluation import evaluator as eval_lib
-    return cls(T5Config(), data_lib.DataConfig(mixture_or_task_name=first_task), optim.OptimizerConfig(),
-               loop.TrainConfig(), step_lib.LossConfig(), eval_lib.EvalConfig(), partitioning.MeshConfig(),
-               distill.DistillConfig(), mpt_data.SamplingConfig())
+  def gin_fields(cls, task: str) -> dict[str, Any]:
+    return {**super().gin_fields(task), "distill": distill.DistillConfig(), "sampling": mpt_data.SamplingConfig()}
+
+  @classmethod
+  def extend(cls, configs: run_configs.RunConfigs) -> "Base":
+    """`configs` plus the gin-bound distillation and task-sampling configs."""
+    fields = {f.name: getattr(configs, f.name) for f in dataclasses.fields(run_configs.RunConfigs)}
+    return cls(**fields, distill=distill.DistillConfig(), sampling=mpt_data.SamplingConfig())
 
 
 @dataclasses.dataclass
