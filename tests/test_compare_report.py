@@ -1,4 +1,5 @@
 """The generated results page: mean ± std over seeds, majority baseline, orderings, failures, plot."""
+import json
 import os
 
 import pytest
@@ -46,3 +47,33 @@ def test_page_is_generated_with_every_method_seed_and_failure(tmp_path):
   assert "| xprompt/reversed | rte | 1 |" in text  # Every seed's row.
   assert "- prompt_class_labels: rte" in text and "- prompt_random: (none)" in text
   assert open(page).read() == text
+
+
+def _stage(tmp_path, name, task, steps, start):
+  model_dir = tmp_path / name
+  (model_dir / "export" / f"checkpoint_{steps}").mkdir(parents=True)
+  rows = [{"step": s, "kind": "train", "loss": 9.0 - s / steps} for s in range(10, steps + 1, 10)]
+  rows.append({"step": steps, "kind": "eval", "validation_loss": 7.5})
+  (model_dir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+  report = {"task": task, "step": steps, "validation_loss": 7.5, "unigram_cross_entropy": 8.25, "start": start,
+            "export": str(model_dir / "export" / f"checkpoint_{steps}")}
+  (model_dir / "pretrain_report.json").write_text(json.dumps(report))
+  return report["export"]
+
+
+def test_pretraining_chain_backbone_line_and_plot(tmp_path):
+  from xprompt_jax.models.config import T5Config
+  from xprompt_jax.pipelines import compare
+  sc = _stage(tmp_path, "sc", "pretrain_span_corruption", 40, "random-init:seed=0:mini")
+  lm = _stage(tmp_path, "lm", "pretrain_prefix_lm", 20, sc)
+  stages = compare.pretraining_chain(lm)
+  assert [s["task"] for s in stages] == ["pretrain_span_corruption", "pretrain_prefix_lm"]
+  line = compare.backbone_line(lm, T5Config(name="mini"), stages)
+  assert "pretrain_span_corruption to step 40: held-out validation cross entropy 7.500" in line
+  assert "vs the unigram baseline 8.250" in line and line.endswith(".")
+  assert compare.pretraining_chain(str(tmp_path / "elsewhere" / "export" / "checkpoint_1")) == []
+  page = str(tmp_path / "page.md")
+  text = cr.write_page(page, _records(), methods=["prompt_random"], tasks=["rte"], majority={"rte": 52.7},
+                       meta={"pretraining": stages, "backbone_line": line})
+  assert os.path.getsize(tmp_path / "page" / "pretraining.png") > 1000
+  assert "![pretraining loss curves](page/pretraining.png)" in text

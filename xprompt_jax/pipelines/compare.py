@@ -245,19 +245,35 @@ def run_all(results_dir: str, cfg: CompareConfig, settings: Settings) -> list[di
   return records
 
 
-def backbone_line(backbone: Optional[str], config: T5Config) -> str:
-  """One sentence naming the backbone, with its pretraining report (validation vs unigram loss) when found."""
+def pretraining_chain(backbone: Optional[str], max_stages: int = 8) -> list[dict]:
+  """The pretraining stages behind a backbone exported by `xprompt-jax pretrain`, earliest first: each stage's
+  `pretrain_report.json` plus its `model_dir`, followed through each report's `start` (an earlier stage's export);
+  [] when the backbone was not made here."""
+  stages, path = [], backbone
+  while path and len(stages) < max_stages:
+    model_dir = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+    report = os.path.join(model_dir, "pretrain_report.json")
+    if not os.path.exists(report):
+      break
+    with open(report, encoding="utf-8") as f:
+      stages.append({**json.load(f), "model_dir": model_dir})
+    path = stages[-1].get("start")
+  return stages[::-1]
+
+
+def backbone_line(backbone: Optional[str], config: T5Config, stages: Optional[list[dict]] = None) -> str:
+  """One paragraph naming the backbone, with each pretraining stage's validation loss vs the unigram baseline."""
   if not backbone:
     return (f"RANDOM-weight {config.name} ({config.num_params():,} parameters): these numbers check the plumbing, "
             "they say nothing about the methods.")
   line = f"`{backbone}` ({config.name}, {config.num_params():,} parameters)."
-  report = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(backbone))), "pretrain_report.json")
-  if os.path.exists(report):
-    with open(report, encoding="utf-8") as f:
-      r = json.load(f)
-    line += (f" Its pretraining report ({r['task']}, step {r['step']}): held-out validation cross entropy "
-             f"{r['validation_loss']:.3f} nats/token vs the unigram baseline {r['unigram_cross_entropy']:.3f}.")
-  return line
+  stages = pretraining_chain(backbone) if stages is None else stages
+  if stages:
+    line += " Pretrained here, from random weights, on the training-split text of `../shared/data` only:"
+  for r in stages:
+    line += (f" {r['task']} to step {r['step']}: held-out validation cross entropy {r['validation_loss']:.3f} "
+             f"nats/token vs the unigram baseline {r['unigram_cross_entropy']:.3f};")
+  return line.rstrip(";") + ("." if stages else "")
 
 
 @gin.configurable(denylist=["results_dir", "page_path"])
@@ -271,6 +287,9 @@ def compare(results_dir: str, page_path: str, *, cfg: Optional[CompareConfig] = 
   lengths = dict(settings.data.task_feature_lengths)
   tasks = list(dict.fromkeys([*cfg.tasks, *(cfg.mpt_targets if "mpt" in cfg.methods else ())]))
   max_examples = settings.eval.max_examples
+  stages = pretraining_chain(settings.train.initial_checkpoint)
+  origin = ("random weights" if not settings.train.initial_checkpoint else
+            "pretrained here" if stages else "given checkpoint")
   majority = {t: majority_baseline(t, lengths, max_examples) for t in tasks}
   method_names = [m for m in cfg.methods if m != "xprompt"]
   if "xprompt" in cfg.methods:
@@ -292,6 +311,8 @@ def compare(results_dir: str, page_path: str, *, cfg: Optional[CompareConfig] = 
   text = compare_report.write_page(
       page_path, records, methods=method_names, tasks=tasks, majority=majority,
       meta={"command": command, "results": os.path.join(results_dir, RESULTS_NAME), "protocol": protocol,
-            "backbone_line": backbone_line(settings.train.initial_checkpoint, settings.config),
+            "backbone_line": backbone_line(settings.train.initial_checkpoint, settings.config, stages),
+            "pretraining": stages,
+            "plot_title": f"{settings.config.name} ({origin}), {len(cfg.seeds)} seeds, mean ± std",
             "machine": f"{os.cpu_count()} CPU cores", "method_tasks": method_tasks})
   return {"records": records, "page": text}

@@ -104,6 +104,35 @@ def bar_plot(path: str, summary: Mapping[tuple[str, str], dict], methods: Sequen
   plt.close(fig)
 
 
+def pretraining_plot(path: str, stages: Sequence[Mapping[str, Any]]) -> None:
+  """The pretraining stages end to end: training loss (per log period) and held-out validation loss against the
+  cumulative step, with each stage's unigram baseline as a dashed line over its steps."""
+  from xprompt_jax import plotting
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(7.0, 4.0))
+  offset = 0
+  for i, stage in enumerate(stages):
+    rows = plotting.read_metrics(stage["model_dir"])
+    train = plotting.series(rows, "train").get("loss", ([], []))
+    evals = plotting.series(rows, "eval").get("validation_loss", ([], []))
+    name = stage["task"]
+    ax.plot([offset + s for s in train[0]], train[1], "-", color=f"C{i}", label=f"{name}: training loss")
+    ax.plot([offset + s for s in evals[0]], evals[1], "o", color=f"C{i}", label=f"{name}: validation loss")
+    ax.hlines(stage["unigram_cross_entropy"], offset, offset + stage["step"], colors=f"C{i}", linestyles="dashed",
+              label=f"{name}: unigram baseline")
+    offset += int(stage["step"])
+  ax.set_xlabel("pretraining step (stages end to end)")
+  ax.set_ylabel("cross entropy (nats / target token)")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
 def write_page(page_path: str, records: Sequence[Mapping[str, Any]], *, methods: Sequence[str],
                tasks: Sequence[str], majority: Mapping[str, float], meta: Mapping[str, Any],
                missing_notes: Sequence[str] = ()) -> str:
@@ -113,7 +142,10 @@ def write_page(page_path: str, records: Sequence[Mapping[str, Any]], *, methods:
   shown += sorted({m for m, _ in summary} - set(shown))
   stem = os.path.splitext(page_path)[0]
   plot_rel = f"{os.path.basename(stem)}/methods.png"
-  bar_plot(f"{stem}/methods.png", summary, shown, tasks, majority, meta.get("backbone_line", ""))
+  bar_plot(f"{stem}/methods.png", summary, shown, tasks, majority, meta.get("plot_title", ""))
+  stages = meta.get("pretraining") or []
+  if stages:
+    pretraining_plot(f"{stem}/pretraining.png", stages)
   seconds = sum(float(r.get("seconds", 0.0)) for r in records)
   lines = [
       f"# {meta.get('title', 'Method comparison on the local backbone')}", "",
@@ -122,6 +154,7 @@ def write_page(page_path: str, records: Sequence[Mapping[str, Any]], *, methods:
       f"{datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from the records in "
       f"`{meta.get('results', '?')}`; rerun the command to update it. Every number below is read from those records.",
       "", f"**Backbone.** {meta.get('backbone_line', '')}", "",
+      *([f"![pretraining loss curves]({os.path.basename(stem)}/pretraining.png)", ""] if stages else []),
       f"**Protocol.** {meta.get('protocol', '')}", "",
       f"**Duration.** {len(records)} runs took {_duration(seconds)} of wall time on {meta.get('machine', '?')}.", "",
       "## Validation accuracy (%), mean ± std over seeds", "",
