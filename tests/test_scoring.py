@@ -112,6 +112,26 @@ def test_per_example_candidates_equal_separate_forward_passes():
                                                                  injection=inj)), want.argmax(axis=1))
 
 
+def test_per_example_cross_prefix_follows_the_encoder_rows():
+  """Mixed-task serving: every example has its own cross-attention prefix, shared by its K candidate rows."""
+  model, params, enc = _setup()
+  cfg = model.config
+  k = jax.random.split(jax.random.PRNGKey(9), 2)
+  shape = (cfg.num_decoder_layers, B, 2, cfg.num_heads, cfg.head_dim)
+  inj = Injection(cross_prefix=(jax.random.normal(k[0], shape), jax.random.normal(k[1], shape)))
+  labels = _targets(3, seed=6)
+  got = np.asarray(scoring.rank_classification_scores(model, params, enc, jnp.asarray(labels), injection=inj))
+  want = np.stack([_numpy_scores(model, params, enc, np.tile(labels[j], (B, 1)), inj) for j in range(3)], axis=1)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_decoder_rows_must_be_a_multiple_of_encoder_rows():
+  model, params, enc = _setup()
+  encoded, valid = model.apply({"params": params}, enc, method=T5.encode)
+  with pytest.raises(ValueError, match="decoder batch 4 differs from the encoder batch 3"):
+    model.apply({"params": params}, encoded, valid, jnp.zeros((4, 2), jnp.int32), method=T5.decode)
+
+
 def test_rank_classification_encodes_once(monkeypatch):
   model, params, enc = _setup()
   calls = []

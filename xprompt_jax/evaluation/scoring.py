@@ -2,8 +2,9 @@
 
 `sequence_scores` follows T5X's `score_batch`: the sum over target positions (EOS included, pad 0 excluded) of
 `log_softmax(logits)` in float32 at the target token. Rank classification scores every candidate target against
-the *same* encoder output: the B inputs are encoded once, the encoder output is repeated K times along batch
-(example-major, `[B*K, ...]`) and one teacher-forced decoder pass scores all B×K (input, candidate) pairs.
+the *same* encoder output: the B inputs are encoded once, each decoder layer projects its cross-attention keys and
+values once per example, and one teacher-forced decoder pass over the B×K (input, candidate) rows (example-major)
+scores every pair; each example's K rows attend to its one copy of the keys and values.
 Candidates are either one label set shared by the batch (`[K, T]`, e.g. "entailment"/"not_entailment") or one
 set per example (`[B, K, T]`, e.g. COPA's two choices).
 """
@@ -12,7 +13,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from xprompt_jax.models.decoding import decoder_side, encode, expand_injection, repeat_batch
+from xprompt_jax.models.decoding import decoder_side, encode, expand_injection
 from xprompt_jax.models.injection import Injection
 from xprompt_jax.models.t5 import T5
 
@@ -80,6 +81,16 @@ def _candidates_per_example(encoder_input_tokens, candidates):
                    f"[{b}, K, T] (per example) for encoder_input_tokens of shape {tuple(encoder_input_tokens.shape)}")
 
 
+def _candidate_rows(injection: Optional[Injection], k: int) -> Optional[Injection]:
+  """The decoder-side injection for K candidate rows per example: decoder (self-attention) prefixes follow the
+  B*K decoder rows, cross prefixes the B encoder rows they attend to."""
+  side = decoder_side(injection)
+  if side is None:
+    return None
+  expanded = expand_injection(Injection(decoder_prefix=side.decoder_prefix), k)
+  return Injection(decoder_prefix=expanded.decoder_prefix, cross_prefix=side.cross_prefix)
+
+
 def rank_classification_scores(model: T5, params, encoder_input_tokens, label_targets, *,
                                injection: Optional[Injection] = None) -> jax.Array:
   """`[B, K]` log-likelihood of each candidate target given each input, encoding the inputs once.
@@ -92,8 +103,9 @@ def rank_classification_scores(model: T5, params, encoder_input_tokens, label_ta
   b, k, t = cands.shape
   encoded, valid = encode(model, params, encoder_input_tokens, injection)
   targets = cands.reshape(b * k, t)
-  logits = model.apply({"params": params}, repeat_batch(encoded, k), repeat_batch(valid, k), shift_right(targets),
-                       expand_injection(decoder_side(injection), k), method=T5.decode)
+  # The decoder gets all B*K rows but the B encoder rows: each layer projects cross-attention K/V once per example.
+  logits = model.apply({"params": params}, encoded, valid, shift_right(targets), _candidate_rows(injection, k),
+                       method=T5.decode)
   return jnp.sum(token_log_probs(logits, targets), axis=-1).reshape(b, k)
 
 

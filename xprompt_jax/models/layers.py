@@ -127,6 +127,15 @@ class MultiHeadAttention(nn.Module):
 
     split = lambda x: x.reshape(x.shape[0], x.shape[1], heads, hd)
     q = split(query(inputs_q))
+    q_len = q.shape[1]
+    if self.cross and not decode and inputs_kv.shape[0] != b:
+      # Grouped queries (rank classification): the B*K decoder rows of K candidates per example attend to their
+      # example's B encoder rows, whose keys/values are projected once. Cross-attention queries are independent, so
+      # the K candidates of an example fold into one longer query axis: [B*K, T] -> [B, K*T].
+      kv_b = inputs_kv.shape[0]
+      if b % kv_b:
+        raise ValueError(f"cross-attention: {b} query rows are not a multiple of {kv_b} encoder rows")
+      q = q.reshape(kv_b, (b // kv_b) * q_len, heads, hd)
 
     if decode and self.cross:
       is_init = not self.has_variable("cache", "cached_key")
@@ -156,8 +165,8 @@ class MultiHeadAttention(nn.Module):
     if prefix is not None:
       pk, pv = prefix
       plen = pk.shape[1]
-      pk = jnp.broadcast_to(pk, (b,) + pk.shape[1:]).astype(k.dtype)
-      pv = jnp.broadcast_to(pv, (b,) + pv.shape[1:]).astype(v.dtype)
+      pk = jnp.broadcast_to(pk, (k.shape[0],) + pk.shape[1:]).astype(k.dtype)
+      pv = jnp.broadcast_to(pv, (v.shape[0],) + pv.shape[1:]).astype(v.dtype)
       k = jnp.concatenate([pk, k], axis=1)
       v = jnp.concatenate([pv, v], axis=1)
       if mask is not None:
@@ -174,7 +183,7 @@ class MultiHeadAttention(nn.Module):
     if cfg.dropout_rate > 0 and not deterministic:
       weights = nn.Dropout(cfg.dropout_rate)(weights, deterministic=False)
     y = jnp.einsum("bhqk,bkhd->bqhd", weights, v.astype(cfg.activation_dtype))
-    return out(y.reshape(b, y.shape[1], heads * hd))
+    return out(y.reshape(b, q_len, heads * hd))
 
 
 _ACT = {"relu": jax.nn.relu, "gelu": lambda x: jax.nn.gelu(x, approximate=True),

@@ -157,7 +157,13 @@ class Decoder(nn.Module):
       bias = relpos(p, p)
       valid = jnp.ones((b, length), bool)
       self_mask = L.attention_mask(valid, valid, segment_ids, segment_ids, causal=True)
-    cross_mask = L.attention_mask(jnp.ones((b, y.shape[1]), bool), encoder_valid,
+    groups = 1
+    if encoded.shape[0] != b:  # K decoder rows per encoder row (rank classification): cross K/V projected once.
+      if decode or segment_ids is not None or b % encoded.shape[0]:
+        raise ValueError(f"decoder batch {b} differs from the encoder batch {encoded.shape[0]}: allowed only for "
+                         "teacher-forced, unpacked scoring with a whole number of decoder rows per encoder row")
+      groups = b // encoded.shape[0]
+    cross_mask = L.attention_mask(jnp.ones((b // groups, groups * y.shape[1]), bool), encoder_valid,
                                   None if stepping else segment_ids, None if stepping else encoder_segment_ids)
     stack = _stack(DecoderLayer, cfg, cfg.num_decoder_layers, 2, 4)
     if cfg.scan_layers:
@@ -202,7 +208,12 @@ class T5(nn.Module):
   def decode(self, encoded, encoder_valid, decoder_input_tokens, injection: Optional[Injection] = None,
              decoder_segment_ids=None, encoder_segment_ids=None, enable_dropout=False, decode=False,
              return_hidden=False):
-    """Logits `[B, T, vocab]` (float32) for teacher-forced decoder inputs, or one cached step (`decode`)."""
+    """Logits `[B, T, vocab]` (float32) for teacher-forced decoder inputs, or one cached step (`decode`).
+
+    Teacher-forced, `decoder_input_tokens` may hold K rows per encoder row (`[B*K, T]` against `[B, S, D]`,
+    example-major): each example's K rows attend to its encoder output, whose cross-attention keys and values are
+    projected once (rank classification). Decoder prefixes then have B*K rows (or 1), cross prefixes B (or 1).
+    """
     inj = injection or Injection()
     return self.decoder(encoded, encoder_valid, decoder_input_tokens, self_prefix=inj.decoder_prefix,
                         cross_prefix=inj.cross_prefix, segment_ids=decoder_segment_ids,
