@@ -93,7 +93,8 @@ def decode_benchmark(model, params, injection, enc, prompt, config, decode_len, 
   return out
 
 
-def run(size="small", batch=8, inputs=256, prompt=100, labels=4, label_len=4, decode_len=32, repeats=3) -> dict:
+def run(size="small", batch=8, inputs=256, prompt=100, labels=4, label_len=4, decode_len=32, repeats=3,
+        parts=("rank", "decode")) -> dict:
   config = SIZES[size]
   params = init_params(config, jax.random.PRNGKey(0))
   model = T5(config)
@@ -103,17 +104,20 @@ def run(size="small", batch=8, inputs=256, prompt=100, labels=4, label_len=4, de
   enc = jnp.asarray(random_batch(0, batch, inputs, 2, config.vocab_size)["encoder_input_tokens"])
   label_tokens = jnp.asarray(random_batch(1, labels, 2, label_len, config.vocab_size)["decoder_target_tokens"])
   out = {"size": size, "batch": batch, "inputs": inputs, "prompt": prompt}
-  out["rank"] = rank_benchmark(model, params, injection, enc, label_tokens, repeats)
-  out["decode"] = decode_benchmark(model, params, injection, enc, np.asarray(trainable["prompt"]), config,
-                                   decode_len, repeats)
+  if "rank" in parts:
+    out["rank"] = rank_benchmark(model, params, injection, enc, label_tokens, repeats)
+  if "decode" in parts:
+    out["decode"] = decode_benchmark(model, params, injection, enc, np.asarray(trainable["prompt"]), config,
+                                     decode_len, repeats)
   return out
 
 
 def print_targets(out: dict) -> None:
-  r = out["rank"]
-  bench_common.target_line(f"rank classification, K={r['K']}: K passes time / encode-once time", r["speedup"],
-                           0.8 * r["K"])
-  d = out["decode"]
+  r = out.get("rank")
+  if r:
+    bench_common.target_line(f"rank classification, K={r['K']}: K passes time / encode-once time", r["speedup"],
+                             0.8 * r["K"])
+  d = out.get("decode", {})
   if "speedup_over_peft" in d:
     bench_common.target_line("greedy decoding tokens/s, ours / HF+PEFT generate", d["speedup_over_peft"], 3.0)
     print(f"  identical greedy outputs: {d['identical_outputs']:.0%}")
@@ -130,9 +134,13 @@ def main(argv=None):
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--out", default=None)
   parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--parts", default="rank,decode", help="Comma-separated: rank, decode.")
   args = parser.parse_args(argv)
+  parts = tuple(p for p in args.parts.split(",") if p)
+  if not parts or set(parts) - {"rank", "decode"}:
+    parser.error(f"--parts={args.parts!r}: give rank, decode or both")
   kw = dict(size=args.size, batch=args.batch, inputs=args.inputs, prompt=args.prompt, labels=args.labels,
-            decode_len=args.decode_len, repeats=args.repeats)
+            decode_len=args.decode_len, repeats=args.repeats, parts=parts)
   if args.quick:
     kw.update(QUICK)
   out = run(**kw)
