@@ -1,4 +1,5 @@
-"""SeqIO tasks and mixtures, registered on import: SuperGLUE, GLUE, QA, NLG, other classification, then mixtures.
+"""SeqIO tasks and mixtures, registered on import: SuperGLUE, GLUE, QA, NLG, other classification, MPT's extra
+source tasks, then mixtures.
 
 Every task reads local files under `<shared>/data` or TFDS as `XPROMPT_DATA_SOURCE` / `sources.set_data_source`
 selects (see `sources`); `get_task_or_mixture(name)` suggests the closest names for a typo.
@@ -8,7 +9,8 @@ from xprompt_jax.tasks import glue  # noqa: F401
 from xprompt_jax.tasks import qa  # noqa: F401
 from xprompt_jax.tasks import nlg  # noqa: F401
 from xprompt_jax.tasks import others  # noqa: F401
-from xprompt_jax.tasks import mixtures  # noqa: F401  (after qa: mpt_source_6 uses squad_v010_allanswers)
+from xprompt_jax.tasks import mpt_extra  # noqa: F401  (after others: reuses its classification tasks)
+from xprompt_jax.tasks import mixtures  # noqa: F401  (after qa, mpt_extra: mpt_source_6/12 use them)
 from xprompt_jax.tasks.mixtures import make_mixture
 from xprompt_jax.tasks.registry_utils import get_task_or_mixture
 from xprompt_jax.tasks.sources import describe_source, set_data_source
