@@ -1,4 +1,5 @@
-"""SeqIO mixtures: T5's examples-proportional SuperGLUE and GLUE mixtures, MPT's 6 source tasks, and a gin helper.
+"""SeqIO mixtures: T5's examples-proportional SuperGLUE and GLUE mixtures, MPT's 6 (and 12) source tasks, and a gin
+helper.
 
 Examples-proportional rates use each task's `train` size capped at `mixture_cap()` (T5's 2**19 by default; bind
 `mixture_cap.cap` in gin). Rates are computed when a mixture's dataset is built, so the cap binding and the data
@@ -21,6 +22,10 @@ GLUE_TRAIN_TASKS = ("glue_cola_v002", "glue_sst2_v002", "glue_mrpc_v002", "glue_
                     "glue_mnli_v002", "glue_qnli_v002", "glue_rte_v002", "glue_wnli_v002")
 MPT_SOURCE_TASKS = ("glue_mnli_v002", "glue_qnli_v002", "glue_qqp_v002", "glue_sst2_v002", "squad_v010_allanswers",
                     "super_glue_record_v102")
+# The 12-source-task variant's extra tasks (MPT paper Table 7; `mpt_extra`): topic classification, multi-choice QA,
+# OpenBookQA, ARC, adversarial NLI and commonsense reasoning.
+MPT_EXTRA_SOURCE_TASKS = ("ag_news_subset_v100", "race_high_v200", "openbookqa_v010", "ai2_arc_challenge_v100",
+                          "anli_r1_v010", "hellaswag_v110")
 
 
 @gin.configurable
@@ -77,6 +82,7 @@ def register() -> None:
   make_mixture("super_glue_v102_proportional", SUPER_GLUE_TRAIN_TASKS)
   make_mixture("glue_v002_proportional", GLUE_TRAIN_TASKS)
   make_mixture("mpt_source_6", MPT_SOURCE_TASKS)
+  make_mixture("mpt_source_12", MPT_SOURCE_TASKS + MPT_EXTRA_SOURCE_TASKS)
 
 
 register()
