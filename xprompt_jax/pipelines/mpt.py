@@ -86,7 +86,7 @@ class MPTConfig:
   few_shot: tuple[int, ...] = ()  # k examples per class, e.g. (4, 16, 32); () trains on the full split.
   few_shot_seeds: tuple[int, ...] = (0, 1, 2)
   # Ablation extras.
-  extended_source_tasks: tuple[str, ...] = ()  # The 12-task variant's extra tasks (added to source_tasks).
+  extended_source_tasks: tuple[str, ...] = mixtures.MPT_EXTRA_SOURCE_TASKS  # The `sources_12` ablation's extra tasks.
   lengths: tuple[int, ...] = ()  # Prompt lengths of `run_length_sweep`.
 
   def __post_init__(self):
