@@ -39,7 +39,8 @@ def test_page_is_generated_with_every_method_seed_and_failure(tmp_path):
                        tasks=["rte"], majority={"rte": 52.7}, meta={"command": "python bench/compare_methods.py x",
                                                                     "results": "/r/results.jsonl"})
   assert os.path.getsize(tmp_path / "docs" / "results_local" / "methods.png") > 1000
-  copied = [json.loads(line) for line in (tmp_path / "docs" / "results_local" / "records.jsonl").read_text().splitlines()]
+  copied = (tmp_path / "docs" / "results_local" / "records.jsonl").read_text().splitlines()
+  copied = [json.loads(line) for line in copied]
   assert copied == [json.loads(json.dumps(r, sort_keys=True)) for r in _records()]
   assert "results_local/records.jsonl" in text
   assert "GENERATED FILE: do not edit by hand" in text and "python bench/compare_methods.py x" in text
@@ -81,4 +82,5 @@ def test_pretraining_chain_backbone_line_and_plot(tmp_path):
   assert os.path.getsize(tmp_path / "page" / "pretraining.png") > 1000
   assert "![pretraining loss curves](page/pretraining.png)" in text
   saved = json.loads((tmp_path / "page" / "pretraining.json").read_text())
-  assert [s["task"] for s in saved] == ["pretrain_span_corruption", "pretrain_prefix_lm"] and "model_dir" not in saved[0]
+  assert [s["task"] for s in saved] == ["pretrain_span_corruption", "pretrain_prefix_lm"]
+  assert "model_dir" not in saved[0]
