@@ -1,5 +1,4 @@
 """Tests for the in-memory evaluation split: padding, fixed-size batches with their padding rows, loading a task."""
-import os
 
 import numpy as np
 import pytest
@@ -8,9 +7,8 @@ import tensorflow as tf
 
 from xprompt_jax.evaluation import eval_data
 from xprompt_jax.tasks import registry_utils as ru
+from task_helpers import TINY_VOCAB
 
-TINY_VOCAB = seqio.SentencePieceVocabulary(
-    os.path.join(os.path.dirname(seqio.__file__), "test_data", "sentencepiece", "sentencepiece.model"))
 FEATURES = {"inputs": seqio.Feature(TINY_VOCAB, add_eos=True), "targets": seqio.Feature(TINY_VOCAB, add_eos=True)}
 TEXTS = [("this is a test sentence number %d which is long" % i, "yes" if i % 2 else "no") for i in range(7)]
 

@@ -1,5 +1,4 @@
 """Tests for label candidates: read from each registered task's postprocessor and consistent with it."""
-import os
 
 import numpy as np
 import pytest
@@ -8,9 +7,8 @@ import seqio
 from xprompt_jax import tasks  # noqa: F401  (registers the tasks)
 from xprompt_jax.evaluation import labels
 from xprompt_jax.tasks import registry_utils as ru
+from task_helpers import TINY_VOCAB
 
-TINY_VOCAB = seqio.SentencePieceVocabulary(
-    os.path.join(os.path.dirname(seqio.__file__), "test_data", "sentencepiece", "sentencepiece.model"))
 
 
 @pytest.mark.parametrize("name,expected", [

@@ -1,6 +1,5 @@
 """Tests for tasks/mpt_extra.py: MPT's 6 extra source tasks (and `_rank` variants) from TFDS mock data, their exact
 text formats on hand-written TFDS-convention rows, the `mpt_source_12` mixture and the MPT default that uses them."""
-import os
 
 import numpy as np
 import pytest
@@ -13,10 +12,8 @@ from xprompt_jax.evaluation import metrics
 from xprompt_jax.tasks import mixtures
 from xprompt_jax.tasks import mpt_extra
 from xprompt_jax.tasks import sources
-from xprompt_jax.tasks import vocab
+from task_helpers import tiny_copy
 
-TINY_VOCAB = seqio.SentencePieceVocabulary(
-    os.path.join(os.path.dirname(seqio.__file__), "test_data", "sentencepiece", "sentencepiece.model"))
 SPECS = {t.name: t for t in mpt_extra.CLASSIFICATION_TASKS + mpt_extra.MULTIPLE_CHOICE_TASKS}
 MC_NAMES = [t.name for t in mpt_extra.MULTIPLE_CHOICE_TASKS]
 
@@ -42,13 +39,6 @@ def fake_rows(builder: str, split: str, n: int) -> list[dict]:
     else:
       raise AssertionError(f"no fake rows for {builder}")
   return rows
-
-
-def tiny_copy(name: str) -> seqio.Task:
-  """The registered task with seqio's tiny test vocabulary (fast; the real vocab is not the point here)."""
-  task = seqio.get_mixture_or_task(name)
-  return seqio.Task(name + "_tiny", task.source, output_features=vocab.make_output_features(TINY_VOCAB),
-                    preprocessors=task.preprocessors, postprocess_fn=task.postprocessor)
 
 
 def examples_of(name: str, split: str, n: int = 4) -> list[dict]:

@@ -1,7 +1,6 @@
 """Tests for tasks/nlg.py: the official E2E CSVs (row counts, grouping, first example, no train), E2E-cleaned and
 WebNLG from TFDS mock data, reference grouping, and the wiring of references into BLEU / ROUGE."""
 import csv
-import os
 
 import numpy as np
 import pytest
@@ -12,17 +11,8 @@ import tensorflow_datasets as tfds
 from xprompt_jax.evaluation import metrics
 from xprompt_jax.tasks import nlg
 from xprompt_jax.tasks import sources
-from xprompt_jax.tasks import vocab
+from task_helpers import tiny_copy
 
-TINY_VOCAB = seqio.SentencePieceVocabulary(
-    os.path.join(os.path.dirname(seqio.__file__), "test_data", "sentencepiece", "sentencepiece.model"))
-
-
-def tiny_copy(name: str) -> seqio.Task:
-  """The registered task with seqio's tiny test vocabulary (fast; the real vocab is not the point here)."""
-  task = seqio.get_mixture_or_task(name)
-  return seqio.Task(name + "_tiny", task.source, output_features=vocab.make_output_features(TINY_VOCAB),
-                    preprocessors=task.preprocessors, postprocess_fn=task.postprocessor)
 
 
 def examples_of(name: str, split: str) -> list[dict]:

@@ -1,5 +1,4 @@
 """Tests for tasks/others.py: WinoGrande, Yelp-2, SciTail, PAWS-Wiki (and `_rank` variants) from TFDS mock data."""
-import os
 
 import numpy as np
 import pytest
@@ -10,18 +9,9 @@ import tensorflow_datasets as tfds
 from xprompt_jax.evaluation import metrics
 from xprompt_jax.tasks import others
 from xprompt_jax.tasks import sources
-from xprompt_jax.tasks import vocab
+from task_helpers import tiny_copy
 
-TINY_VOCAB = seqio.SentencePieceVocabulary(
-    os.path.join(os.path.dirname(seqio.__file__), "test_data", "sentencepiece", "sentencepiece.model"))
 BY_NAME = {t.name: t for t in others.TASKS}
-
-
-def tiny_copy(name: str) -> seqio.Task:
-  """The registered task with seqio's tiny test vocabulary (fast; the real vocab is not the point here)."""
-  task = seqio.get_mixture_or_task(name)
-  return seqio.Task(name + "_tiny", task.source, output_features=vocab.make_output_features(TINY_VOCAB),
-                    preprocessors=task.preprocessors, postprocess_fn=task.postprocessor)
 
 
 def examples_of(name: str, split: str, n: int = 4) -> list[dict]:
