@@ -278,8 +278,10 @@ def backbone_line(backbone: Optional[str], config: T5Config, stages: Optional[li
 
 @gin.configurable(denylist=["results_dir", "page_path"])
 def compare(results_dir: str, page_path: str, *, cfg: Optional[CompareConfig] = None,
-            command: str = "python bench/compare_methods.py") -> dict[str, Any]:
-  """Runs everything (resuming), then writes the page from the records; returns {"records", "page"}."""
+            command: str = "python bench/compare_methods.py",
+            title: str = "Method comparison on the local backbone") -> dict[str, Any]:
+  """Runs everything (resuming), then writes the page (headed `title`) from the records; returns {"records",
+  "page"}."""
   cfg = cfg or CompareConfig()
   settings = settings_from_gin(cfg)
   os.makedirs(results_dir, exist_ok=True)
@@ -310,7 +312,7 @@ def compare(results_dir: str, page_path: str, *, cfg: Optional[CompareConfig] = 
               f"(local GLUE re-split train). XPrompt ratios {list(cfg.xprompt_ratios)}, {cfg.xprompt_pieces} pieces.")
   text = compare_report.write_page(
       page_path, records, methods=method_names, tasks=tasks, majority=majority,
-      meta={"command": command, "results": os.path.join(results_dir, RESULTS_NAME), "protocol": protocol,
+      meta={"title": title, "command": command, "results": os.path.join(results_dir, RESULTS_NAME), "protocol": protocol,
             "backbone_line": backbone_line(settings.train.initial_checkpoint, settings.config, stages),
             "pretraining": stages,
             "plot_title": f"{settings.config.name} ({origin}), {len(cfg.seeds)} seeds, mean ± std",
