@@ -99,3 +99,10 @@ def test_majority_baseline_on_real_cb(shared):
   assert compare.majority_baseline("super_glue_cb_v102", lengths) == pytest.approx(50.0)
   first = compare.majority_baseline("super_glue_cb_v102", lengths, max_examples=10)
   assert 0.0 <= first <= 100.0 and first * 10 / 100 == pytest.approx(round(first * 10 / 100))
+
+
+def test_constant_baselines_on_real_copa(shared):
+  del shared
+  got = compare.constant_baselines("super_glue_copa_v102", {"inputs": 64, "targets": 8})
+  # The training split's most frequent answer is right on 45 of the 100 validation rows, the other one on 55.
+  assert got == {"majority": pytest.approx(45.0), "best_constant": pytest.approx(55.0)}

@@ -84,3 +84,11 @@ def test_pretraining_chain_backbone_line_and_plot(tmp_path):
   saved = json.loads((tmp_path / "page" / "pretraining.json").read_text())
   assert [s["task"] for s in saved] == ["pretrain_span_corruption", "pretrain_prefix_lm"]
   assert "model_dir" not in saved[0]
+
+
+def test_best_constant_row_marks_runs_no_better_than_a_constant(tmp_path):
+  records = [{"method": "prompt_random", "task": "copa", "seed": s, "metrics": {"accuracy": 55.0}} for s in (0, 1)]
+  text = cr.write_page(str(tmp_path / "p.md"), records, methods=["prompt_random"], tasks=["copa"],
+                       majority={"copa": 45.0}, best_constant={"copa": 55.0}, meta={})
+  assert "| best constant label (validation split's most frequent) | 55.0 |" in text
+  assert "- prompt_random: copa*" in text

@@ -104,9 +104,11 @@ def class_labels(task: str) -> tuple[str, ...]:
                    "classification task)")
 
 
-def majority_baseline(task: str, lengths: dict[str, int], max_examples: Optional[int] = None) -> float:
-  """Validation accuracy (%) of always predicting the training split's most frequent target, on the first
-  `max_examples` validation rows (as `EvalConfig.max_examples` evaluates; None: all)."""
+def constant_baselines(task: str, lengths: dict[str, int], max_examples: Optional[int] = None) -> dict[str, float]:
+  """Validation accuracies (%) of two constant predictors, on the first `max_examples` validation rows (as
+  `EvalConfig.max_examples` evaluates; None: all): "majority", always the training split's most frequent target
+  (the papers' majority-class baseline), and "best_constant", the validation split's own most frequent target (an
+  upper bound on any constant prediction: a run stuck on one label can reach it without using its input)."""
   provider = data_lib.get_task(task)
 
   def targets(split):
@@ -115,7 +117,13 @@ def majority_baseline(task: str, lengths: dict[str, int], max_examples: Optional
 
   majority = collections.Counter(targets("train")).most_common(1)[0][0]
   val = targets("validation")[:max_examples]
-  return 100.0 * float(np.mean([t == majority for t in val]))
+  best = collections.Counter(val).most_common(1)[0][1]
+  return {"majority": 100.0 * float(np.mean([t == majority for t in val])), "best_constant": 100.0 * best / len(val)}
+
+
+def majority_baseline(task: str, lengths: dict[str, int], max_examples: Optional[int] = None) -> float:
+  """Validation accuracy (%) of always predicting the training split's most frequent target."""
+  return constant_baselines(task, lengths, max_examples)["majority"]
 
 
 def best_eval(model_dir: str, task: str) -> dict[str, float]:
@@ -292,7 +300,8 @@ def compare(results_dir: str, page_path: str, *, cfg: Optional[CompareConfig] = 
   stages = pretraining_chain(settings.train.initial_checkpoint)
   origin = ("random weights" if not settings.train.initial_checkpoint else
             "pretrained here" if stages else "given checkpoint")
-  majority = {t: majority_baseline(t, lengths, max_examples) for t in tasks}
+  constants = {t: constant_baselines(t, lengths, max_examples) for t in tasks}
+  majority = {t: c["majority"] for t, c in constants.items()}
   method_names = [m for m in cfg.methods if m != "xprompt"]
   if "xprompt" in cfg.methods:
     method_names += [f"xprompt/{v}" for v in ("prompt_tuning", "xprompt", "reversed", "random", "length",
@@ -302,17 +311,28 @@ def compare(results_dir: str, page_path: str, *, cfg: Optional[CompareConfig] = 
   method_tasks.update({m: list(cfg.xprompt_tasks or cfg.tasks) for m in method_names if m.startswith("xprompt/")})
   per_task = (" (" + ", ".join(f"{t}: {n}" for t, n in sorted(dict(cfg.inputs_lengths).items()))
               + " in the single-task runs)") if cfg.inputs_lengths else ""
-  protocol = (f"{len(cfg.seeds)} seeds {list(cfg.seeds)}; {cfg.num_train_steps} training steps per run (per stage "
-              f"for MPT and XPrompt), evaluated every {cfg.eval_period} steps on the official validation file"
+  seeds = f"{len(cfg.seeds)} seed{'s' if len(cfg.seeds) != 1 else ''} {list(cfg.seeds)}"
+  mpt_last = "; MPT reports its last evaluation" if "mpt" in cfg.methods else ""
+  staged = [name for name, m in (("MPT", "mpt"), ("XPrompt", "xprompt")) if m in cfg.methods]
+  protocol = (f"{seeds}; {cfg.num_train_steps} training steps per run"
+              f"{' (per stage for ' + ' and '.join(staged) + ')' if staged else ''}, evaluated every "
+              f"{cfg.eval_period} steps on the official validation file"
               f"{f' (its first {max_examples} examples only)' if max_examples else ''}; a "
-              f"run's number is its best evaluation (early stopping on validation, as the papers do; MPT reports "
-              f"its last evaluation). Prompt length {cfg.prompt_length}, prefix length {cfg.prefix_length}, batch "
+              f"run's number is its best evaluation (early stopping on validation, as the papers do, which favours "
+              f"runs whose predictions swing between evaluations{mpt_last}). "
+              f"Prompt length {cfg.prompt_length}"
+              f"{f', prefix length {cfg.prefix_length}' if 'prefix' in cfg.methods else ''}, batch "
               f"{settings.data.batch_size}, inputs {settings.data.inputs_length} tokens{per_task}, optimizer "
-              f"{settings.opt.optimizer} lr {settings.opt.learning_rate}. MPT sources: {', '.join(cfg.mpt_sources)} "
-              f"(local GLUE re-split train). XPrompt ratios {list(cfg.xprompt_ratios)}, {cfg.xprompt_pieces} pieces.")
+              f"{settings.opt.optimizer} lr {settings.opt.learning_rate}."
+              + (f" MPT sources: {', '.join(cfg.mpt_sources)} (local GLUE re-split train)." if "mpt" in cfg.methods
+                 else "")
+              + (f" XPrompt ratios {list(cfg.xprompt_ratios)}, {cfg.xprompt_pieces} pieces."
+                 if "xprompt" in cfg.methods else ""))
   text = compare_report.write_page(
       page_path, records, methods=method_names, tasks=tasks, majority=majority,
-      meta={"title": title, "command": command, "results": os.path.join(results_dir, RESULTS_NAME), "protocol": protocol,
+      best_constant={t: c["best_constant"] for t, c in constants.items()},
+      meta={"title": title, "command": command, "results": os.path.join(results_dir, RESULTS_NAME),
+            "protocol": protocol,
             "backbone_line": backbone_line(settings.train.initial_checkpoint, settings.config, stages),
             "pretraining": stages,
             "plot_title": f"{settings.config.name} ({origin}), {len(cfg.seeds)} seeds, mean ± std",

@@ -136,6 +136,7 @@ def pretraining_plot(path: str, stages: Sequence[Mapping[str, Any]]) -> None:
 
 def write_page(page_path: str, records: Sequence[Mapping[str, Any]], *, methods: Sequence[str],
                tasks: Sequence[str], majority: Mapping[str, float], meta: Mapping[str, Any],
+               best_constant: Optional[Mapping[str, float]] = None,
                missing_notes: Sequence[str] = ()) -> str:
   """Writes the markdown page and its plot (`<page stem>/methods.png`); returns the page text."""
   summary = summarise(records)
@@ -171,13 +172,21 @@ def write_page(page_path: str, records: Sequence[Mapping[str, Any]], *, methods:
       "| method | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks),
       "| majority class (train split's most frequent label) | "
       + " | ".join(f"{majority[t]:.1f}" if t in majority else "—" for t in tasks) + " |"]
+  best_constant = dict(best_constant or {})
+  if best_constant:
+    lines.append("| best constant label (validation split's most frequent) | "
+                 + " | ".join(f"{best_constant[t]:.1f}" if t in best_constant else "—" for t in tasks) + " |")
   for m in shown:
     lines.append(f"| {m} | " + " | ".join(_cell(summary.get((m, t))) for t in tasks) + " |")
   lines += ["", f"![validation accuracy per method and task]({plot_rel})", ""]
   lines += ["### Above the majority class (mean over seeds)", ""]
+  if best_constant:
+    lines += ["A task marked * is not above the best constant label as well: a run that always predicts the "
+              "validation split's most frequent label would score as much.", ""]
   for m in shown:
     above = [t for t in tasks if (m, t) in summary and t in majority and summary[(m, t)]["mean"] > majority[t]]
-    lines.append(f"- {m}: {', '.join(above) or '(none)'}")
+    marked = [t + ("*" if t in best_constant and summary[(m, t)]["mean"] <= best_constant[t] else "") for t in above]
+    lines.append(f"- {m}: {', '.join(marked) or '(none)'}")
   lines.append("")
   lines += ["## The papers' orderings, as observed here", "",
             "Each row compares the two methods' means on one task; *holds* says whether the local run shows the "
