@@ -25,6 +25,8 @@ flags.DEFINE_string("page", str(paths.PROJECT_ROOT / "docs" / "results_local.md"
 flags.DEFINE_bool("quick", False, "Tiny random T5, CB only, two seeds, a few steps per stage: checks the whole "
                   "pipeline end to end in minutes (pretrain/compare_quick.gin).")
 
+flags.DEFINE_bool("page_only", False, "Run nothing: write the page from the runs already finished (the others "
+                  "are listed as missing).")
 flags.DEFINE_string("compilation_cache", "", "JAX's persistent compilation cache folder, shared by the runs (they "
                     "compile the same train and eval steps again and again); default <results_dir>/jax_cache, "
                     "'none' disables it.")
@@ -55,7 +57,7 @@ def main(argv):
   from xprompt_jax.pipelines import compare  # Registers CompareConfig before the config is parsed.
   common.parse_gin(gin_files, f.gin_bindings, f.gin_search_paths)
   command = "python bench/compare_methods.py " + " ".join(a for a in argv_for_page(sys.argv[1:]))
-  result = compare.compare(f.results_dir, f.page, command=command)
+  result = compare.compare(f.results_dir, f.page, command=command, run_missing=not f.page_only)
   errors = [r for r in result["records"] if r.get("error")]
   print(f"compare: {len(result['records'])} records, {len(errors)} failed; page: {f.page}")
 

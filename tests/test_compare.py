@@ -106,3 +106,11 @@ def test_constant_baselines_on_real_copa(shared):
   got = compare.constant_baselines("super_glue_copa_v102", {"inputs": 64, "targets": 8})
   # The training split's most frequent answer is right on 45 of the 100 validation rows, the other one on 55.
   assert got == {"majority": pytest.approx(45.0), "best_constant": pytest.approx(55.0)}
+
+
+def test_page_only_reads_finished_runs_and_runs_nothing(tmp_path, monkeypatch):
+  cfg = compare.CompareConfig(tasks=("a",), seeds=(0,), methods=("prompt_random", "prefix"))
+  done = [{"method": "prompt_random", "task": "a", "seed": 0, "metrics": {"accuracy": 60.0}, "seconds": 1.0}]
+  compare._save(str(tmp_path / "prompt_random" / "a" / "seed0" / "result.json"), done)
+  monkeypatch.setattr(compare, "run_single", lambda *a, **k: pytest.fail("page_only must not train"))
+  assert compare.run_all(str(tmp_path), cfg, settings=None, run_missing=False) == done

@@ -221,14 +221,18 @@ def planned_runs(cfg: CompareConfig) -> list[tuple[str, str, Optional[str], int]
   return runs
 
 
-def run_all(results_dir: str, cfg: CompareConfig, settings: Settings) -> list[dict]:
-  """Runs (or resumes) every planned run; returns every record (a failed run becomes a record with "error")."""
+def run_all(results_dir: str, cfg: CompareConfig, settings: Settings, run_missing: bool = True) -> list[dict]:
+  """Runs (or resumes) every planned run; returns every record (a failed run becomes a record with "error").
+  With `run_missing=False` only the finished runs' records are read (the page then lists the others as missing)."""
   records = []
   for folder, method, task, seed in planned_runs(cfg):
     run_dir = os.path.join(results_dir, folder)
     done = _finished(os.path.join(run_dir, "result.json"))
     if done is not None:
       records += done
+      continue
+    if not run_missing:
+      print(f"compare: {folder} not finished (left out: page only)")
       continue
     print(f"compare: {folder}")
     start = time.time()
@@ -287,13 +291,13 @@ def backbone_line(backbone: Optional[str], config: T5Config, stages: Optional[li
 @gin.configurable(denylist=["results_dir", "page_path"])
 def compare(results_dir: str, page_path: str, *, cfg: Optional[CompareConfig] = None,
             command: str = "python bench/compare_methods.py",
-            title: str = "Method comparison on the local backbone") -> dict[str, Any]:
-  """Runs everything (resuming), then writes the page (headed `title`) from the records; returns {"records",
-  "page"}."""
+            title: str = "Method comparison on the local backbone", run_missing: bool = True) -> dict[str, Any]:
+  """Runs everything (resuming; `run_missing=False`: nothing new), then writes the page (headed `title`) from the
+  records; returns {"records", "page"}."""
   cfg = cfg or CompareConfig()
   settings = settings_from_gin(cfg)
   os.makedirs(results_dir, exist_ok=True)
-  records = run_all(results_dir, cfg, settings)
+  records = run_all(results_dir, cfg, settings, run_missing)
   lengths = dict(settings.data.task_feature_lengths)
   tasks = list(dict.fromkeys([*cfg.tasks, *(cfg.mpt_targets if "mpt" in cfg.methods else ())]))
   max_examples = settings.eval.max_examples
