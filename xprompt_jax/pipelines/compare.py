@@ -321,7 +321,7 @@ def compare(results_dir: str, page_path: str, *, cfg: Optional[CompareConfig] = 
   protocol = (f"{seeds}; {cfg.num_train_steps} training steps per run"
               f"{' (per stage for ' + ' and '.join(staged) + ')' if staged else ''}, evaluated every "
               f"{cfg.eval_period} steps on the official validation file"
-              f"{f' (its first {max_examples} examples only)' if max_examples else ''}; a "
+              f"{f' (at most its first {max_examples} rows)' if max_examples else ''}; a "
               f"run's number is its best evaluation (early stopping on validation, as the papers do, which favours "
               f"runs whose predictions swing between evaluations{mpt_last}). "
               f"Prompt length {cfg.prompt_length}"

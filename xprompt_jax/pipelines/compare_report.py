@@ -167,7 +167,7 @@ def write_page(page_path: str, records: Sequence[Mapping[str, Any]], *, methods:
       "", f"**Backbone.** {meta.get('backbone_line', '')}", "",
       *([f"![pretraining loss curves]({os.path.basename(stem)}/pretraining.png)", ""] if stages else []),
       f"**Protocol.** {meta.get('protocol', '')}", "",
-      f"**Duration.** {len(records)} runs took {_duration(seconds)} of wall time on {meta.get('machine', '?')}.", "",
+      f"**Duration.** {len(records)} run{'s' if len(records) != 1 else ''} took {_duration(seconds)} of wall time on {meta.get('machine', '?')}.", "",
       "## Validation accuracy (%), mean ± std over seeds", "",
       "| method | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks),
       "| majority class (train split's most frequent label) | "
