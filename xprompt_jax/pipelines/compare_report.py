@@ -112,7 +112,7 @@ def pretraining_plot(path: str, stages: Sequence[Mapping[str, Any]]) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(7.0, 4.0))
+  fig, ax = plt.subplots(figsize=(9.5, 4.0))
   offset = 0
   for i, stage in enumerate(stages):
     rows = plotting.read_metrics(stage["model_dir"])
@@ -127,7 +127,7 @@ def pretraining_plot(path: str, stages: Sequence[Mapping[str, Any]]) -> None:
   ax.set_xlabel("pretraining step (stages end to end)")
   ax.set_ylabel("cross entropy (nats / target token)")
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=7)
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # Outside: no curve or baseline hidden.
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=120)
