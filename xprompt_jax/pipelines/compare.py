@@ -339,6 +339,6 @@ def compare(results_dir: str, page_path: str, *, cfg: Optional[CompareConfig] = 
             "protocol": protocol,
             "backbone_line": backbone_line(settings.train.initial_checkpoint, settings.config, stages),
             "pretraining": stages,
-            "plot_title": f"{settings.config.name} ({origin}), {len(cfg.seeds)} seeds, mean ± std",
+            "plot_title": f"{settings.config.name} ({origin}), {seeds.split(' [')[0]}, mean ± std",
             "machine": f"{os.cpu_count()} CPU cores", "method_tasks": method_tasks})
   return {"records": records, "page": text}

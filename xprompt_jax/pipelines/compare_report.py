@@ -78,7 +78,8 @@ def _duration(seconds: float) -> str:
 
 
 def bar_plot(path: str, summary: Mapping[tuple[str, str], dict], methods: Sequence[str], tasks: Sequence[str],
-             majority: Mapping[str, float], title: str) -> None:
+             majority: Mapping[str, float], title: str,
+             best_constant: Optional[Mapping[str, float]] = None) -> None:
   """Grouped bars (one group per task, one bar per method, error bars = std over seeds) with majority ticks."""
   import matplotlib
   matplotlib.use("Agg")
@@ -94,6 +95,10 @@ def bar_plot(path: str, summary: Mapping[tuple[str, str], dict], methods: Sequen
     if task in majority:
       ax.hlines(majority[task], j - 0.45, j + 0.45, colors="black", linestyles="dashed",
                 label="majority class" if j == 0 else None)
+    if best_constant and task in best_constant and best_constant[task] != majority.get(task):
+      ax.hlines(best_constant[task], j - 0.45, j + 0.45, colors="gray", linestyles="dotted",
+                label="best constant label" if not ax.get_legend_handles_labels()[1].count("best constant label")
+                else None)
   ax.set_xticks(x)
   ax.set_xticklabels([t.replace("super_glue_", "").replace("_v102", "").replace("_v002", "") for t in tasks])
   ax.set_ylabel("validation accuracy (%)")
@@ -140,11 +145,12 @@ def write_page(page_path: str, records: Sequence[Mapping[str, Any]], *, methods:
                missing_notes: Sequence[str] = ()) -> str:
   """Writes the markdown page and its plot (`<page stem>/methods.png`); returns the page text."""
   summary = summarise(records)
+  best_constant = dict(best_constant or {})
   shown = [m for m in methods if any((m, t) in summary for t in tasks)]
   shown += sorted({m for m, _ in summary} - set(shown))
   stem = os.path.splitext(page_path)[0]
   plot_rel = f"{os.path.basename(stem)}/methods.png"
-  bar_plot(f"{stem}/methods.png", summary, shown, tasks, majority, meta.get("plot_title", ""))
+  bar_plot(f"{stem}/methods.png", summary, shown, tasks, majority, meta.get("plot_title", ""), best_constant)
   stages = meta.get("pretraining") or []
   if stages:
     pretraining_plot(f"{stem}/pretraining.png", stages)
@@ -172,7 +178,6 @@ def write_page(page_path: str, records: Sequence[Mapping[str, Any]], *, methods:
       "| method | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks),
       "| majority class (train split's most frequent label) | "
       + " | ".join(f"{majority[t]:.1f}" if t in majority else "—" for t in tasks) + " |"]
-  best_constant = dict(best_constant or {})
   if best_constant:
     lines.append("| best constant label (validation split's most frequent) | "
                  + " | ".join(f"{best_constant[t]:.1f}" if t in best_constant else "—" for t in tasks) + " |")
