@@ -173,7 +173,8 @@ def write_page(page_path: str, records: Sequence[Mapping[str, Any]], *, methods:
       "", f"**Backbone.** {meta.get('backbone_line', '')}", "",
       *([f"![pretraining loss curves]({os.path.basename(stem)}/pretraining.png)", ""] if stages else []),
       f"**Protocol.** {meta.get('protocol', '')}", "",
-      f"**Duration.** {len(records)} run{'s' if len(records) != 1 else ''} took {_duration(seconds)} of wall time on {meta.get('machine', '?')}.", "",
+      f"**Duration.** {len(records)} run{'s' if len(records) != 1 else ''} took {_duration(seconds)} on "
+      f"{meta.get('machine', '?')} (the sum of each run's wall time; runs started side by side overlap).", "",
       "## Validation accuracy (%), mean ± std over seeds", "",
       "| method | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks),
       "| majority class (train split's most frequent label) | "
