@@ -495,14 +495,15 @@ class TrainCheckpointer:
                         checkpoint=f"checkpoint {step} in {self.directory}", allow_mismatch=allow_mismatch)
 
   def restore(self, step: Optional[int] = None, abstract_state: Any = None, shardings: Any = None, *,
-              allow_frozen_mismatch: bool = False) -> tuple[Any, dict]:
+              allow_frozen_mismatch: bool = False, unreadable_hint: str = "") -> tuple[Any, dict]:
     """(state, meta) of `step` (default: the latest finished one).
 
     `abstract_state`: the state's tree (ShapeDtypeStructs or arrays, e.g. `jax.eval_shape` of the initial state);
     it is checked leaf by leaf against the saved tree and gives the restored tree its types (optax namedtuples).
     Without it the saved tree comes back as nested dicts/lists. `shardings` (a matching tree of Shardings, or one
     Sharding for every leaf) or shardings already on the abstract leaves make every leaf restore straight into
-    its sharding, so each host reads only its own shards.
+    its sharding, so each host reads only its own shards. Truncated or corrupt files raise
+    `UnreadableCheckpointError` naming the step and model_dir, followed by `unreadable_hint` (what to do instead).
     """
     step = self._resolve_step(step)
     where = f"checkpoint {step} in {self.directory}"
@@ -520,7 +521,7 @@ class TrainCheckpointer:
     except CheckpointingError:  # Another base model, another tree: already clear.
       raise
     except (ValueError, OSError) as e:  # tensorstore / orbax / json on truncated or corrupt files.
-      raise unreadable(where, e) from e
+      raise unreadable(f"checkpoint {step} in {self.model_dir}", e, unreadable_hint) from e
     return restored[STATE_ITEM], meta
 
   # --- lifecycle --------------------------------------------------------------------------------------------

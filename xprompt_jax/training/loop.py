@@ -226,13 +226,11 @@ def train(model_dir: str, *, config: Optional[T5Config] = None, method: Optional
   try:  # Until the training loop owns it (its finally closes it), release the model_dir lock on any error.
     latest = ckpt.latest_step()
     if latest is not None:
-      try:
-        state, meta = ckpt.restore(latest, abstract_state=jax.eval_shape(fresh_state), shardings=state_shardings)
-      except checkpointing.UnreadableCheckpointError as e:
-        earlier = [s for s in ckpt.all_steps() if s < latest]
-        hint = (f"move {ckpt.checkpoint_dir(latest)} aside to resume from step {earlier[-1]}" if earlier else
-                f"move {ckpt.checkpoint_dir(latest)} aside to start again from step 0")
-        raise checkpointing.unreadable(f"checkpoint {latest} in {model_dir}", e.__cause__ or e, hint) from e
+      earlier = [s for s in ckpt.all_steps() if s < latest]
+      hint = f"move {ckpt.checkpoint_dir(latest)} aside to " + (
+          f"resume from step {earlier[-1]}" if earlier else "start again from step 0")
+      state, meta = ckpt.restore(latest, abstract_state=jax.eval_shape(fresh_state), shardings=state_shardings,
+                                 unreadable_hint=hint)
       position = int(meta["data_position"])
       if is_main:
         print(f"resumed from step {latest} of {model_dir} (input position {position})")

@@ -81,11 +81,8 @@ def load_run(model_dir: str, step: Optional[str] = "latest") -> Run:
       from xprompt_jax.methods.xprompt import MASKS_KEY
       abstract["aux"] = {MASKS_KEY: jax.eval_shape(method.ones_masks)}
     replicated = partitioning.replicated(mesh)
-    try:
-      state, meta = ckpt.restore(number, abstract_state=abstract,
-                                 shardings=jax.tree.map(lambda _: replicated, abstract))
-    except checkpointing.UnreadableCheckpointError as e:
-      raise _unreadable(number, model_dir, e.__cause__ or e) from e
+    state, meta = ckpt.restore(number, abstract_state=abstract, shardings=jax.tree.map(lambda _: replicated, abstract),
+                               unreadable_hint=_EVAL_HINT)
   finally:
     ckpt.close()
   return Run(config, method, t5.T5(config), frozen, frozen_ref, state, meta, number)
