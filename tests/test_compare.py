@@ -96,8 +96,8 @@ def test_majority_baseline_on_real_cb(shared):
   del shared
   lengths = {"inputs": 64, "targets": 8}
   # CB train: 119 contradiction, 115 entailment, 16 neutral; validation: 28 of 56 are contradiction.
-  assert compare.majority_baseline("super_glue_cb_v102", lengths) == pytest.approx(50.0)
-  first = compare.majority_baseline("super_glue_cb_v102", lengths, max_examples=10)
+  assert compare.constant_baselines("super_glue_cb_v102", lengths)["majority"] == pytest.approx(50.0)
+  first = compare.constant_baselines("super_glue_cb_v102", lengths, max_examples=10)["majority"]
   assert 0.0 <= first <= 100.0 and first * 10 / 100 == pytest.approx(round(first * 10 / 100))
 
 

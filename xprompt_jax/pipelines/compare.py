@@ -121,11 +121,6 @@ def constant_baselines(task: str, lengths: dict[str, int], max_examples: Optiona
   return {"majority": 100.0 * float(np.mean([t == majority for t in val])), "best_constant": 100.0 * best / len(val)}
 
 
-def majority_baseline(task: str, lengths: dict[str, int], max_examples: Optional[int] = None) -> float:
-  """Validation accuracy (%) of always predicting the training split's most frequent target."""
-  return constant_baselines(task, lengths, max_examples)["majority"]
-
-
 def best_eval(model_dir: str, task: str) -> dict[str, float]:
   """The evaluation of `metrics.jsonl` with the best accuracy on `task` (ties: the earliest), task prefix removed."""
   evals = []
