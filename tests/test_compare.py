@@ -58,6 +58,10 @@ def test_best_eval_is_the_best_validation_accuracy(tmp_path):
   assert compare.best_eval(str(tmp_path), "t") == {"accuracy": 70.0, "f1": 2.0}
   with pytest.raises(ValueError, match="no evaluation of u"):
     compare.best_eval(str(tmp_path), "u")
+  record = compare.run_record(str(tmp_path), "prompt_random", "t", 3)
+  assert record == {"method": "prompt_random", "task": "t", "seed": 3, "metrics": {"accuracy": 70.0, "f1": 2.0},
+                    "final_metrics": {"accuracy": 70.0, "f1": 3.0}, "final_step": 6}
+  assert [step for step, _ in compare.evaluations(str(tmp_path), "t")] == [2, 4, 6]
 
 
 @pytest.mark.parametrize("name", sorted(

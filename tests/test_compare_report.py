@@ -92,3 +92,24 @@ def test_best_constant_row_marks_runs_no_better_than_a_constant(tmp_path):
                        majority={"copa": 45.0}, best_constant={"copa": 55.0}, meta={})
   assert "| best constant label (validation split's most frequent) | 55.0 |" in text
   assert "- prompt_random: copa*" in text
+
+
+def test_last_evaluation_table_and_column_beside_the_best(tmp_path):
+  records = [{"method": "prompt_class_labels", "task": "rte", "seed": s, "metrics": {"accuracy": best},
+              "final_metrics": {"accuracy": last}, "final_step": 800}
+             for s, (best, last) in enumerate([(60.0, 50.0), (64.0, 54.0)])]
+  records.append({"method": "mpt", "task": "rte", "seed": 0, "metrics": {"accuracy": 70.0}})  # Best only.
+  text = cr.write_page(str(tmp_path / "p.md"), records, methods=["prompt_class_labels", "mpt"], tasks=["rte"],
+                       majority={"rte": 52.7}, meta={})
+  assert cr.summarise(records, "final_metrics")[("prompt_class_labels", "rte")]["mean"] == 52.0
+  table = text.split("at the last evaluation")[1].split("###")[0]
+  assert "| prompt_class_labels | 52.0 ± 2.8 (n=2) |" in table and "| mpt |" not in table
+  assert "- prompt_class_labels: rte; last: (none)" in text and "- mpt: rte\n" in text
+  assert "| prompt_class_labels | rte | 1 | accuracy=64.00 | step 800: accuracy=54.00 |" in text
+  assert "| mpt | rte | 0 | accuracy=70.00 | — |" in text
+
+
+def test_page_without_last_evaluations_has_no_such_table(tmp_path):
+  text = cr.write_page(str(tmp_path / "p.md"), _records(), methods=["prompt_random"], tasks=["rte"],
+                       majority={"rte": 52.7}, meta={})
+  assert "at the last evaluation" not in text and "; last:" not in text

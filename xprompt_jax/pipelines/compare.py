@@ -5,7 +5,8 @@
 
 Runs, per seed: prompt tuning with the three initialisations of Lester et al. (random uniform, sampled vocabulary,
 class labels) and prefix tuning on every task (`training.loop.train`, evaluated every `eval_period` steps on the
-task's official validation file; the record is the best evaluation, the papers' early-stopping protocol); MPT
+task's official validation file; the record is the best evaluation, the papers' early-stopping protocol, and the
+last one); MPT
 (`pipelines.mpt.run_pipeline`: teachers on the source tasks, distilled multitask source prompt, adaptation to each
 target task); XPrompt with its controls (`pipelines.xprompt.run_xprompt`: its own prompt-tuning stage, pruning,
 rewinding, Reversed / Random / Length / token-only / piece-only). Each finished run leaves `result.json` in its
@@ -121,18 +122,32 @@ def constant_baselines(task: str, lengths: dict[str, int], max_examples: Optiona
   return {"majority": 100.0 * float(np.mean([t == majority for t in val])), "best_constant": 100.0 * best / len(val)}
 
 
-def best_eval(model_dir: str, task: str) -> dict[str, float]:
-  """The evaluation of `metrics.jsonl` with the best accuracy on `task` (ties: the earliest), task prefix removed."""
+def evaluations(model_dir: str, task: str) -> list[tuple[int, dict[str, float]]]:
+  """`(step, metrics)` of every evaluation of `task` in `model_dir/metrics.jsonl`, in order, task prefix removed."""
   evals = []
   with open(os.path.join(model_dir, "metrics.jsonl"), encoding="utf-8") as f:
     for line in f:
       row = json.loads(line)
       metrics = {k.split(f"{task}/", 1)[1]: v for k, v in row.items() if k.startswith(f"{task}/")}
       if row.get("kind") == "eval" and metrics:
-        evals.append(metrics)
+        evals.append((int(row.get("step", 0)), metrics))
   if not evals:
     raise ValueError(f"{model_dir}/metrics.jsonl has no evaluation of {task}")
-  return max(evals, key=lambda m: m.get(compare_report.SCORE_METRIC, float("-inf")))
+  return evals
+
+
+def best_eval(model_dir: str, task: str) -> dict[str, float]:
+  """The evaluation of `metrics.jsonl` with the best accuracy on `task` (ties: the earliest), task prefix removed."""
+  return max((m for _, m in evaluations(model_dir, task)),
+             key=lambda m: m.get(compare_report.SCORE_METRIC, float("-inf")))
+
+
+def run_record(run_dir: str, method: str, task: str, seed: int) -> dict:
+  """The record of one trained run: its best evaluation ("metrics", the papers' early stopping on validation) and
+  its last ("final_metrics", at "final_step": no selection on validation at all)."""
+  final_step, final = evaluations(run_dir, task)[-1]
+  return {"method": method, "task": task, "seed": seed, "metrics": best_eval(run_dir, task),
+          "final_metrics": final, "final_step": final_step}
 
 
 def _finished(path: str) -> Optional[list]:
@@ -160,7 +175,7 @@ def run_single(run_dir: str, settings: Settings, method_name: str, cfg: CompareC
     method = get_method("prompt", length=cfg.prompt_length, prompt_init=init, **kwargs)
   s = settings.for_run(task, seed, cfg.inputs_lengths.get(task))
   loop.train(run_dir, method=method, **s.train_kwargs())
-  return [{"method": method_name, "task": task, "seed": seed, "metrics": best_eval(run_dir, task)}]
+  return [run_record(run_dir, method_name, task, seed)]
 
 
 def run_mpt(run_dir: str, settings: Settings, cfg: CompareConfig, seed: int) -> list[dict]:
@@ -318,7 +333,8 @@ def compare(results_dir: str, page_path: str, *, cfg: Optional[CompareConfig] = 
               f"{cfg.eval_period} steps on the official validation file"
               f"{f' (at most its first {max_examples} rows)' if max_examples else ''}; a "
               f"run's number is its best evaluation (early stopping on validation, as the papers do, which favours "
-              f"runs whose predictions swing between evaluations{mpt_last}). "
+              f"runs whose predictions swing between evaluations{mpt_last}; the prompt- and prefix-tuning runs' last "
+              f"evaluations, which involve no selection at all, are tabled too). "
               f"Prompt length {cfg.prompt_length}"
               f"{f', prefix length {cfg.prefix_length}' if 'prefix' in cfg.methods else ''}, batch "
               f"{settings.data.batch_size}, inputs {settings.data.inputs_length} tokens{per_task}, optimizer "

@@ -37,12 +37,13 @@ def score(metrics: Mapping[str, float]) -> float:
   return float(metrics[SCORE_METRIC]) if SCORE_METRIC in metrics else float("nan")
 
 
-def summarise(records: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], dict]:
-  """{(method, task): {"mean", "std", "n", "seeds"}} over the records without an error (std: sample, ddof=1)."""
+def summarise(records: Sequence[Mapping[str, Any]], key: str = "metrics") -> dict[tuple[str, str], dict]:
+  """{(method, task): {"mean", "std", "n", "seeds"}} over the records without an error that have `key` ("metrics":
+  the best evaluation; "final_metrics": the last one) (std: sample, ddof=1)."""
   groups: dict[tuple[str, str], list] = {}
   for r in records:
-    if not r.get("error"):
-      groups.setdefault((r["method"], r["task"]), []).append((r["seed"], score(r["metrics"])))
+    if not r.get("error") and key in r:
+      groups.setdefault((r["method"], r["task"]), []).append((r["seed"], score(r[key])))
   out = {}
   for key, pairs in groups.items():
     values = np.array([v for _, v in pairs], float)
@@ -185,14 +186,30 @@ def write_page(page_path: str, records: Sequence[Mapping[str, Any]], *, methods:
   for m in shown:
     lines.append(f"| {m} | " + " | ".join(_cell(summary.get((m, t))) for t in tasks) + " |")
   lines += ["", f"![validation accuracy per method and task]({plot_rel})", ""]
+  final = summarise(records, "final_metrics")
+  if final:
+    lines += ["## Validation accuracy (%) at the last evaluation, mean ± std over seeds", "",
+              "The same runs without early stopping: each run's last evaluation, so no number here was selected "
+              "on the validation file (methods whose records keep only their best evaluation are left out).", "",
+              "| method | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for m in [m for m in shown if any((m, t) in final for t in tasks)]:
+      lines.append(f"| {m} | " + " | ".join(_cell(final.get((m, t))) for t in tasks) + " |")
+    lines.append("")
   lines += ["### Above the majority class (mean over seeds)", ""]
   if best_constant:
     lines += ["A task marked * is not above the best constant label as well: a run that always predicts the "
               "validation split's most frequent label would score as much.", ""]
+  if final:
+    lines += ["Each line lists the tasks above it with the best evaluation, then (after *last:*) with the last.", ""]
+
+  def above(stats: Mapping[tuple[str, str], dict], m: str) -> str:
+    hits = [t for t in tasks if (m, t) in stats and t in majority and stats[(m, t)]["mean"] > majority[t]]
+    return ", ".join(t + ("*" if t in best_constant and stats[(m, t)]["mean"] <= best_constant[t] else "")
+                     for t in hits) or "(none)"
+
   for m in shown:
-    above = [t for t in tasks if (m, t) in summary and t in majority and summary[(m, t)]["mean"] > majority[t]]
-    marked = [t + ("*" if t in best_constant and summary[(m, t)]["mean"] <= best_constant[t] else "") for t in above]
-    lines.append(f"- {m}: {', '.join(marked) or '(none)'}")
+    last = f"; last: {above(final, m)}" if any((m, t) in final for t in tasks) else ""
+    lines.append(f"- {m}: {above(summary, m)}{last}")
   lines.append("")
   lines += ["## The papers' orderings, as observed here", "",
             "Each row compares the two methods' means on one task; *holds* says whether the local run shows the "
@@ -213,10 +230,13 @@ def write_page(page_path: str, records: Sequence[Mapping[str, Any]], *, methods:
     if absent:
       notes.append(f"{m}: no result on {', '.join(absent)}")
   lines += [f"- {n}" for n in notes] or ["- nothing: every planned run finished."]
-  lines += ["", "## Every run", "", "| method | task | seed | validation metrics | minutes |", "|---|---|---|---|---|"]
+  lines += ["", "## Every run", "", "| method | task | seed | validation metrics (best evaluation) | last evaluation "
+            "| minutes |", "|---|---|---|---|---|---|"]
   for r in sorted(records, key=lambda r: (r["method"], r["task"], r["seed"])):
     shown_metrics = "error" if r.get("error") else _fmt_metrics(r["metrics"])
-    lines.append(f"| {r['method']} | {r['task']} | {r['seed']} | {shown_metrics} | "
+    last = (f"step {r['final_step']}: {_fmt_metrics(r['final_metrics'])}" if "final_metrics" in r and not r.get("error")
+            else "—")
+    lines.append(f"| {r['method']} | {r['task']} | {r['seed']} | {shown_metrics} | {last} | "
                  f"{float(r.get('seconds', 0.0)) / 60:.1f} |")
   text = "\n".join(lines) + "\n"
   os.makedirs(os.path.dirname(os.path.abspath(page_path)), exist_ok=True)
