@@ -113,3 +113,23 @@ def test_page_without_last_evaluations_has_no_such_table(tmp_path):
   text = cr.write_page(str(tmp_path / "p.md"), _records(), methods=["prompt_random"], tasks=["rte"],
                        majority={"rte": 52.7}, meta={})
   assert "at the last evaluation" not in text and "; last:" not in text
+
+
+def test_pretraining_chain_follows_the_export_a_later_stage_started_from(tmp_path):
+  """A span-corruption run resumed to more steps exports again and rewrites its latest report: a backbone adapted
+  from the earlier export still shows the earlier stage (its kept report), and never the later one's numbers."""
+  from xprompt_jax.pipelines import compare
+  from xprompt_jax.pretraining import train
+  sc40 = _stage(tmp_path, "sc", "pretrain_span_corruption", 40, "random-init:seed=0:mini")
+  early = json.loads((tmp_path / "sc" / train.REPORT_NAME).read_text())
+  lm = _stage(tmp_path, "lm", "pretrain_prefix_lm", 20, sc40)
+  sc60 = _stage(tmp_path, "sc", "pretrain_span_corruption", 60, "random-init:seed=0:mini")  # The resumed run.
+  # Without the kept report, the chain stops at the LM stage rather than show step 60 as its start.
+  assert compare.pretraining_chain(lm) == [{**train.read_report(lm), "model_dir": str(tmp_path / "lm")}]
+  kept = train.report_path(str(tmp_path / "sc"), 40)
+  os.makedirs(os.path.dirname(kept))
+  with open(kept, "w") as f:
+    json.dump(early, f)
+  assert [s["step"] for s in compare.pretraining_chain(lm)] == [40, 20]
+  assert [s["step"] for s in compare.pretraining_chain(sc60)] == [60]
+  assert train.read_report(str(tmp_path / "nowhere" / "export" / "checkpoint_3")) is None

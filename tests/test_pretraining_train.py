@@ -95,6 +95,8 @@ def test_pretrain_end_to_end_resumes_and_exports(shared, tmp_path):
   report = json.loads((tmp_path / train.REPORT_NAME).read_text())
   assert report["step"] == 6 and report["validation_loss"] == pytest.approx(out["validation_loss"])
   assert report["unigram_cross_entropy"] > 0 and os.path.isdir(report["export"])
+  assert train.read_report(report["export"]) == report  # Also kept per export, for runs resumed past it.
+  assert json.loads(open(train.report_path(str(tmp_path), 6)).read()) == report
   loaded, _ = checkpoints.load_params(report["export"], config)
   np.testing.assert_array_equal(loaded["token_embedder"]["embedding"],
                                 np.asarray(out["state"]["trainable"]["token_embedder"]["embedding"]))

@@ -269,16 +269,15 @@ def run_all(results_dir: str, cfg: CompareConfig, settings: Settings, run_missin
 
 def pretraining_chain(backbone: Optional[str], max_stages: int = 8) -> list[dict]:
   """The pretraining stages behind a backbone exported by `xprompt-jax pretrain`, earliest first: each stage's
-  `pretrain_report.json` plus its `model_dir`, followed through each report's `start` (an earlier stage's export);
-  [] when the backbone was not made here."""
+  report (`pretraining.train.read_report`) plus its `model_dir`, followed through each report's `start` (an earlier
+  stage's export); [] when the backbone was not made here."""
+  from xprompt_jax.pretraining import train as pretrain_lib
   stages, path = [], backbone
   while path and len(stages) < max_stages:
-    model_dir = os.path.dirname(os.path.dirname(os.path.abspath(path)))
-    report = os.path.join(model_dir, "pretrain_report.json")
-    if not os.path.exists(report):
+    report = pretrain_lib.read_report(path)
+    if report is None:
       break
-    with open(report, encoding="utf-8") as f:
-      stages.append({**json.load(f), "model_dir": model_dir})
+    stages.append({**report, "model_dir": os.path.dirname(os.path.dirname(os.path.abspath(path)))})
     path = stages[-1].get("start")
   return stages[::-1]
 

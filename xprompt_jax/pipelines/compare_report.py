@@ -121,7 +121,8 @@ def pretraining_plot(path: str, stages: Sequence[Mapping[str, Any]]) -> None:
   fig, ax = plt.subplots(figsize=(9.5, 4.0))
   offset = 0
   for i, stage in enumerate(stages):
-    rows = plotting.read_metrics(stage["model_dir"])
+    # A model_dir resumed to more steps logs past this stage's export: its curve stops at the export.
+    rows = [r for r in plotting.read_metrics(stage["model_dir"]) if int(r.get("step", 0)) <= int(stage["step"])]
     train = plotting.series(rows, "train").get("loss", ([], []))
     evals = plotting.series(rows, "eval").get("validation_loss", ([], []))
     name = stage["task"]

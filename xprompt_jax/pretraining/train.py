@@ -13,7 +13,7 @@ learning_rate 1e-2 and warmup 10k that is T5's `1 / sqrt(max(step, 10^4))`; smal
 
 At the end the params are exported in T5X layout (`<model_dir>/export/checkpoint_<step>`), so every other command
 loads the backbone like a public T5 (`TrainConfig.initial_checkpoint`), and `<model_dir>/pretrain_report.json`
-records the held-out validation cross entropy next to the unigram baseline: the cross entropy, on the same
+(kept per export as `<model_dir>/reports/pretrain_report_<step>.json`, since a resumed run exports again) records the held-out validation cross entropy next to the unigram baseline: the cross entropy, on the same
 validation targets, of the add-one-smoothed unigram distribution of the training targets.
 """
 import dataclasses
@@ -40,6 +40,7 @@ from xprompt_jax.training import step as step_lib
 
 EXPORT_SUBDIR = "export"
 REPORT_NAME = "pretrain_report.json"
+REPORTS_SUBDIR = "reports"
 
 
 @gin.configurable
@@ -172,6 +173,32 @@ def export_path(model_dir: str, step: int) -> str:
   return os.path.join(model_dir, EXPORT_SUBDIR, f"checkpoint_{step}")
 
 
+def report_path(model_dir: str, step: int) -> str:
+  """Where the report of the export at `step` is kept (`<model_dir>/pretrain_report.json` is the latest one's)."""
+  return os.path.join(model_dir, REPORTS_SUBDIR, f"pretrain_report_{step}.json")
+
+
+def read_report(export: str) -> Optional[dict]:
+  """The pretraining report of the export at `export` (`<model_dir>/export/checkpoint_<step>`), or None when it was
+  not made by `pretrain`. A run resumed to more steps exports again, so the latest report may describe a later
+  export: it is only used when it names this one."""
+  export = os.path.abspath(export)
+  model_dir = os.path.dirname(os.path.dirname(export))
+  name = os.path.basename(export)
+  if name.startswith("checkpoint_") and name[len("checkpoint_"):].isdigit():
+    kept = report_path(model_dir, int(name[len("checkpoint_"):]))
+    if os.path.exists(kept):
+      with open(kept, encoding="utf-8") as f:
+        return json.load(f)
+  latest = os.path.join(model_dir, REPORT_NAME)
+  if os.path.exists(latest):
+    with open(latest, encoding="utf-8") as f:
+      report = json.load(f)
+    if os.path.abspath(report.get("export", "")) == export:
+      return report
+  return None
+
+
 def initial_params(checkpoint: Optional[str], config: T5Config, seed: int, mesh, rules) -> tuple[Any, dict]:
   """(params placed by the logical-axis rules, {"path", "fingerprint"} of the start): the checkpoint, or a
   seeded random initialisation (pretraining from scratch) identified by its seed and architecture."""
@@ -278,8 +305,10 @@ def pretrain(model_dir: str, *, config: Optional[T5Config] = None, data_cfg: Opt
             "validation_tokens": int(len(target_tokens(eval_batches))), "unigram_train_tokens": int(len(train_ids)),
             "start": start_ref["path"], "export": export}
   if is_main:
-    with open(os.path.join(model_dir, REPORT_NAME), "w", encoding="utf-8") as f:
-      json.dump(report, f, indent=2)
+    os.makedirs(os.path.join(model_dir, REPORTS_SUBDIR), exist_ok=True)
+    for path in (report_path(model_dir, step), os.path.join(model_dir, REPORT_NAME)):
+      with open(path, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
     print(f"validation cross entropy {val_loss:.4f} nats/token vs unigram baseline {unigram:.4f} "
           f"({data_cfg.mixture_or_task_name}, {report['validation_tokens']} held-out target tokens)")
     print(f"exported T5X checkpoint: {export}")
