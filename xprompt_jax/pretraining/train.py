@@ -13,8 +13,9 @@ learning_rate 1e-2 and warmup 10k that is T5's `1 / sqrt(max(step, 10^4))`; smal
 
 At the end the params are exported in T5X layout (`<model_dir>/export/checkpoint_<step>`), so every other command
 loads the backbone like a public T5 (`TrainConfig.initial_checkpoint`), and `<model_dir>/pretrain_report.json`
-(kept per export as `<model_dir>/reports/pretrain_report_<step>.json`, since a resumed run exports again) records the held-out validation cross entropy next to the unigram baseline: the cross entropy, on the same
-validation targets, of the add-one-smoothed unigram distribution of the training targets.
+(kept per export as `<model_dir>/reports/pretrain_report_<step>.json`, since a resumed run exports again) records
+the held-out validation cross entropy next to the unigram baseline: the cross entropy, on the same validation
+targets, of the add-one-smoothed unigram distribution of the training targets.
 """
 import dataclasses
 import hashlib
