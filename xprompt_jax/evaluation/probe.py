@@ -1,0 +1,85 @@
+"""Linear probes of a frozen backbone: is a task's label linearly readable from what the encoder computes?
+
+A diagnostic for prompt tuning that sits at the majority class: if a logistic regression on the mean-pooled encoder
+output of the frozen model separates the labels well above the majority class, the information is there and the
+bottleneck is steering the decoder to say it; if it does not, the backbone itself is too weak. The bag of input
+embeddings (mean of the token embeddings, no layer applied) is probed beside it as the lexical baseline.
+
+Features come from the task's own seqio pipeline (`eval_data.load_split`: the same inputs prompt tuning sees); the
+probe is fitted on the first `train_examples` rows of the train split and scored on the validation split.
+"""
+import collections
+from typing import Any, Mapping, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from xprompt_jax.evaluation import eval_data
+from xprompt_jax.models.t5 import T5
+
+
+def pooled_features(model: T5, params: Mapping[str, Any], inputs: np.ndarray,
+                    batch_size: int = 128) -> dict[str, np.ndarray]:
+  """{"encoder": [N, D] mean of the encoder output over non-padding positions, "embeddings": [N, D] the same mean
+  of the input token embeddings}, in float32. `inputs`: [N, L] zero-padded token ids."""
+
+  @jax.jit
+  def features(params, tokens):
+    encoded, valid = model.apply({"params": params}, tokens, method=T5.encode)
+    weights = valid[..., None].astype(jnp.float32)
+    count = jnp.maximum(jnp.sum(weights, 1), 1.0)
+    embedded = jnp.asarray(params["token_embedder"]["embedding"], jnp.float32)[tokens]
+    return {"encoder": jnp.sum(encoded.astype(jnp.float32) * weights, 1) / count,
+            "embeddings": jnp.sum(embedded * weights, 1) / count}
+
+  params = jax.tree_util.tree_map(jnp.asarray, params)
+  out = collections.defaultdict(list)
+  for start in range(0, len(inputs), batch_size):
+    rows = inputs[start:start + batch_size]
+    padded = np.concatenate([rows, np.repeat(rows[:1], batch_size - len(rows), 0)])  # One compiled shape.
+    for name, value in features(params, jnp.asarray(padded)).items():
+      out[name].append(np.asarray(value)[:len(rows)])
+  return {name: np.concatenate(parts) for name, parts in out.items()}
+
+
+def probe_accuracy(train_x: np.ndarray, train_y: Sequence[str], val_x: np.ndarray, val_y: Sequence[str],
+                   c: float = 1.0) -> float:
+  """Validation accuracy (%) of an L2-regularised logistic regression fitted on standardised train features."""
+  from sklearn.linear_model import LogisticRegression
+  from sklearn.pipeline import make_pipeline
+  from sklearn.preprocessing import StandardScaler
+  if len(set(train_y)) < 2:
+    raise ValueError(f"the probe needs at least two labels in its training rows, got {sorted(set(train_y))}")
+  clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
+  clf.fit(train_x, list(train_y))
+  return 100.0 * float(clf.score(val_x, list(val_y)))
+
+
+def labels(split: eval_data.EvalSplit) -> list[str]:
+  """Each row's target text (`targets_pretokenized`), the label the probe predicts."""
+  out = []
+  for ex in split.examples:
+    target = ex.get("targets_pretokenized")
+    if target is None:
+      raise ValueError(f"task {split.task_name!r} examples have no targets_pretokenized to probe")
+    out.append(target.decode() if isinstance(target, bytes) else str(target))
+  return out
+
+
+def probe_task(model: T5, params: Mapping[str, Any], task, feature_lengths: Mapping[str, int],
+               train_examples: int = 4000, val_examples: Optional[int] = None, c: float = 1.0,
+               batch_size: int = 128) -> dict[str, Any]:
+  """Probes `task` (a seqio.Task): {"task", "train_rows", "val_rows", "majority" (the train split's most frequent
+  label, scored on validation), "encoder", "embeddings" (probe validation accuracies, %)}."""
+  train = eval_data.load_split(task, "train", feature_lengths, train_examples)
+  val = eval_data.load_split(task, "validation", feature_lengths, val_examples)
+  train_y, val_y = labels(train), labels(val)
+  train_f = pooled_features(model, params, train.inputs, batch_size)
+  val_f = pooled_features(model, params, val.inputs, batch_size)
+  majority = collections.Counter(train_y).most_common(1)[0][0]
+  out = {"task": task.name, "train_rows": len(train), "val_rows": len(val),
+         "majority": 100.0 * float(np.mean([y == majority for y in val_y]))}
+  for name in ("encoder", "embeddings"):
+    out[name] = probe_accuracy(train_f[name], train_y, val_f[name], val_y, c)
+  return out
