@@ -92,6 +92,8 @@ def test_best_constant_row_marks_runs_no_better_than_a_constant(tmp_path):
                        majority={"copa": 45.0}, best_constant={"copa": 55.0}, meta={})
   assert "| best constant label (validation split's most frequent) | 55.0 |" in text
   assert "- prompt_random: copa*" in text
+  assert "None: no pair of methods that a paper orders ran on the same task here." in text
+  assert "| paper's claim |" not in text  # No empty table.
 
 
 def test_last_evaluation_table_and_column_beside_the_best(tmp_path):

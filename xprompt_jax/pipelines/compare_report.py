@@ -216,9 +216,12 @@ def write_page(page_path: str, records: Sequence[Mapping[str, Any]], *, methods:
             "Each row compares the two methods' means on one task; *holds* says whether the local run shows the "
             "paper's ordering. Both outcomes are results.", "",
             "| paper's claim | task | better (mean) | worse (mean) | holds here |", "|---|---|---|---|---|"]
-  for o in orderings(summary, tasks):
+  observed = orderings(summary, tasks)
+  for o in observed:
     lines.append(f"| {o['source']} | {o['task']} | {o['better']} ({o['better_mean']:.1f}) | {o['worse']} "
                  f"({o['worse_mean']:.1f}) | {'yes' if o['holds'] else 'no'} |")
+  if not observed:
+    lines[-2:] = ["None: no pair of methods that a paper orders ran on the same task here."]
   errors = [r for r in records if r.get("error")]
   lines += ["", "## Not run or failed", ""]
   notes = list(missing_notes) + [f"{r['method']} on {r['task']} seed {r['seed']} failed: {r['error']}"
