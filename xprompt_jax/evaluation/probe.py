@@ -17,6 +17,7 @@ import numpy as np
 
 from xprompt_jax.evaluation import eval_data
 from xprompt_jax.models.t5 import T5
+from xprompt_jax.tasks import registry_utils as ru
 
 
 def pooled_features(model: T5, params: Mapping[str, Any], inputs: np.ndarray,
@@ -63,7 +64,7 @@ def labels(split: eval_data.EvalSplit) -> list[str]:
     target = ex.get("targets_pretokenized")
     if target is None:
       raise ValueError(f"task {split.task_name!r} examples have no targets_pretokenized to probe")
-    out.append(target.decode() if isinstance(target, bytes) else str(target))
+    out.append(ru.as_text(target))
   return out
 
 
