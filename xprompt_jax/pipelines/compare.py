@@ -5,12 +5,11 @@
 
 Runs, per seed: prompt tuning with the three initialisations of Lester et al. (random uniform, sampled vocabulary,
 class labels) and prefix tuning on every task (`training.loop.train`, evaluated every `eval_period` steps on the
-task's official validation file; the record is the best evaluation, the papers' early-stopping protocol, and the
-last one); MPT
-(`pipelines.mpt.run_pipeline`: teachers on the source tasks, distilled multitask source prompt, adaptation to each
-target task); XPrompt with its controls (`pipelines.xprompt.run_xprompt`: its own prompt-tuning stage, pruning,
-rewinding, Reversed / Random / Length / token-only / piece-only). Each finished run leaves `result.json` in its
-folder, so rerunning resumes; every record is appended to `<results_dir>/results.jsonl`, from which
+task's official validation file; the record is the best evaluation, the papers' early-stopping protocol, and
+the last one); MPT (`pipelines.mpt.run_pipeline`: teachers on the source tasks, distilled multitask source prompt,
+adaptation to each target task); XPrompt with its controls (`pipelines.xprompt.run_xprompt`: its own
+prompt-tuning stage, pruning, rewinding, Reversed / Random / Length / token-only / piece-only). Each finished run
+leaves `result.json` in its folder, so rerunning resumes; every record is appended to `<results_dir>/results.jsonl`, from which
 `pipelines.compare_report` writes the page (`docs/results_local.md` by default) and its plot.
 """
 import collections
@@ -136,18 +135,22 @@ def evaluations(model_dir: str, task: str) -> list[tuple[int, dict[str, float]]]
   return evals
 
 
+def _best(evals: list[tuple[int, dict[str, float]]]) -> dict[str, float]:
+  return max((m for _, m in evals), key=lambda m: m.get(compare_report.SCORE_METRIC, float("-inf")))
+
+
 def best_eval(model_dir: str, task: str) -> dict[str, float]:
   """The evaluation of `metrics.jsonl` with the best accuracy on `task` (ties: the earliest), task prefix removed."""
-  return max((m for _, m in evaluations(model_dir, task)),
-             key=lambda m: m.get(compare_report.SCORE_METRIC, float("-inf")))
+  return _best(evaluations(model_dir, task))
 
 
 def run_record(run_dir: str, method: str, task: str, seed: int) -> dict:
   """The record of one trained run: its best evaluation ("metrics", the papers' early stopping on validation) and
   its last ("final_metrics", at "final_step": no selection on validation at all)."""
-  final_step, final = evaluations(run_dir, task)[-1]
-  return {"method": method, "task": task, "seed": seed, "metrics": best_eval(run_dir, task),
-          "final_metrics": final, "final_step": final_step}
+  evals = evaluations(run_dir, task)
+  final_step, final = evals[-1]
+  return {"method": method, "task": task, "seed": seed, "metrics": _best(evals), "final_metrics": final,
+          "final_step": final_step}
 
 
 def _finished(path: str) -> Optional[list]:
