@@ -9,8 +9,9 @@ task's official validation file; the record is the best evaluation, the papers' 
 the last one); MPT (`pipelines.mpt.run_pipeline`: teachers on the source tasks, distilled multitask source prompt,
 adaptation to each target task); XPrompt with its controls (`pipelines.xprompt.run_xprompt`: its own
 prompt-tuning stage, pruning, rewinding, Reversed / Random / Length / token-only / piece-only). Each finished run
-leaves `result.json` in its folder, so rerunning resumes; every record is appended to `<results_dir>/results.jsonl`, from which
-`pipelines.compare_report` writes the page (`docs/results_local.md` by default) and its plot.
+leaves `result.json` in its folder, so rerunning resumes; every record is appended to
+`<results_dir>/results.jsonl`, from which `pipelines.compare_report` writes the page (`docs/results_local.md` by
+default) and its plot.
 """
 import collections
 import dataclasses
