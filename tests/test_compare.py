@@ -94,6 +94,9 @@ def test_quick_mode_end_to_end(shared, tmp_path):
   assert (tmp_path / "results_local" / "methods.png").stat().st_size > 1000
   records = [json.loads(line) for line in (tmp_path / "runs" / "results.jsonl").read_text().splitlines()]
   assert {r["seed"] for r in records} == {0, 1}
+  single = [r for r in records if r["method"].startswith(("prompt_", "prefix"))]
+  assert single and all(r["final_step"] > 0 and "accuracy" in r["final_metrics"] for r in single)
+  assert "at the last evaluation" in text
 
 
 def test_majority_baseline_on_real_cb(shared):
