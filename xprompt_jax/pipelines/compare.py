@@ -281,7 +281,7 @@ def pretraining_chain(backbone: Optional[str], max_stages: int = 8) -> list[dict
     report = pretrain_lib.read_report(path)
     if report is None:
       break
-    stages.append({**report, "model_dir": os.path.dirname(os.path.dirname(os.path.abspath(path)))})
+    stages.append({**report, "model_dir": pretrain_lib.model_dir_of_export(path)})
     path = stages[-1].get("start")
   return stages[::-1]
 
@@ -328,10 +328,10 @@ def compare(results_dir: str, page_path: str, *, cfg: Optional[CompareConfig] = 
   method_tasks.update({m: list(cfg.xprompt_tasks or cfg.tasks) for m in method_names if m.startswith("xprompt/")})
   per_task = (" (" + ", ".join(f"{t}: {n}" for t, n in sorted(dict(cfg.inputs_lengths).items()))
               + " in the single-task runs)") if cfg.inputs_lengths else ""
-  seeds = f"{len(cfg.seeds)} seed{'s' if len(cfg.seeds) != 1 else ''} {list(cfg.seeds)}"
+  seed_count = f"{len(cfg.seeds)} seed{'s' if len(cfg.seeds) != 1 else ''}"
   mpt_last = "; MPT reports its last evaluation" if "mpt" in cfg.methods else ""
   staged = [name for name, m in (("MPT", "mpt"), ("XPrompt", "xprompt")) if m in cfg.methods]
-  protocol = (f"{seeds}; {cfg.num_train_steps} training steps per run"
+  protocol = (f"{seed_count} {list(cfg.seeds)}; {cfg.num_train_steps} training steps per run"
               f"{' (per stage for ' + ' and '.join(staged) + ')' if staged else ''}, evaluated every "
               f"{cfg.eval_period} steps on the official validation file"
               f"{f' (at most its first {max_examples} rows)' if max_examples else ''}; a "
@@ -353,6 +353,6 @@ def compare(results_dir: str, page_path: str, *, cfg: Optional[CompareConfig] = 
             "protocol": protocol,
             "backbone_line": backbone_line(settings.train.initial_checkpoint, settings.config, stages),
             "pretraining": stages,
-            "plot_title": f"{settings.config.name} ({origin}), {seeds.split(' [')[0]}, mean ± std",
+            "plot_title": f"{settings.config.name} ({origin}), {seed_count}, mean ± std",
             "machine": f"{os.cpu_count()} CPU cores", "method_tasks": method_tasks})
   return {"records": records, "page": text}

@@ -174,6 +174,11 @@ def export_path(model_dir: str, step: int) -> str:
   return os.path.join(model_dir, EXPORT_SUBDIR, f"checkpoint_{step}")
 
 
+def model_dir_of_export(export: str) -> str:
+  """The pretraining model_dir an `export_path` lies in (absolute)."""
+  return os.path.dirname(os.path.dirname(os.path.abspath(export)))
+
+
 def report_path(model_dir: str, step: int) -> str:
   """Where the report of the export at `step` is kept (`<model_dir>/pretrain_report.json` is the latest one's)."""
   return os.path.join(model_dir, REPORTS_SUBDIR, f"pretrain_report_{step}.json")
@@ -184,7 +189,7 @@ def read_report(export: str) -> Optional[dict]:
   not made by `pretrain`. A run resumed to more steps exports again, so the latest report may describe a later
   export: it is only used when it names this one."""
   export = os.path.abspath(export)
-  model_dir = os.path.dirname(os.path.dirname(export))
+  model_dir = model_dir_of_export(export)
   name = os.path.basename(export)
   if name.startswith("checkpoint_") and name[len("checkpoint_"):].isdigit():
     kept = report_path(model_dir, int(name[len("checkpoint_"):]))
