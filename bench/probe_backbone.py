@@ -9,6 +9,13 @@ it" when prompt tuning sits at the majority class (`xprompt_jax.evaluation.probe
 Prints one line per (checkpoint, task): the validation accuracy of the majority class, of a logistic regression
 on the mean input embedding, and of one on the mean encoder output. About a minute per checkpoint and task for
 the 24 M-parameter mini T5 on 2 CPU cores.
+
+With --reliance and a pretraining stage config as --gin_file, it also prints per checkpoint how much the decoder
+listens to the encoder (`probe.encoder_reliance`) on that stage's held-out batches: the cross entropy with each
+row's own encoder input and with the next row's, over all target tokens and over each row's first one:
+    python bench/probe_backbone.py --gin_file=pretrain/lm_adaptation_medium.gin --reliance \
+      --checkpoint=/tmp/t5_mini_lm_medium/export/checkpoint_1200 --tasks=glue_sst2_v002
+    reliance: <checkpoint>  pretrain_prefix_lm  all tokens 5.33 -> 5.61 nats  first token 6.90 -> 7.80 nats  ...
 """
 import os
 import sys
@@ -27,6 +34,26 @@ flags.DEFINE_list("tasks", ["glue_sst2_v002"], "Registered classification tasks.
 flags.DEFINE_integer("train_examples", 4000, "Rows of each train split the probe is fitted on.")
 flags.DEFINE_integer("inputs_length", 64, "Input tokens (longer inputs are trimmed, as in training).")
 flags.DEFINE_float("c", 1.0, "Inverse L2 strength of the logistic regression.")
+flags.DEFINE_bool("reliance", False, "Also measure the decoder's reliance on the encoder on the held-out batches of "
+                  "the pretraining task that --gin_file's DataConfig binds (a gin/pretrain stage config).")
+flags.DEFINE_integer("reliance_batches", 20, "Held-out batches (PretrainConfig.eval_batches' default).")
+
+
+def reliance_batches() -> tuple[str, list]:
+  """(task, the first --reliance_batches batches of its validation split), as the pretraining run evaluates them:
+  lengths and batch size from the gin-bound DataConfig."""
+  import dataclasses
+  import gin
+  from xprompt_jax.pretraining import tasks  # noqa: F401  (registers the pretraining tasks)
+  from xprompt_jax.training import data as data_lib
+  try:
+    cfg = data_lib.DataConfig()
+  except (TypeError, ValueError, gin.config.GinError) as e:  # DataConfig.mixture_or_task_name is gin.REQUIRED.
+    raise app.UsageError(f"--reliance needs a pretraining stage config (e.g. --gin_file=pretrain/"
+                         f"lm_adaptation_medium.gin) that binds DataConfig: {e}") from e
+  cfg = dataclasses.replace(cfg, split="validation", shuffle=False)
+  return cfg.mixture_or_task_name, list(data_lib.dataset(cfg, num_epochs=1).take(
+      flags.FLAGS.reliance_batches).as_numpy_iterator())
 
 
 def main(argv):
@@ -42,8 +69,15 @@ def main(argv):
   from xprompt_jax.models.t5 import T5
   from xprompt_jax.training import data as data_lib
   rows = []
+  task, batches = reliance_batches() if f.reliance else (None, [])
   for path in f.checkpoint:
     params, config = checkpoints.load_params(path, T5Config())
+    if batches:
+      r = probe.encoder_reliance(T5(config), params, batches)
+      rows.append({"checkpoint": path, "task": task, **r})
+      print(f"reliance: {path}  {task}  all tokens {r['matched']:.2f} -> {r['swapped']:.2f} nats  "
+            f"first token {r['matched_first']:.2f} -> {r['swapped_first']:.2f} nats  ({int(r['rows'])} rows, "
+            f"{int(r['tokens'])} target tokens)", flush=True)
     for name in f.tasks:
       r = probe.probe_task(T5(config), params, data_lib.get_task(name),
                            {"inputs": f.inputs_length, "targets": 8}, f.train_examples, c=f.c)

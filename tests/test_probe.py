@@ -67,3 +67,58 @@ def test_probe_reads_a_lexical_label_above_the_majority_class():
 def test_probe_needs_two_labels():
   with pytest.raises(ValueError, match="at least two labels"):
     probe.probe_accuracy(np.zeros((4, 2)), ["a"] * 4, np.zeros((2, 2)), ["a", "b"])
+
+
+def _lm_batch(rows: int, seed: int = 0, same: bool = False) -> dict:
+  rng = np.random.default_rng(seed)
+  enc = rng.integers(2, CONFIG.vocab_size, size=(1 if same else rows, 12)).astype(np.int32)
+  dec = rng.integers(2, CONFIG.vocab_size, size=(1 if same else rows, 7)).astype(np.int32)
+  if same:
+    enc, dec = np.repeat(enc, rows, 0), np.repeat(dec, rows, 0)
+  weights = np.ones_like(dec, np.float32)
+  weights[0, :2] = 0.0  # Row 0's first target token is at position 2.
+  weights[:, -1] = 0.0
+  return {"encoder_input_tokens": enc, "decoder_target_tokens": dec,
+          "decoder_input_tokens": np.concatenate([np.zeros_like(dec[:, :1]), dec[:, :-1]], 1),
+          "decoder_loss_weights": weights}
+
+
+def test_encoder_reliance_matches_the_validation_loss_and_scores_each_rows_first_target_token():
+  from xprompt_jax.pretraining import train as pretrain
+  model, params = _model()
+  batches = [_lm_batch(4, 0), _lm_batch(4, 1)]
+  out = probe.encoder_reliance(model, params, batches)
+  assert out["rows"] == 8 and out["tokens"] == 8 * 6 - 2 * 2
+  assert all(np.isfinite(v) for v in out.values())
+  loss = pretrain.validation_loss(jax.jit(pretrain.make_eval_step(model)), params, batches)
+  assert out["matched"] == pytest.approx(loss, rel=1e-5)
+  first, count = 0.0, 0
+  for b in batches:
+    logits = model.apply({"params": params}, b["encoder_input_tokens"], b["decoder_input_tokens"])
+    nll = -np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)), b["decoder_target_tokens"][..., None], -1)[..., 0]
+    for row in range(4):
+      first += nll[row, int(np.argmax(b["decoder_loss_weights"][row] > 0))]
+      count += 1
+  assert out["matched_first"] == pytest.approx(first / count, rel=1e-5)
+  assert out["swapped"] != pytest.approx(out["matched"], rel=1e-6)  # Random cross-attention still reads the input.
+
+
+def test_encoder_reliance_is_zero_when_every_row_has_the_same_input():
+  model, params = _model()
+  out = probe.encoder_reliance(model, params, [_lm_batch(3, same=True)])
+  assert out["swapped"] == pytest.approx(out["matched"], rel=1e-6)
+  assert out["swapped_first"] == pytest.approx(out["matched_first"], rel=1e-6)
+
+
+def test_encoder_reliance_rejects_one_row_batches():
+  model, params = _model()
+  with pytest.raises(ValueError, match="at least 2 rows"):
+    probe.encoder_reliance(model, params, [_lm_batch(1)])
+
+
+def test_encoder_reliance_rejects_token_ids_outside_the_vocabulary():
+  model, params = _model()
+  batch = _lm_batch(2)
+  batch["decoder_target_tokens"][1, 3] = CONFIG.vocab_size
+  with pytest.raises(ValueError, match=f"decoder_target_tokens holds token id {CONFIG.vocab_size}"):
+    probe.encoder_reliance(model, params, [batch])

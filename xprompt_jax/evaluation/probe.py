@@ -7,6 +7,12 @@ embeddings (mean of the token embeddings, no layer applied) is probed beside it 
 
 Features come from the task's own seqio pipeline (`eval_data.load_split`: the same inputs prompt tuning sees); the
 probe is fitted on the first `train_examples` rows of the train split and scored on the validation split.
+
+`encoder_reliance` asks the other half of the question: how much does the decoder listen to the encoder at all?
+It scores held-out pretraining batches twice, once as they are and once with every row's encoder input swapped for
+the next row's. A prompt acts on the decoder only through the encoder, so a backbone whose cross entropy barely
+rises under the swap, above all on the first target token (where a classification label sits), leaves prompt
+tuning little to steer with.
 """
 import collections
 from typing import Any, Mapping, Optional, Sequence
@@ -65,6 +71,52 @@ def labels(split: eval_data.EvalSplit) -> list[str]:
     if target is None:
       raise ValueError(f"task {split.task_name!r} examples have no targets_pretokenized to probe")
     out.append(ru.as_text(target))
+  return out
+
+
+def _swap_inputs(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """`batch` with each row's encoder features replaced by the next row's (the last row takes the first's)."""
+  return {k: np.roll(v, 1, axis=0) if k.startswith("encoder_") else v for k, v in batch.items()}
+
+
+def encoder_reliance(model: T5, params: Mapping[str, Any], batches: Sequence[Mapping[str, np.ndarray]],
+                     ) -> dict[str, float]:
+  """Cross entropy (nats/token) of the decoder targets of `batches` with each row's own encoder input ("matched")
+  and with the next row's ("swapped"), over every target token and over the first target token of each row
+  ("*_first"): {"matched", "swapped", "matched_first", "swapped_first", "tokens", "rows"}. Batches need at least
+  two rows (a one-row batch would be swapped with itself)."""
+
+  @jax.jit
+  def sums(params, batch):
+    logits = model.apply({"params": params}, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
+                         encoder_segment_ids=batch.get("encoder_segment_ids"),
+                         decoder_segment_ids=batch.get("decoder_segment_ids"))
+    targets = batch["decoder_target_tokens"]
+    weights = batch.get("decoder_loss_weights", (targets > 0)).astype(jnp.float32)
+    nll = -jnp.take_along_axis(jax.nn.log_softmax(logits.astype(jnp.float32)), targets[..., None], -1)[..., 0]
+    first = weights * (jnp.cumsum(weights, axis=1) == 1)  # Each row's first weighted target position.
+    return jnp.stack([jnp.sum(nll * weights), jnp.sum(weights), jnp.sum(nll * first), jnp.sum(first)])
+
+  params = jax.tree_util.tree_map(jnp.asarray, params)
+  totals = {"matched": np.zeros(4), "swapped": np.zeros(4)}
+  rows = 0
+  for batch in batches:
+    n = len(batch["encoder_input_tokens"])
+    if n < 2:
+      raise ValueError(f"encoder_reliance needs batches of at least 2 rows to swap inputs, got one of {n}")
+    for key in ("encoder_input_tokens", "decoder_target_tokens"):
+      if np.max(batch[key]) >= model.config.vocab_size:
+        raise ValueError(f"encoder_reliance: {key} holds token id {int(np.max(batch[key]))}, outside the model's "
+                         f"vocabulary of {model.config.vocab_size}")
+    rows += n
+    totals["matched"] += np.asarray(sums(params, dict(batch)))
+    totals["swapped"] += np.asarray(sums(params, _swap_inputs(batch)))
+  if not rows or totals["matched"][1] == 0:
+    raise ValueError("encoder_reliance: the batches hold no weighted target token")
+  out: dict[str, float] = {"tokens": float(totals["matched"][1]), "rows": float(rows)}
+  for name, (loss, count, first_loss, first_count) in totals.items():
+    out[name] = float(loss / count)
+    out[f"{name}_first"] = float(first_loss / max(first_count, 1.0))
   return out
 
 
