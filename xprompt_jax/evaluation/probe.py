@@ -24,6 +24,7 @@ import numpy as np
 from xprompt_jax.evaluation import eval_data
 from xprompt_jax.models.t5 import T5
 from xprompt_jax.tasks import registry_utils as ru
+from xprompt_jax.training import losses
 
 
 def pooled_features(model: T5, params: Mapping[str, Any], inputs: np.ndarray,
@@ -93,9 +94,9 @@ def encoder_reliance(model: T5, params: Mapping[str, Any], batches: Sequence[Map
                          decoder_segment_ids=batch.get("decoder_segment_ids"))
     targets = batch["decoder_target_tokens"]
     weights = batch.get("decoder_loss_weights", (targets > 0)).astype(jnp.float32)
-    nll = -jnp.take_along_axis(jax.nn.log_softmax(logits.astype(jnp.float32)), targets[..., None], -1)[..., 0]
-    first = weights * (jnp.cumsum(weights, axis=1) == 1)  # Each row's first weighted target position.
-    return jnp.stack([jnp.sum(nll * weights), jnp.sum(weights), jnp.sum(nll * first), jnp.sum(first)])
+    nll = losses.cross_entropy_with_z_loss(logits, targets, weights, z_loss=0.0)[2]  # Weighted, per token.
+    first = jnp.cumsum(weights, axis=1) == 1  # Each row's first weighted target position (and padding after it).
+    return jnp.stack([jnp.sum(nll), jnp.sum(weights), jnp.sum(nll * first), jnp.sum(weights * first)])
 
   params = jax.tree_util.tree_map(jnp.asarray, params)
   totals = {"matched": np.zeros(4), "swapped": np.zeros(4)}
