@@ -44,12 +44,11 @@ def reliance_batches() -> tuple[str, list]:
   """(task, the first --reliance_batches batches of its validation split), as the pretraining run evaluates them:
   lengths and batch size from the gin-bound DataConfig."""
   import dataclasses
-  import gin
   from xprompt_jax.pretraining import tasks  # noqa: F401  (registers the pretraining tasks)
   from xprompt_jax.training import data as data_lib
   try:
     cfg = data_lib.DataConfig()
-  except (TypeError, ValueError, gin.config.GinError) as e:  # DataConfig.mixture_or_task_name is gin.REQUIRED.
+  except RuntimeError as e:  # gin's "Required bindings ... not provided": mixture_or_task_name is gin.REQUIRED.
     raise app.UsageError(f"--reliance needs a pretraining stage config (e.g. --gin_file=pretrain/"
                          f"lm_adaptation_medium.gin) that binds DataConfig: {e}") from e
   cfg = dataclasses.replace(cfg, split="validation", shuffle=False)

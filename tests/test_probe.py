@@ -122,3 +122,9 @@ def test_encoder_reliance_rejects_token_ids_outside_the_vocabulary():
   batch["decoder_target_tokens"][1, 3] = CONFIG.vocab_size
   with pytest.raises(ValueError, match=f"decoder_target_tokens holds token id {CONFIG.vocab_size}"):
     probe.encoder_reliance(model, params, [batch])
+
+
+def test_encoder_reliance_needs_a_weighted_target_token():
+  model, params = _model()
+  with pytest.raises(ValueError, match="no weighted target token"):
+    probe.encoder_reliance(model, params, [])

@@ -112,7 +112,7 @@ def encoder_reliance(model: T5, params: Mapping[str, Any], batches: Sequence[Map
     rows += n
     totals["matched"] += np.asarray(sums(params, dict(batch)))
     totals["swapped"] += np.asarray(sums(params, _swap_inputs(batch)))
-  if not rows or totals["matched"][1] == 0:
+  if totals["matched"][1] == 0:  # Also no batches at all.
     raise ValueError("encoder_reliance: the batches hold no weighted target token")
   out: dict[str, float] = {"tokens": float(totals["matched"][1]), "rows": float(rows)}
   for name, (loss, count, first_loss, first_count) in totals.items():
