@@ -1,14 +1,16 @@
-"""Linear probes of frozen backbones: is a task's label linearly readable from the encoder (and from the bag of
-input embeddings)? Tells "the backbone lacks the information" from "prompt tuning cannot steer the decoder to say
-it" when prompt tuning sits at the majority class (`xprompt_jax.evaluation.probe`).
+"""Linear probes of frozen backbones: is a task's label linearly readable from the bag of input embeddings, the
+encoder, the decoder's first output position, and the frozen model's own scores of the label words? Tells "the
+backbone lacks the information" from "prompt tuning cannot steer the decoder to say it" when prompt tuning sits at
+the majority class (`xprompt_jax.evaluation.probe`).
 
     python bench/probe_backbone.py --gin_file=pretrain/t5_1_1_mini.gin \
       --checkpoint=/tmp/t5_mini_lm/export/checkpoint_300,/tmp/t5_mini_lm_medium/export/checkpoint_1200 \
       --tasks=glue_sst2_v002,super_glue_cb_v102
 
-Prints one line per (checkpoint, task): the validation accuracy of the majority class, of a logistic regression
-on the mean input embedding, and of one on the mean encoder output. About a minute per checkpoint and task for
-the 24 M-parameter mini T5 on 2 CPU cores.
+Prints one line per (checkpoint, task): the validation accuracy of the majority class; of a logistic regression on
+the mean input embedding, on the mean encoder output and on the decoder's hidden state at its first position; of
+rank classification by the frozen model without a prompt ("zero-shot"); and of a logistic regression on its label
+scores ("label scores"). About two minutes per checkpoint and task for the 24 M-parameter mini T5 on 2 CPU cores.
 
 With --reliance and a pretraining stage config as --gin_file, it also prints per checkpoint how much the decoder
 listens to the encoder (`probe.encoder_reliance`) on that stage's held-out batches: the cross entropy with each
@@ -83,7 +85,8 @@ def main(argv):
                            {"inputs": f.inputs_length, "targets": 8}, f.train_examples, c=f.c)
       rows.append({"checkpoint": path, **r})
       print(f"probe: {path}  {name}  majority {r['majority']:.1f}  embeddings {r['embeddings']:.1f}  "
-            f"encoder {r['encoder']:.1f}  ({r['train_rows']} train rows, {r['val_rows']} validation rows)",
+            f"encoder {r['encoder']:.1f}  decoder {r['decoder']:.1f}  zero-shot {r['zero_shot']:.1f}  "
+            f"label scores {r['label_scores']:.1f}  ({r['train_rows']} train rows, {r['val_rows']} validation rows)",
             flush=True)
   return rows
 

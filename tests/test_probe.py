@@ -49,11 +49,23 @@ def test_pooled_features_ignore_padding():
   row = np.array([[5, 9, 12, 1] + [0] * 12], np.int32)
   longer = np.array([[5, 9, 12, 1] + [0] * 28], np.int32)
   a, b = probe.pooled_features(model, params, row, 4), probe.pooled_features(model, params, longer, 4)
-  for name in ("encoder", "embeddings"):
+  for name in probe.FEATURES:
     assert a[name].shape == (1, CONFIG.emb_dim)
     np.testing.assert_allclose(a[name], b[name], rtol=2e-5, atol=2e-6)
   np.testing.assert_allclose(a["embeddings"][0], np.asarray(params["token_embedder"]["embedding"])[[5, 9, 12, 1]]
                              .mean(0), rtol=1e-5)
+
+
+def test_decoder_feature_is_the_hidden_state_the_first_logits_are_read_from():
+  model, params = _model()
+  rows = np.array([[5, 9, 12, 1, 0, 0], [7, 3, 1, 0, 0, 0], [4, 4, 4, 4, 4, 1]], np.int32)
+  feats = probe.pooled_features(model, params, rows, 2)  # Two batches, the second padded.
+  start = np.zeros((3, 1), np.int32)
+  logits, hidden = model.apply({"params": params}, rows, start, return_hidden=True)
+  np.testing.assert_allclose(feats["decoder"], np.asarray(hidden["decoder"])[:, 0], rtol=1e-5, atol=1e-6)
+  head = np.asarray(params["decoder"]["logits_dense"]["kernel"])  # T5 1.1: an untied LM head.
+  np.testing.assert_allclose(feats["decoder"] @ head, np.asarray(logits)[:, 0], rtol=1e-4, atol=1e-4)
+  assert not np.allclose(feats["decoder"][0], feats["decoder"][1])  # It depends on the input.
 
 
 def test_probe_reads_a_lexical_label_above_the_majority_class():
@@ -62,6 +74,26 @@ def test_probe_reads_a_lexical_label_above_the_majority_class():
   assert out["train_rows"] == 300 and out["val_rows"] == 100 and out["majority"] == pytest.approx(50.0)
   assert out["embeddings"] >= 95.0  # "good" vs "bad" is one embedding apart.
   assert out["encoder"] > 75.0
+  assert {"decoder", "zero_shot", "label_scores"} <= out.keys()  # Values: a random decoder need not read "good".
+
+
+def test_label_scores_are_rank_classification_scores_and_zero_shot_is_their_argmax():
+  from xprompt_jax.evaluation import labels, scoring
+  model, params = _model()
+  words = ["negative", "positive"]
+  candidates = labels.tokenize_candidates(words, TINY_VOCAB)
+  rows = np.array([[5, 9, 12, 1, 0, 0], [7, 3, 1, 0, 0, 0], [4, 4, 4, 4, 4, 1]], np.int32)
+  got = probe.label_scores(model, params, rows, candidates, batch_size=2)  # Two batches, the second padded.
+  want = np.asarray(scoring.rank_classification_scores(model, params, rows, candidates))
+  assert got.shape == (3, 2)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  task = _sentiment_task()
+  out = probe.probe_task(model, params, task, {"inputs": 48, "targets": 8}, train_examples=300)
+  from xprompt_jax.evaluation import eval_data
+  val = eval_data.load_split(task, "validation", {"inputs": 48, "targets": 8})
+  scores = probe.label_scores(model, params, val.inputs, candidates)
+  said = [words[i] for i in np.argmax(scores, 1)]
+  assert out["zero_shot"] == pytest.approx(100.0 * np.mean([s == y for s, y in zip(said, probe.labels(val))]))
 
 
 def test_probe_needs_two_labels():

@@ -1,9 +1,15 @@
-"""Linear probes of a frozen backbone: is a task's label linearly readable from what the encoder computes?
+"""Linear probes of a frozen backbone: is a task's label readable from what it computes, and does it say it?
 
 A diagnostic for prompt tuning that sits at the majority class: if a logistic regression on the mean-pooled encoder
 output of the frozen model separates the labels well above the majority class, the information is there and the
 bottleneck is steering the decoder to say it; if it does not, the backbone itself is too weak. The bag of input
-embeddings (mean of the token embeddings, no layer applied) is probed beside it as the lexical baseline.
+embeddings (mean of the token embeddings, no layer applied) is probed beside it as the lexical baseline, and the
+decoder's hidden state at its first output position (where a label's first token is predicted; no prompt) after
+it: a label the encoder holds but that position does not is one the frozen decoder does not read out by itself.
+Last, the frozen model's own rank-classification scores of the label words (no prompt), as they are and
+recalibrated by a logistic regression on them: a label in the decoder's hidden state but not in those scores is
+one the frozen output layer does not point at the label words, which a prompt that mostly shifts the scores
+(as a short prompt on a small model does) cannot change.
 
 Features come from the task's own seqio pipeline (`eval_data.load_split`: the same inputs prompt tuning sees); the
 probe is fitted on the first `train_examples` rows of the train split and scored on the validation split.
@@ -22,32 +28,58 @@ import jax.numpy as jnp
 import numpy as np
 
 from xprompt_jax.evaluation import eval_data
+from xprompt_jax.evaluation import labels as labels_lib
+from xprompt_jax.evaluation import scoring
 from xprompt_jax.models.t5 import T5
 from xprompt_jax.tasks import registry_utils as ru
 from xprompt_jax.training import losses
 
 
+FEATURES = ("embeddings", "encoder", "decoder")
+
+
 def pooled_features(model: T5, params: Mapping[str, Any], inputs: np.ndarray,
                     batch_size: int = 128) -> dict[str, np.ndarray]:
   """{"encoder": [N, D] mean of the encoder output over non-padding positions, "embeddings": [N, D] the same mean
-  of the input token embeddings}, in float32. `inputs`: [N, L] zero-padded token ids."""
+  of the input token embeddings, "decoder": [N, D] the decoder's final (normalised) hidden state at its first
+  position, the start token's, from which the logits of a label's first token are read}, in float32.
+  `inputs`: [N, L] zero-padded token ids."""
 
   @jax.jit
   def features(params, tokens):
-    encoded, valid = model.apply({"params": params}, tokens, method=T5.encode)
-    weights = valid[..., None].astype(jnp.float32)
+    start = jnp.zeros((tokens.shape[0], 1), jnp.int32)  # T5's decoder start token.
+    _, hidden = model.apply({"params": params}, tokens, start, return_hidden=True)
+    weights = hidden["encoder_valid"][..., None].astype(jnp.float32)
     count = jnp.maximum(jnp.sum(weights, 1), 1.0)
     embedded = jnp.asarray(params["token_embedder"]["embedding"], jnp.float32)[tokens]
-    return {"encoder": jnp.sum(encoded.astype(jnp.float32) * weights, 1) / count,
-            "embeddings": jnp.sum(embedded * weights, 1) / count}
+    return {"encoder": jnp.sum(hidden["encoder"].astype(jnp.float32) * weights, 1) / count,
+            "embeddings": jnp.sum(embedded * weights, 1) / count,
+            "decoder": hidden["decoder"][:, 0].astype(jnp.float32)}
 
+  return _batched(features, params, inputs, batch_size)
+
+
+def label_scores(model: T5, params: Mapping[str, Any], inputs: np.ndarray, candidates: np.ndarray,
+                 batch_size: int = 128) -> np.ndarray:
+  """[N, K] log-likelihood the frozen model (no prompt) gives each of the K label sequences `candidates` ([K, T]
+  token rows ending in EOS, zero-padded), as rank classification scores them."""
+
+  @jax.jit
+  def scores(params, tokens):
+    return {"scores": scoring.rank_classification_scores(model, params, tokens, jnp.asarray(candidates))}
+
+  return _batched(scores, params, inputs, batch_size)["scores"]
+
+
+def _batched(fn, params, inputs: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+  """`fn(params, tokens) -> {name: [B, ...]}` over `inputs` in batches of one compiled shape, concatenated."""
   params = jax.tree_util.tree_map(jnp.asarray, params)
   out = collections.defaultdict(list)
   for start in range(0, len(inputs), batch_size):
     rows = inputs[start:start + batch_size]
     padded = np.concatenate([rows, np.repeat(rows[:1], batch_size - len(rows), 0)])  # One compiled shape.
-    for name, value in features(params, jnp.asarray(padded)).items():
-      out[name].append(np.asarray(value)[:len(rows)])
+    for name, value in fn(params, jnp.asarray(padded)).items():
+      out[name].append(np.asarray(value, np.float32)[:len(rows)])
   return {name: np.concatenate(parts) for name, parts in out.items()}
 
 
@@ -125,7 +157,11 @@ def probe_task(model: T5, params: Mapping[str, Any], task, feature_lengths: Mapp
                train_examples: int = 4000, val_examples: Optional[int] = None, c: float = 1.0,
                batch_size: int = 128) -> dict[str, Any]:
   """Probes `task` (a seqio.Task): {"task", "train_rows", "val_rows", "majority" (the train split's most frequent
-  label, scored on validation), "encoder", "embeddings" (probe validation accuracies, %)}."""
+  label, scored on validation), "embeddings", "encoder", "decoder" (probe validation accuracies, %),
+  "zero_shot" (rank classification by the frozen model, no prompt, %), "label_scores" (a logistic regression on
+  those K label log-likelihoods: what re-weighting and shifting the frozen model's own label scores reaches, %)}.
+
+  The labels are the target texts; their sorted distinct values are the K candidates scored."""
   train = eval_data.load_split(task, "train", feature_lengths, train_examples)
   val = eval_data.load_split(task, "validation", feature_lengths, val_examples)
   train_y, val_y = labels(train), labels(val)
@@ -134,6 +170,12 @@ def probe_task(model: T5, params: Mapping[str, Any], task, feature_lengths: Mapp
   majority = collections.Counter(train_y).most_common(1)[0][0]
   out = {"task": task.name, "train_rows": len(train), "val_rows": len(val),
          "majority": 100.0 * float(np.mean([y == majority for y in val_y]))}
-  for name in ("encoder", "embeddings"):
+  for name in FEATURES:
     out[name] = probe_accuracy(train_f[name], train_y, val_f[name], val_y, c)
+  words = sorted(set(train_y) | set(val_y))
+  candidates = labels_lib.tokenize_candidates(words, task.output_features["targets"].vocabulary)
+  train_s = label_scores(model, params, train.inputs, candidates, batch_size)
+  val_s = label_scores(model, params, val.inputs, candidates, batch_size)
+  out["zero_shot"] = 100.0 * float(np.mean([words[int(i)] == y for i, y in zip(np.argmax(val_s, 1), val_y)]))
+  out["label_scores"] = probe_accuracy(train_s, train_y, val_s, val_y, c)
   return out
