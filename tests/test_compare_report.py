@@ -49,7 +49,7 @@ def test_page_is_generated_with_every_method_seed_and_failure(tmp_path):
   assert "mpt on (all targets) seed 0 failed: ValueError: boom" in text
   assert "mpt: no result on rte" in text
   assert "| xprompt/reversed | rte | 1 |" in text  # Every seed's row.
-  assert "- prompt_class_labels: rte" in text and "- prompt_random: (none)" in text
+  assert "- prompt_class_labels: rte (+9.3)" in text and "- prompt_random: (none)" in text
   assert open(page).read() == text
 
 
@@ -91,7 +91,7 @@ def test_best_constant_row_marks_runs_no_better_than_a_constant(tmp_path):
   text = cr.write_page(str(tmp_path / "p.md"), records, methods=["prompt_random"], tasks=["copa"],
                        majority={"copa": 45.0}, best_constant={"copa": 55.0}, meta={})
   assert "| best constant label (validation split's most frequent) | 55.0 |" in text
-  assert "- prompt_random: copa*" in text
+  assert "- prompt_random: copa* (+10.0)" in text
   assert "None: no pair of methods that a paper orders ran on the same task here." in text
   assert "| paper's claim |" not in text  # No empty table.
 
@@ -106,7 +106,7 @@ def test_last_evaluation_table_and_column_beside_the_best(tmp_path):
   assert cr.summarise(records, "final_metrics")[("prompt_class_labels", "rte")]["mean"] == 52.0
   table = text.split("at the last evaluation")[1].split("###")[0]
   assert "| prompt_class_labels | 52.0 ± 2.8 (n=2) |" in table and "| mpt |" not in table
-  assert "- prompt_class_labels: rte; last: (none)" in text and "- mpt: rte\n" in text
+  assert "- prompt_class_labels: rte (+9.3); last: (none)" in text and "- mpt: rte (+17.3)\n" in text
   assert "| prompt_class_labels | rte | 1 | accuracy=64.00 | step 800: accuracy=54.00 |" in text
   assert "| mpt | rte | 0 | accuracy=70.00 | — |" in text
 
