@@ -115,6 +115,8 @@ def test_page_without_last_evaluations_has_no_such_table(tmp_path):
   text = cr.write_page(str(tmp_path / "p.md"), _records(), methods=["prompt_random"], tasks=["rte"],
                        majority={"rte": 52.7}, meta={})
   assert "at the last evaluation" not in text and "; last:" not in text
+  assert "| method | task | seed | validation metrics (best evaluation) | minutes |\n|---|---|---|---|---|\n" in text
+  assert "—" not in text.split("## Every run")[1]  # No column of dashes for a value no record holds.
 
 
 def test_pretraining_chain_follows_the_export_a_later_stage_started_from(tmp_path):

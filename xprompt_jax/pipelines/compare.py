@@ -330,14 +330,16 @@ def compare(results_dir: str, page_path: str, *, cfg: Optional[CompareConfig] = 
               + " in the single-task runs)") if cfg.inputs_lengths else ""
   seed_count = f"{len(cfg.seeds)} seed{'s' if len(cfg.seeds) != 1 else ''}"
   mpt_last = "; MPT reports its last evaluation" if "mpt" in cfg.methods else ""
+  # Records written before runs kept their last evaluation have none to table.
+  last_tabled = ("; the prompt- and prefix-tuning runs' last evaluations, which involve no selection at all, are "
+                 "tabled too" if any("final_metrics" in r for r in records) else "")
   staged = [name for name, m in (("MPT", "mpt"), ("XPrompt", "xprompt")) if m in cfg.methods]
   protocol = (f"{seed_count} {list(cfg.seeds)}; {cfg.num_train_steps} training steps per run"
               f"{' (per stage for ' + ' and '.join(staged) + ')' if staged else ''}, evaluated every "
               f"{cfg.eval_period} steps on the official validation file"
               f"{f' (at most its first {max_examples} rows)' if max_examples else ''}; a "
               f"run's number is its best evaluation (early stopping on validation, as the papers do, which favours "
-              f"runs whose predictions swing between evaluations{mpt_last}; the prompt- and prefix-tuning runs' last "
-              f"evaluations, which involve no selection at all, are tabled too). "
+              f"runs whose predictions swing between evaluations{mpt_last}{last_tabled}). "
               f"Prompt length {cfg.prompt_length}"
               f"{f', prefix length {cfg.prefix_length}' if 'prefix' in cfg.methods else ''}, batch "
               f"{settings.data.batch_size}, inputs {settings.data.inputs_length} tokens{per_task}, optimizer "

@@ -236,14 +236,17 @@ def write_page(page_path: str, records: Sequence[Mapping[str, Any]], *, methods:
     if absent:
       notes.append(f"{m}: no result on {', '.join(absent)}")
   lines += [f"- {n}" for n in notes] or ["- nothing: every planned run finished."]
-  lines += ["", "## Every run", "", "| method | task | seed | validation metrics (best evaluation) | last evaluation "
-            "| minutes |", "|---|---|---|---|---|---|"]
+  with_last = any("final_metrics" in r for r in records)  # Older records kept only the best evaluation.
+  lines += ["", "## Every run", "",
+            "| method | task | seed | validation metrics (best evaluation) | "
+            + ("last evaluation | " if with_last else "") + "minutes |",
+            "|---|---|---|---|" + ("---|" if with_last else "") + "---|"]
   for r in sorted(records, key=lambda r: (r["method"], r["task"], r["seed"])):
     shown_metrics = "error" if r.get("error") else _fmt_metrics(r["metrics"])
     last = (f"step {r['final_step']}: {_fmt_metrics(r['final_metrics'])}" if "final_metrics" in r and not r.get("error")
             else "—")
-    lines.append(f"| {r['method']} | {r['task']} | {r['seed']} | {shown_metrics} | {last} | "
-                 f"{float(r.get('seconds', 0.0)) / 60:.1f} |")
+    lines.append(f"| {r['method']} | {r['task']} | {r['seed']} | {shown_metrics} | "
+                 + (f"{last} | " if with_last else "") + f"{float(r.get('seconds', 0.0)) / 60:.1f} |")
   text = "\n".join(lines) + "\n"
   os.makedirs(os.path.dirname(os.path.abspath(page_path)), exist_ok=True)
   with open(page_path, "w", encoding="utf-8") as f:
