@@ -165,17 +165,17 @@ def probe_task(model: T5, params: Mapping[str, Any], task, feature_lengths: Mapp
   train = eval_data.load_split(task, "train", feature_lengths, train_examples)
   val = eval_data.load_split(task, "validation", feature_lengths, val_examples)
   train_y, val_y = labels(train), labels(val)
-  train_f = pooled_features(model, params, train.inputs, batch_size)
-  val_f = pooled_features(model, params, val.inputs, batch_size)
+  both, n = np.concatenate([train.inputs, val.inputs]), len(train)  # One pass (and one compile) for both splits.
+  feats = pooled_features(model, params, both, batch_size)
   majority = collections.Counter(train_y).most_common(1)[0][0]
   out = {"task": task.name, "train_rows": len(train), "val_rows": len(val),
          "majority": 100.0 * float(np.mean([y == majority for y in val_y]))}
   for name in FEATURES:
-    out[name] = probe_accuracy(train_f[name], train_y, val_f[name], val_y, c)
+    out[name] = probe_accuracy(feats[name][:n], train_y, feats[name][n:], val_y, c)
   words = sorted(set(train_y) | set(val_y))
   candidates = labels_lib.tokenize_candidates(words, task.output_features["targets"].vocabulary)
-  train_s = label_scores(model, params, train.inputs, candidates, batch_size)
-  val_s = label_scores(model, params, val.inputs, candidates, batch_size)
+  scores = label_scores(model, params, both, candidates, batch_size)
+  train_s, val_s = scores[:n], scores[n:]
   out["zero_shot"] = 100.0 * float(np.mean([words[int(i)] == y for i, y in zip(np.argmax(val_s, 1), val_y)]))
   out["label_scores"] = probe_accuracy(train_s, train_y, val_s, val_y, c)
   return out
