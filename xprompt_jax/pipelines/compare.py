@@ -330,9 +330,8 @@ def compare(results_dir: str, page_path: str, *, cfg: Optional[CompareConfig] = 
               + " in the single-task runs)") if cfg.inputs_lengths else ""
   seed_count = f"{len(cfg.seeds)} seed{'s' if len(cfg.seeds) != 1 else ''}"
   mpt_last = "; MPT reports its last evaluation" if "mpt" in cfg.methods else ""
-  # Records written before runs kept their last evaluation have none to table.
   last_tabled = ("; the prompt- and prefix-tuning runs' last evaluations, which involve no selection at all, are "
-                 "tabled too" if any("final_metrics" in r for r in records) else "")
+                 "tabled too" if compare_report.has_last_evaluations(records) else "")
   staged = [name for name, m in (("MPT", "mpt"), ("XPrompt", "xprompt")) if m in cfg.methods]
   protocol = (f"{seed_count} {list(cfg.seeds)}; {cfg.num_train_steps} training steps per run"
               f"{' (per stage for ' + ' and '.join(staged) + ')' if staged else ''}, evaluated every "

@@ -64,6 +64,11 @@ def orderings(summary: Mapping[tuple[str, str], dict], tasks: Sequence[str]) -> 
   return rows
 
 
+def has_last_evaluations(records: Sequence[Mapping[str, Any]]) -> bool:
+  """Whether any record keeps its run's last evaluation (records written before runs kept it hold only the best)."""
+  return any("final_metrics" in r for r in records)
+
+
 def _cell(stats: Optional[dict]) -> str:
   if not stats:
     return "—"
@@ -236,7 +241,7 @@ def write_page(page_path: str, records: Sequence[Mapping[str, Any]], *, methods:
     if absent:
       notes.append(f"{m}: no result on {', '.join(absent)}")
   lines += [f"- {n}" for n in notes] or ["- nothing: every planned run finished."]
-  with_last = any("final_metrics" in r for r in records)  # Older records kept only the best evaluation.
+  with_last = has_last_evaluations(records)
   lines += ["", "## Every run", "",
             "| method | task | seed | validation metrics (best evaluation) | "
             + ("last evaluation | " if with_last else "") + "minutes |",
