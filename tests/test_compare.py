@@ -5,6 +5,8 @@ import subprocess
 import sys
 
 import gin
+import jax
+import numpy as np
 import pytest
 
 from xprompt_jax import paths
@@ -64,6 +66,47 @@ def test_best_eval_is_the_best_validation_accuracy(tmp_path):
   assert [step for step, _ in compare.evaluations(str(tmp_path), "t")] == [2, 4, 6]
 
 
+def test_model_tuning_is_a_known_control():
+  cfg = compare.CompareConfig(tasks=("a",), seeds=(0,), methods=("prompt_class_labels", "model_tuning"))
+  assert ("model_tuning/a/seed0", "model_tuning", "a", 0) in compare.planned_runs(cfg)
+  assert "model_tuning" not in compare.CompareConfig().methods  # A control: only when asked for.
+  with pytest.raises(ValueError, match="model_tuning_dropout"):
+    compare.CompareConfig(model_tuning_dropout=1.0)
+
+
+def test_model_tuning_trains_every_parameter_and_records_the_exported_models_score(shared, tmp_path):
+  """Two model-tuning steps on CB: every parameter moves, each evaluation lands in metrics.jsonl with the task's
+  official metrics, and the record's last evaluation is the exported model's own score."""
+  del shared
+  from xprompt_jax import checkpoints
+  from xprompt_jax.evaluation import evaluator as eval_lib
+  from xprompt_jax.models.config import T5Config
+  from xprompt_jax.models.t5 import T5, init_params
+  from xprompt_jax.training import partitioning, step as step_lib
+  tiny = T5Config(vocab_size=32128, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=32, num_encoder_layers=1,
+                  num_decoder_layers=1, name="tiny")
+  task = "super_glue_cb_v102"
+  eval_cfg = eval_lib.EvalConfig(mode="rank", batch_size=8, max_examples=8,
+                                 feature_lengths={"inputs": 64, "targets": 8})
+  settings = compare.Settings(
+      config=tiny, data=compare.data_lib.DataConfig(mixture_or_task_name=task, inputs_length=64, targets_length=8,
+                                                    batch_size=8, shuffle_buffer_size=100),
+      opt=None, train=compare.loop.TrainConfig(initial_checkpoint=None, log_period=1), loss=step_lib.LossConfig(),
+      eval=eval_cfg, mesh=partitioning.MeshConfig())
+  cfg = compare.CompareConfig(tasks=(task,), seeds=(0,), methods=("model_tuning",), num_train_steps=2,
+                              eval_period=1, model_tuning_learning_rate=1e-2)
+  [record] = compare.run_model_tuning(str(tmp_path), settings, cfg, task, 0)
+  assert record["method"] == "model_tuning" and record["final_step"] == 2
+  assert {"accuracy", "macro_f1"} <= set(record["final_metrics"])
+  assert [step for step, _ in compare.evaluations(str(tmp_path), task)] == [1, 2]
+  tuned, _ = checkpoints.load_params(str(tmp_path / "export" / "checkpoint_2"), tiny)
+  start = init_params(tiny, jax.random.PRNGKey(0))  # The random start of seed 0 (PretrainConfig.seed).
+  moved = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))), start, tuned)
+  assert all(jax.tree.leaves(moved)), "model tuning must update every parameter"
+  again = eval_lib.make_evaluator(task, T5(tiny), tiny, eval_cfg).evaluate(tuned)
+  assert again == pytest.approx(record["final_metrics"])
+
+
 @pytest.mark.parametrize("name", sorted(
     str(p.relative_to(paths.gin_dir())) for folder in ("paper", "pretrain") for p in (paths.gin_dir() / folder).glob(
         "*.gin")))
@@ -88,15 +131,15 @@ def test_quick_mode_end_to_end(shared, tmp_path):
   text = page.read_text()
   for method in ("prompt_random", "prompt_sampled_vocab", "prompt_class_labels", "prefix", "mpt",
                  "xprompt/xprompt", "xprompt/prompt_tuning", "xprompt/reversed", "xprompt/random", "xprompt/length",
-                 "xprompt/token_only", "xprompt/piece_only"):
+                 "xprompt/token_only", "xprompt/piece_only", "model_tuning"):
     assert f"| {method} | super_glue_cb_v102 | 0 |" in text and f"| {method} | super_glue_cb_v102 | 1 |" in text
   assert "RANDOM-weight" in text and "GENERATED FILE" in text
   assert (tmp_path / "results_local" / "methods.png").stat().st_size > 1000
   records = [json.loads(line) for line in (tmp_path / "runs" / "results.jsonl").read_text().splitlines()]
   assert {r["seed"] for r in records} == {0, 1}
-  single = [r for r in records if r["method"].startswith(("prompt_", "prefix"))]
+  single = [r for r in records if r["method"].startswith(("prompt_", "prefix", "model_tuning"))]
   assert single and all(r["final_step"] > 0 and "accuracy" in r["final_metrics"] for r in single)
-  assert "at the last evaluation" in text and "last evaluations, which involve no selection at all, are tabled" in text
+  assert "at the last evaluation" in text and "which involve no selection at all, are tabled" in text
 
 
 def test_majority_baseline_on_real_cb(shared):

@@ -34,6 +34,9 @@ from xprompt_jax.training import run_configs
 PROMPT_METHODS = {"prompt_random": "random_uniform", "prompt_sampled_vocab": "sampled_vocab",
                   "prompt_class_labels": "class_labels"}
 METHODS = (*PROMPT_METHODS, "prefix", "mpt", "xprompt")
+# Controls a comparison can add to its methods (not run by default): "model_tuning" trains every parameter of the
+# backbone on the task (the papers' model-tuning baseline) and evaluates it like the methods.
+CONTROLS = ("model_tuning",)
 TASKS = ("glue_sst2_v002", "super_glue_rte_v102", "super_glue_cb_v102", "super_glue_boolq_v102_32shot",
          "super_glue_wic_v102", "super_glue_copa_v102")
 MPT_SOURCES = ("glue_mnli_v002", "glue_qnli_v002", "glue_qqp_v002", "glue_sst2_v002")
@@ -66,11 +69,19 @@ class CompareConfig:
   # Per-task encoder input lengths of the single-task runs (prompt, prefix, XPrompt), e.g. 64 for SST-2, whose
   # longest input is 84 tokens; other tasks, and MPT (whose tasks share batches), use DataConfig.inputs_length.
   inputs_lengths: Mapping[str, int] = dataclasses.field(default_factory=dict)
+  # Model tuning (a control: add "model_tuning" to `methods`): T5's fine-tuning recipe, Adafactor with
+  # parameter-scaled updates at a constant learning rate, with dropout; the OptimizerConfig binds the methods only.
+  model_tuning_learning_rate: float = 1e-3
+  model_tuning_dropout: float = 0.1
 
   def __post_init__(self):
-    unknown = sorted(set(self.methods) - set(METHODS))
+    unknown = sorted(set(self.methods) - set(METHODS) - set(CONTROLS))
     if unknown:
-      raise ValueError(f"CompareConfig.methods has unknown methods {unknown}; known: {', '.join(METHODS)}")
+      raise ValueError(f"CompareConfig.methods has unknown methods {unknown}; known: "
+                       f"{', '.join(METHODS + CONTROLS)}")
+    if not self.model_tuning_learning_rate > 0 or not 0 <= self.model_tuning_dropout < 1:
+      raise ValueError(f"CompareConfig.model_tuning_learning_rate={self.model_tuning_learning_rate!r} must be > 0 "
+                       f"and model_tuning_dropout={self.model_tuning_dropout!r} in [0, 1)")
     if not self.seeds or not self.tasks:
       raise ValueError("CompareConfig.seeds and CompareConfig.tasks must not be empty")
     for name in ("num_train_steps", "eval_period", "prompt_length", "prefix_length", "xprompt_pieces"):
@@ -182,6 +193,27 @@ def run_single(run_dir: str, settings: Settings, method_name: str, cfg: CompareC
   return [run_record(run_dir, method_name, task, seed)]
 
 
+def run_model_tuning(run_dir: str, settings: Settings, cfg: CompareConfig, task: str, seed: int) -> list[dict]:
+  """Model tuning: every backbone parameter trained on `task` (`pretraining.train.pretrain` with the task's batches
+  and T5's fine-tuning recipe), evaluated on the validation file like the methods -> [record]. The tuned model is
+  exported to `run_dir/export/checkpoint_<steps>`."""
+  from xprompt_jax.evaluation import evaluator as eval_lib
+  from xprompt_jax.models.t5 import T5
+  from xprompt_jax.pretraining import train as pretrain_lib
+  s = settings.for_run(task, seed, cfg.inputs_lengths.get(task))
+  steps = cfg.num_train_steps
+  pretrain_cfg = pretrain_lib.PretrainConfig(
+      num_train_steps=steps, learning_rate=cfg.model_tuning_learning_rate,
+      warmup_steps=steps,  # The rsqrt schedule's constant part covers the run: a constant learning rate.
+      initial_checkpoint=s.train.initial_checkpoint, log_period=s.train.log_period, eval_period=cfg.eval_period,
+      checkpoint_period=steps, keep_checkpoints=1, seed=seed, progress_bar=False)
+  config = dataclasses.replace(s.config, dropout_rate=cfg.model_tuning_dropout)
+  evaluator = eval_lib.make_evaluator(task, T5(config), config, s.eval)
+  pretrain_lib.pretrain(run_dir, config=config, data_cfg=s.data, cfg=pretrain_cfg, mesh_cfg=s.mesh,
+                        evaluate=lambda params: {f"{task}/{k}": v for k, v in evaluator.evaluate(params).items()})
+  return [run_record(run_dir, "model_tuning", task, seed)]
+
+
 def run_mpt(run_dir: str, settings: Settings, cfg: CompareConfig, seed: int) -> list[dict]:
   """MPT (sources -> distilled shared prompt -> every target) -> one record per target task."""
   from xprompt_jax.pipelines import mpt
@@ -255,6 +287,8 @@ def run_all(results_dir: str, cfg: CompareConfig, settings: Settings, run_missin
         new = run_mpt(run_dir, settings, cfg, seed)
       elif method == "xprompt":
         new = run_xprompt(run_dir, settings, cfg, task, seed)
+      elif method == "model_tuning":
+        new = run_model_tuning(run_dir, settings, cfg, task, seed)
       else:
         new = run_single(run_dir, settings, method, cfg, task, seed)
     except Exception as e:  # pylint: disable=broad-except  (one failed run must not lose the others)
@@ -330,8 +364,8 @@ def compare(results_dir: str, page_path: str, *, cfg: Optional[CompareConfig] = 
               + " in the single-task runs)") if cfg.inputs_lengths else ""
   seed_count = f"{len(cfg.seeds)} seed{'s' if len(cfg.seeds) != 1 else ''}"
   mpt_last = "; MPT reports its last evaluation" if "mpt" in cfg.methods else ""
-  last_tabled = ("; the prompt- and prefix-tuning runs' last evaluations, which involve no selection at all, are "
-                 "tabled too" if compare_report.has_last_evaluations(records) else "")
+  last_tabled = ("; the single-run methods' last evaluations (prompt, prefix and model tuning), which involve no "
+                 "selection at all, are tabled too" if compare_report.has_last_evaluations(records) else "")
   staged = [name for name, m in (("MPT", "mpt"), ("XPrompt", "xprompt")) if m in cfg.methods]
   protocol = (f"{seed_count} {list(cfg.seeds)}; {cfg.num_train_steps} training steps per run"
               f"{' (per stage for ' + ' and '.join(staged) + ')' if staged else ''}, evaluated every "
@@ -346,7 +380,10 @@ def compare(results_dir: str, page_path: str, *, cfg: Optional[CompareConfig] = 
               + (f" MPT sources: {', '.join(cfg.mpt_sources)} (local GLUE re-split train)." if "mpt" in cfg.methods
                  else "")
               + (f" XPrompt ratios {list(cfg.xprompt_ratios)}, {cfg.xprompt_pieces} pieces."
-                 if "xprompt" in cfg.methods else ""))
+                 if "xprompt" in cfg.methods else "")
+              + (f" Model tuning (every parameter; a control): Adafactor with parameter-scaled updates at a constant "
+                 f"{cfg.model_tuning_learning_rate:g}, dropout {cfg.model_tuning_dropout:g}."
+                 if "model_tuning" in cfg.methods else ""))
   text = compare_report.write_page(
       page_path, records, methods=method_names, tasks=tasks, majority=majority,
       best_constant={t: c["best_constant"] for t, c in constants.items()},

@@ -29,6 +29,7 @@ PAPER_ORDERINGS = (
     ("xprompt/xprompt", "xprompt/length", "Ma et al. 2022, Tab. 5: XPrompt > a plain prompt of the same length"),
     ("xprompt/xprompt", "xprompt/token_only", "Ma et al. 2022, Tab. 6: token+piece > token-only pruning"),
     ("xprompt/xprompt", "xprompt/piece_only", "Ma et al. 2022, Tab. 6: token+piece > piece-only pruning"),
+    ("model_tuning", "prompt_class_labels", "Lester et al. 2021, Fig. 1: model tuning > prompt tuning at small sizes"),
 )
 
 

@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import gin
 import jax
@@ -220,9 +220,13 @@ def initial_params(checkpoint: Optional[str], config: T5Config, seed: int, mesh,
 
 @gin.configurable(denylist=["model_dir"])
 def pretrain(model_dir: str, *, config: Optional[T5Config] = None, data_cfg: Optional[data_lib.DataConfig] = None,
-             cfg: Optional[PretrainConfig] = None,
-             mesh_cfg: Optional[partitioning.MeshConfig] = None) -> dict[str, Any]:
-  """Trains every parameter of a T5 on `data_cfg`'s task, exports it as T5X and returns the report dict."""
+             cfg: Optional[PretrainConfig] = None, mesh_cfg: Optional[partitioning.MeshConfig] = None,
+             evaluate: Optional[Callable[[Any], Mapping[str, float]]] = None) -> dict[str, Any]:
+  """Trains every parameter of a T5 on `data_cfg`'s task, exports it as T5X and returns the report dict.
+
+  `evaluate(params) -> {name: value}` adds metrics to every evaluation row of `metrics.jsonl` beside the
+  validation loss (model tuning logs its task's official metrics this way); the last ones are the report's
+  "eval_metrics"."""
   config = config or T5Config()
   data_cfg = data_cfg or data_lib.DataConfig()
   cfg = cfg or PretrainConfig()
@@ -272,7 +276,16 @@ def pretrain(model_dir: str, *, config: Optional[T5Config] = None, data_cfg: Opt
   bar = tqdm(total=cfg.num_train_steps, initial=step, desc="pretrain", unit="step",
              disable=not (is_main and cfg.progress_bar))
   sums, window, started = {}, 0, time.time()
-  val_loss = None
+  val_loss, eval_metrics = None, {}
+
+  def evaluation(at: int) -> tuple[float, dict[str, float]]:
+    loss = validation_loss(eval_step, state["trainable"], eval_batches)
+    extra = {k: float(v) for k, v in evaluate(state["trainable"]).items()} if evaluate else {}
+    log.write(at, "eval", {"validation_loss": loss, **extra})
+    if extra and is_main:
+      shown = "  ".join(f"{k}={v:.4g}" for k, v in sorted(extra.items()))
+      bar.write(f"eval step {at}: validation_loss={loss:.4f}  {shown}")
+    return loss, extra
   try:
     while step < cfg.num_train_steps:
       state, metrics = train_step(state, partitioning.shard_batch(next(stream), mesh))
@@ -287,13 +300,11 @@ def pretrain(model_dir: str, *, config: Optional[T5Config] = None, data_cfg: Opt
         bar.set_postfix(loss=f"{values['loss']:.3f}")
         sums, window, started = {}, 0, time.time()
       if cfg.eval_period and step % cfg.eval_period == 0 and step < cfg.num_train_steps:
-        val_loss = validation_loss(eval_step, state["trainable"], eval_batches)
-        log.write(step, "eval", {"validation_loss": val_loss})
+        val_loss, eval_metrics = evaluation(step)
       if step % cfg.checkpoint_period == 0:
         ckpt.save(step, state, data_position=position, extra_meta={"pretrain": gin.config_str()})
     bar.close()
-    val_loss = validation_loss(eval_step, state["trainable"], eval_batches)
-    log.write(step, "eval", {"validation_loss": val_loss})
+    val_loss, eval_metrics = evaluation(step)
     ckpt.save(step, state, data_position=position, extra_meta={"pretrain": gin.config_str()}, force=True)
   finally:
     bar.close()
@@ -309,7 +320,7 @@ def pretrain(model_dir: str, *, config: Optional[T5Config] = None, data_cfg: Opt
   report = {"step": step, "task": data_cfg.mixture_or_task_name, "model": config.name,
             "num_params": config.num_params(), "validation_loss": val_loss, "unigram_cross_entropy": unigram,
             "validation_tokens": int(len(target_tokens(eval_batches))), "unigram_train_tokens": int(len(train_ids)),
-            "start": start_ref["path"], "export": export}
+            "start": start_ref["path"], "export": export, **({"eval_metrics": eval_metrics} if evaluate else {})}
   if is_main:
     os.makedirs(os.path.join(model_dir, REPORTS_SUBDIR), exist_ok=True)
     for path in (report_path(model_dir, step), os.path.join(model_dir, REPORT_NAME)):
