@@ -51,5 +51,4 @@ def _evaluate(argv):
   with open(out, "w", encoding="utf-8") as f:
     json.dump({"step": run.step, "split": eval_cfg.split, "mode": eval_cfg.mode, "metrics": results,
                "frozen": run.frozen_ref}, f, indent=2)
-  shown = "  ".join(f"{k}={v:.4g}" for k, v in sorted(results.items()))
-  print(f"eval step {run.step} ({eval_cfg.split}, {eval_cfg.mode}): {shown}\nwrote {out}")
+  print(f"eval step {run.step} ({eval_cfg.split}, {eval_cfg.mode}): {loop.format_metrics(results)}\nwrote {out}")

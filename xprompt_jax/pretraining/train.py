@@ -283,8 +283,7 @@ def pretrain(model_dir: str, *, config: Optional[T5Config] = None, data_cfg: Opt
     extra = {k: float(v) for k, v in evaluate(state["trainable"]).items()} if evaluate else {}
     log.write(at, "eval", {"validation_loss": loss, **extra})
     if extra and is_main:
-      shown = "  ".join(f"{k}={v:.4g}" for k, v in sorted(extra.items()))
-      bar.write(f"eval step {at}: validation_loss={loss:.4f}  {shown}")
+      bar.write(f"eval step {at}: validation_loss={loss:.4f}  {loop.format_metrics(extra)}")
     return loss, extra
   try:
     while step < cfg.num_train_steps:

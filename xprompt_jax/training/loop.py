@@ -13,7 +13,7 @@ import json
 import os
 import signal
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from absl import logging
 import gin
@@ -96,6 +96,11 @@ class _Preemption:
       return bool(multihost_utils.reached_preemption_sync_point(step))
     except Exception:  # pylint: disable=broad-except  (no preemption service on CPU / single process)
       return False
+
+
+def format_metrics(metrics: Mapping[str, float]) -> str:
+  """`name=value` pairs sorted by name, as every "eval step ..." line prints them."""
+  return "  ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
 
 
 class MetricsLog:
@@ -261,8 +266,7 @@ def train(model_dir: str, *, config: Optional[T5Config] = None, method: Optional
           results[f"{prefix}/{k}"] = v
       log.write(step, "eval", results)
       if is_main:
-        shown = "  ".join(f"{k}={v:.4g}" for k, v in sorted(results.items()))
-        print(f"eval step {step}: {shown}")
+        print(f"eval step {step}: {format_metrics(results)}")
       return results
 
     log = MetricsLog(model_dir)
