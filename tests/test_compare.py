@@ -54,6 +54,7 @@ def test_class_labels():
 def test_best_eval_is_the_best_validation_accuracy(tmp_path):
   rows = [{"step": 2, "kind": "train", "loss": 1.0},
           {"step": 2, "kind": "eval", "t/accuracy": 60.0, "t/f1": 1.0},
+          {"step": 4, "kind": "train", "loss": 0.5},
           {"step": 4, "kind": "eval", "t/accuracy": 70.0, "t/f1": 2.0},
           {"step": 6, "kind": "eval", "t/accuracy": 70.0, "t/f1": 3.0}]
   (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
@@ -62,8 +63,40 @@ def test_best_eval_is_the_best_validation_accuracy(tmp_path):
     compare.best_eval(str(tmp_path), "u")
   record = compare.run_record(str(tmp_path), "prompt_random", "t", 3)
   assert record == {"method": "prompt_random", "task": "t", "seed": 3, "metrics": {"accuracy": 70.0, "f1": 2.0},
-                    "final_metrics": {"accuracy": 70.0, "f1": 3.0}, "final_step": 6}
+                    "final_metrics": {"accuracy": 70.0, "f1": 3.0}, "final_step": 6, "first_train_loss": 1.0,
+                    "final_train_loss": 0.5}
   assert [step for step, _ in compare.evaluations(str(tmp_path), "t")] == [2, 4, 6]
+
+
+def test_num_shots_errors_name_the_field_and_mpt_is_refused():
+  for bad in (0, -3, True, 2.5):
+    with pytest.raises(ValueError, match=f"CompareConfig.num_shots={bad!r} must be a positive int"):
+      compare.CompareConfig(methods=("prompt_class_labels",), num_shots=bad)
+  with pytest.raises(ValueError, match="MPTConfig.few_shot"):
+    compare.CompareConfig(num_shots=32)  # The default methods include MPT.
+  assert compare.CompareConfig(methods=("prefix", "xprompt", "model_tuning"), num_shots=32).num_shots == 32
+
+
+def test_k_shot_stream_cycles_over_the_drawn_rows_only(shared, tmp_path):
+  """A k-shot run trains on exactly the `num_shots` rows drawn with `shots_seed` (the same draw as XPrompt's
+  low-resource setting), lists them in shots.json, and its stream is a function of the position (resumable)."""
+  del shared
+  from xprompt_jax.pipelines import examples as examples_lib
+  data = compare.data_lib.DataConfig(mixture_or_task_name="super_glue_cb_v102", inputs_length=64, targets_length=8,
+                                     batch_size=4, seed=1)
+  cfg = compare.CompareConfig(tasks=("super_glue_cb_v102",), methods=("prompt_class_labels",), num_shots=6,
+                              shots_seed=5)
+  assert compare.shots_stream(str(tmp_path / "none"), data, compare.CompareConfig()) is None
+  batches_fn = compare.shots_stream(str(tmp_path), data, cfg)
+  listed = json.loads((tmp_path / "shots.json").read_text())
+  expected, indices = examples_lib.draw(data, 6, 5)
+  assert listed == {"task": "super_glue_cb_v102", "split": "train", "seed": 5, "indices": indices.tolist()}
+  assert len(listed["indices"]) == 6 and listed["indices"] != list(range(6))
+  rows = {tuple(r) for r in expected["encoder_input_tokens"]}
+  stream = batches_fn(data, 0)
+  seen = [next(stream)["encoder_input_tokens"] for _ in range(6)]  # 24 rows: four passes over the six shots.
+  assert {tuple(r) for batch in seen for r in batch} == rows
+  np.testing.assert_array_equal(next(batches_fn(data, 4))["encoder_input_tokens"], seen[4])
 
 
 def test_model_tuning_is_a_known_control():
@@ -75,8 +108,8 @@ def test_model_tuning_is_a_known_control():
 
 
 def test_model_tuning_trains_every_parameter_and_records_the_exported_models_score(shared, tmp_path):
-  """Two model-tuning steps on CB: every parameter moves, each evaluation lands in metrics.jsonl with the task's
-  official metrics, and the record's last evaluation is the exported model's own score."""
+  """Two model-tuning steps on 8 shots of CB: every parameter moves, each evaluation lands in metrics.jsonl with the
+  task's official metrics, and the record's last evaluation is the exported model's own score."""
   del shared
   from xprompt_jax import checkpoints
   from xprompt_jax.evaluation import evaluator as eval_lib
@@ -94,9 +127,11 @@ def test_model_tuning_trains_every_parameter_and_records_the_exported_models_sco
       opt=None, train=compare.loop.TrainConfig(initial_checkpoint=None, log_period=1), loss=step_lib.LossConfig(),
       eval=eval_cfg, mesh=partitioning.MeshConfig())
   cfg = compare.CompareConfig(tasks=(task,), seeds=(0,), methods=("model_tuning",), num_train_steps=2,
-                              eval_period=1, model_tuning_learning_rate=1e-2)
+                              eval_period=1, model_tuning_learning_rate=1e-2, num_shots=8)
   [record] = compare.run_model_tuning(str(tmp_path), settings, cfg, task, 0)
   assert record["method"] == "model_tuning" and record["final_step"] == 2
+  assert len(json.loads((tmp_path / "shots.json").read_text())["indices"]) == 8  # Trained on the 8 shots.
+  assert record["first_train_loss"] > 0 and record["final_train_loss"] > 0
   assert {"accuracy", "macro_f1"} <= set(record["final_metrics"])
   assert [step for step, _ in compare.evaluations(str(tmp_path), task)] == [1, 2]
   tuned, _ = checkpoints.load_params(str(tmp_path / "export" / "checkpoint_2"), tiny)

@@ -111,6 +111,20 @@ def test_last_evaluation_table_and_column_beside_the_best(tmp_path):
   assert "| mpt | rte | 0 | accuracy=70.00 | — |" in text
 
 
+def test_training_loss_table_shows_first_and_last_window(tmp_path):
+  records = [{"method": "prompt_class_labels", "task": "rte", "seed": s, "metrics": {"accuracy": 50.0},
+              "first_train_loss": first, "final_train_loss": last}
+             for s, (first, last) in enumerate([(0.8, 0.05), (0.6, 0.15)])]
+  records.append({"method": "mpt", "task": "rte", "seed": 0, "metrics": {"accuracy": 70.0}})  # No training loss.
+  text = cr.write_page(str(tmp_path / "p.md"), records, methods=["prompt_class_labels", "mpt"], tasks=["rte"],
+                       majority={"rte": 52.7}, meta={})
+  table = text.split("## Training loss per target token")[1].split("###")[0]
+  assert "| prompt_class_labels | 0.700 -> 0.100 ± 0.071 (n=2) |" in table and "| mpt |" not in table
+  plain = cr.write_page(str(tmp_path / "q.md"), _records(), methods=["prompt_random"], tasks=["rte"],
+                        majority={"rte": 52.7}, meta={})
+  assert "Training loss" not in plain
+
+
 def test_page_without_last_evaluations_has_no_such_table(tmp_path):
   text = cr.write_page(str(tmp_path / "p.md"), _records(), methods=["prompt_random"], tasks=["rte"],
                        majority={"rte": 52.7}, meta={})

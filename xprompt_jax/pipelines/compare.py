@@ -11,7 +11,8 @@ adaptation to each target task); XPrompt with its controls (`pipelines.xprompt.r
 prompt-tuning stage, pruning, rewinding, Reversed / Random / Length / token-only / piece-only). Each finished run
 leaves `result.json` in its folder, so rerunning resumes; every record is appended to
 `<results_dir>/results.jsonl`, from which `pipelines.compare_report` writes the page (`docs/results_local.md` by
-default) and its plot.
+default) and its plot. With `CompareConfig.num_shots` every single-task run trains on the same k rows of its task
+(k-shot), and the page's training-loss table says whether each method fitted them.
 """
 import collections
 import dataclasses
@@ -19,7 +20,7 @@ import json
 import os
 import time
 import traceback
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import gin
 import numpy as np
@@ -73,6 +74,11 @@ class CompareConfig:
   # parameter-scaled updates at a constant learning rate, with dropout; the OptimizerConfig binds the methods only.
   model_tuning_learning_rate: float = 1e-3
   model_tuning_dropout: float = 0.1
+  # k-shot: every single-task run (prompt, prefix, XPrompt, model tuning) trains on `num_shots` rows of its task's
+  # training split drawn with `shots_seed` (`pipelines.examples.draw`: the same rows for every method and seed);
+  # None: the whole split. Few-shot training, and the check of whether a method can fit a handful of examples.
+  num_shots: Optional[int] = None
+  shots_seed: int = 0
 
   def __post_init__(self):
     unknown = sorted(set(self.methods) - set(METHODS) - set(CONTROLS))
@@ -82,6 +88,13 @@ class CompareConfig:
     if not self.model_tuning_learning_rate > 0 or not 0 <= self.model_tuning_dropout < 1:
       raise ValueError(f"CompareConfig.model_tuning_learning_rate={self.model_tuning_learning_rate!r} must be > 0 "
                        f"and model_tuning_dropout={self.model_tuning_dropout!r} in [0, 1)")
+    if self.num_shots is not None:
+      if not isinstance(self.num_shots, int) or isinstance(self.num_shots, bool) or self.num_shots <= 0:
+        raise ValueError(f"CompareConfig.num_shots={self.num_shots!r} must be a positive int or None")
+      if "mpt" in self.methods:
+        raise ValueError("CompareConfig.num_shots does not apply to MPT, whose tasks share multitask batches; "
+                         "its few-shot adaptation is MPTConfig.few_shot (xprompt-jax mpt). Remove 'mpt' from "
+                         "CompareConfig.methods for a k-shot comparison")
     if not self.seeds or not self.tasks:
       raise ValueError("CompareConfig.seeds and CompareConfig.tasks must not be empty")
     for name in ("num_train_steps", "eval_period", "prompt_length", "prefix_length", "xprompt_pieces"):
@@ -156,13 +169,43 @@ def best_eval(model_dir: str, task: str) -> dict[str, float]:
   return _best(evaluations(model_dir, task))
 
 
+def train_losses(model_dir: str) -> list[float]:
+  """The training loss per target token of every logged window in `model_dir/metrics.jsonl`, in order."""
+  losses = []
+  with open(os.path.join(model_dir, "metrics.jsonl"), encoding="utf-8") as f:
+    for line in f:
+      row = json.loads(line)
+      if row.get("kind") == "train" and "loss" in row:
+        losses.append(float(row["loss"]))
+  return losses
+
+
 def run_record(run_dir: str, method: str, task: str, seed: int) -> dict:
-  """The record of one trained run: its best evaluation ("metrics", the papers' early stopping on validation) and
-  its last ("final_metrics", at "final_step": no selection on validation at all)."""
+  """The record of one trained run: its best evaluation ("metrics", the papers' early stopping on validation), its
+  last ("final_metrics", at "final_step": no selection on validation at all) and the training loss of its first and
+  last logged windows ("first_train_loss", "final_train_loss": whether the run fits its own training batches)."""
   evals = evaluations(run_dir, task)
   final_step, final = evals[-1]
-  return {"method": method, "task": task, "seed": seed, "metrics": _best(evals), "final_metrics": final,
-          "final_step": final_step}
+  record = {"method": method, "task": task, "seed": seed, "metrics": _best(evals), "final_metrics": final,
+            "final_step": final_step}
+  losses = train_losses(run_dir)
+  return {**record, "first_train_loss": losses[0], "final_train_loss": losses[-1]} if losses else record
+
+
+def shots_stream(run_dir: str, data_cfg: data_lib.DataConfig, cfg: CompareConfig) -> Optional[Callable]:
+  """`batches_fn` cycling over the run's k shots (`cfg.num_shots` rows drawn with `cfg.shots_seed`, listed in
+  `run_dir/shots.json`); None when the comparison trains on the whole split."""
+  if cfg.num_shots is None:
+    return None
+  from xprompt_jax.pipelines import examples as examples_lib
+  shots, indices = examples_lib.draw(data_cfg, cfg.num_shots, cfg.shots_seed)
+  os.makedirs(run_dir, exist_ok=True)
+  with open(os.path.join(run_dir, "shots.json"), "w", encoding="utf-8") as f:
+    json.dump({"task": data_cfg.mixture_or_task_name, "split": data_cfg.split, "seed": cfg.shots_seed,
+               "indices": indices.tolist()}, f)
+  print(f"compare: {cfg.num_shots}-shot: training on rows {indices.tolist()[:8]}"
+        f"{' ...' if len(indices) > 8 else ''} of {data_cfg.mixture_or_task_name}[{data_cfg.split}] (shots.json)")
+  return examples_lib.cycling_batches_fn(shots, data_cfg.seed)
 
 
 def _finished(path: str) -> Optional[list]:
@@ -189,7 +232,7 @@ def run_single(run_dir: str, settings: Settings, method_name: str, cfg: CompareC
     kwargs = {"class_labels": class_labels(task)} if init == "class_labels" else {}
     method = get_method("prompt", length=cfg.prompt_length, prompt_init=init, **kwargs)
   s = settings.for_run(task, seed, cfg.inputs_lengths.get(task))
-  loop.train(run_dir, method=method, **s.train_kwargs())
+  loop.train(run_dir, method=method, batches_fn=shots_stream(run_dir, s.data, cfg), **s.train_kwargs())
   return [run_record(run_dir, method_name, task, seed)]
 
 
@@ -210,7 +253,8 @@ def run_model_tuning(run_dir: str, settings: Settings, cfg: CompareConfig, task:
   config = dataclasses.replace(s.config, dropout_rate=cfg.model_tuning_dropout)
   evaluator = eval_lib.make_evaluator(task, T5(config), config, s.eval)
   pretrain_lib.pretrain(run_dir, config=config, data_cfg=s.data, cfg=pretrain_cfg, mesh_cfg=s.mesh,
-                        evaluate=lambda params: {f"{task}/{k}": v for k, v in evaluator.evaluate(params).items()})
+                        evaluate=lambda params: {f"{task}/{k}": v for k, v in evaluator.evaluate(params).items()},
+                        batches_fn=shots_stream(run_dir, s.data, cfg))
   return [run_record(run_dir, "model_tuning", task, seed)]
 
 
@@ -236,7 +280,7 @@ def run_xprompt(run_dir: str, settings: Settings, cfg: CompareConfig, task: str,
   pipeline_cfg = xprompt_lib.XPromptPipelineConfig(
       ratios=tuple(cfg.xprompt_ratios), reversed_control=True, random_control=True, length_control=True,
       token_only=True, piece_only=True, control_seed=seed, plots=False,
-      importance_max_examples=cfg.xprompt_importance_examples)
+      importance_max_examples=cfg.xprompt_importance_examples, num_shots=cfg.num_shots, shots_seed=cfg.shots_seed)
   out = xprompt_lib.run_xprompt(run_dir, pipeline_cfg=pipeline_cfg,
                                 method=XPrompt(length=cfg.prompt_length, pieces=cfg.xprompt_pieces,
                                                prompt_init="sampled_vocab"), **s.train_kwargs())
@@ -367,7 +411,10 @@ def compare(results_dir: str, page_path: str, *, cfg: Optional[CompareConfig] = 
   last_tabled = ("; the single-run methods' last evaluations (prompt, prefix and model tuning), which involve no "
                  "selection at all, are tabled too" if compare_report.has_last_evaluations(records) else "")
   staged = [name for name, m in (("MPT", "mpt"), ("XPrompt", "xprompt")) if m in cfg.methods]
-  protocol = (f"{seed_count} {list(cfg.seeds)}; {cfg.num_train_steps} training steps per run"
+  shots = (f"{cfg.num_shots}-shot: every run trains on the same {cfg.num_shots} rows of its task's training split, "
+           f"drawn with seed {cfg.shots_seed} (listed in each run folder's shots.json), cycled in a reshuffled "
+           f"order; " if cfg.num_shots is not None else "")
+  protocol = (f"{shots}{seed_count} {list(cfg.seeds)}; {cfg.num_train_steps} training steps per run"
               f"{' (per stage for ' + ' and '.join(staged) + ')' if staged else ''}, evaluated every "
               f"{cfg.eval_period} steps on the official validation file"
               f"{f' (at most its first {max_examples} rows)' if max_examples else ''}; a "

@@ -40,11 +40,13 @@ def score(metrics: Mapping[str, float]) -> float:
 
 def summarise(records: Sequence[Mapping[str, Any]], key: str = "metrics") -> dict[tuple[str, str], dict]:
   """{(method, task): {"mean", "std", "n", "seeds"}} over the records without an error that have `key` ("metrics":
-  the best evaluation; "final_metrics": the last one) (std: sample, ddof=1)."""
+  the best evaluation; "final_metrics": the last one; a number such as "final_train_loss": itself) (std: sample,
+  ddof=1)."""
   groups: dict[tuple[str, str], list] = {}
   for r in records:
     if not r.get("error") and key in r:
-      groups.setdefault((r["method"], r["task"]), []).append((r["seed"], score(r[key])))
+      value = r[key] if isinstance(r[key], (int, float)) else score(r[key])
+      groups.setdefault((r["method"], r["task"]), []).append((r["seed"], float(value)))
   out = {}
   for key, pairs in groups.items():
     values = np.array([v for _, v in pairs], float)
@@ -70,10 +72,10 @@ def has_last_evaluations(records: Sequence[Mapping[str, Any]]) -> bool:
   return any("final_metrics" in r for r in records)
 
 
-def _cell(stats: Optional[dict]) -> str:
+def _cell(stats: Optional[dict], digits: int = 1) -> str:
   if not stats:
     return "—"
-  return f"{stats['mean']:.1f} ± {stats['std']:.1f} (n={stats['n']})"
+  return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f} (n={stats['n']})"
 
 
 def _fmt_metrics(metrics: Mapping[str, float]) -> str:
@@ -201,6 +203,23 @@ def write_page(page_path: str, records: Sequence[Mapping[str, Any]], *, methods:
               "| method | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
     for m in [m for m in shown if any((m, t) in final for t in tasks)]:
       lines.append(f"| {m} | " + " | ".join(_cell(final.get((m, t))) for t in tasks) + " |")
+    lines.append("")
+  first_loss, train_loss = summarise(records, "first_train_loss"), summarise(records, "final_train_loss")
+  if train_loss:
+    lines += ["## Training loss per target token: first -> last logged window, mean (± std of the last) over seeds",
+              "",
+              "Whether each run fits its own training batches (the k shots in a k-shot comparison). A run at the "
+              "majority class whose training loss has not fallen has not fitted its training data; one whose loss "
+              "has fallen has fitted it and not generalised.", "",
+              "| method | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+
+    def loss_cell(m: str, t: str) -> str:
+      first = first_loss.get((m, t))
+      return (f"{first['mean']:.3f} -> " if first else "") + _cell(train_loss.get((m, t)), 3)
+
+    for m in [m for m in shown if any((m, t) in train_loss for t in tasks)]:
+      lines.append(f"| {m} | " + " | ".join(loss_cell(m, t) if (m, t) in train_loss else "—" for t in tasks)
+                   + " |")
     lines.append("")
   lines += ["### Above the majority class (mean over seeds)", "",
             "Each task is followed by its margin over the majority class in points; set it against the validation "

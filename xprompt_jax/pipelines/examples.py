@@ -2,13 +2,13 @@
 
 XPrompt needs two things the endless training stream (`training.data.batches`) does not give: one exact pass
 over the training set (the importance scores are an expectation over it) and the paper's low-resource setting
-(32 training examples drawn with a fixed seed per task). Both start from `load_examples`, the task's train split
+(32 training examples drawn with a fixed seed per task; k-shot comparisons use the same draw). Both start from `load_examples`, the task's train split
 through the same seqio pipeline and T5X feature converter as training, unshuffled:
 
-    examples = load_examples(data_cfg)                         # {feature: [N, length]} numpy arrays
-    shots = take(examples, draw_shots(num_rows(examples), 32, seed=0))
-    for batch, n_valid in epoch_batches(shots, 8): ...          # one pass, last batch padded
-    train(..., batches_fn=cycling_batches_fn(shots, seed=0))   # endless, reshuffled per epoch, resumable
+    examples = load_examples(data_cfg)                        # {feature: [N, length]} numpy arrays
+    shots, indices = draw(data_cfg, 32, seed=0)               # take(examples, draw_shots(N, 32, seed=0))
+    for batch, n_valid in epoch_batches(shots, 8): ...        # one pass, last batch padded
+    train(..., batches_fn=cycling_batches_fn(shots, seed=0))  # endless, reshuffled per epoch, resumable
 
 Single-process only (every example is read by this process).
 """
@@ -60,6 +60,14 @@ def draw_shots(num_examples: int, num_shots: int, seed: int) -> np.ndarray:
   if not 0 < num_shots <= num_examples:
     raise ValueError(f"cannot draw {num_shots} shots from a split of {num_examples} examples")
   return np.sort(np.random.default_rng(seed).choice(num_examples, num_shots, replace=False))
+
+
+def draw(data_cfg: data_lib.DataConfig, num_shots: int, seed: int) -> tuple[Examples, np.ndarray]:
+  """The k-shot training set: `num_shots` rows of the split drawn with `seed` (`draw_shots` over the whole
+  split, read by `load_examples`), and the drawn row indices."""
+  examples = load_examples(data_cfg)
+  indices = draw_shots(num_rows(examples), num_shots, seed)
+  return take(examples, indices), indices
 
 
 def epoch_batches(examples: Examples, batch_size: int) -> Iterator[tuple[Examples, int]]:

@@ -369,9 +369,7 @@ def _prepare_data(run: _Run) -> None:
   the training stream for the k-shot setting, and the number of steps per stage under `num_epochs`."""
   cfg = run.cfg
   if cfg.num_shots is not None:
-    examples = examples_lib.load_examples(run.data_cfg)
-    indices = examples_lib.draw_shots(examples_lib.num_rows(examples), cfg.num_shots, cfg.shots_seed)
-    examples = examples_lib.take(examples, indices)
+    examples, indices = examples_lib.draw(run.data_cfg, cfg.num_shots, cfg.shots_seed)
     write_json(run.path("shots.json"), {"seed": cfg.shots_seed, "indices": indices.tolist(),
                                         "split": run.data_cfg.split, "task": run.data_cfg.mixture_or_task_name})
     run.batches_fn = examples_lib.cycling_batches_fn(examples, run.data_cfg.seed)

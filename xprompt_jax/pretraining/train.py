@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import gin
 import jax
@@ -221,12 +221,14 @@ def initial_params(checkpoint: Optional[str], config: T5Config, seed: int, mesh,
 @gin.configurable(denylist=["model_dir"])
 def pretrain(model_dir: str, *, config: Optional[T5Config] = None, data_cfg: Optional[data_lib.DataConfig] = None,
              cfg: Optional[PretrainConfig] = None, mesh_cfg: Optional[partitioning.MeshConfig] = None,
-             evaluate: Optional[Callable[[Any], Mapping[str, float]]] = None) -> dict[str, Any]:
+             evaluate: Optional[Callable[[Any], Mapping[str, float]]] = None,
+             batches_fn: Optional[Callable[[data_lib.DataConfig, int], Iterator[dict]]] = None) -> dict[str, Any]:
   """Trains every parameter of a T5 on `data_cfg`'s task, exports it as T5X and returns the report dict.
 
   `evaluate(params) -> {name: value}` adds metrics to every evaluation row of `metrics.jsonl` beside the
   validation loss (model tuning logs its task's official metrics this way); the last ones are the report's
-  "eval_metrics"."""
+  "eval_metrics". `batches_fn(data_cfg, position)` replaces the training stream as in `training.loop.train` (model
+  tuning on k shots); the validation loss still reads `data_cfg`'s task."""
   config = config or T5Config()
   data_cfg = data_cfg or data_lib.DataConfig()
   cfg = cfg or PretrainConfig()
@@ -271,7 +273,7 @@ def pretrain(model_dir: str, *, config: Optional[T5Config] = None, data_cfg: Opt
                        donate_argnums=(0,))
   log = loop.MetricsLog(model_dir)
   step = int(jax.device_get(state["step"]))
-  stream = data_lib.batches(data_cfg, position)
+  stream = (batches_fn or data_lib.batches)(data_cfg, position)
   from tqdm import tqdm
   bar = tqdm(total=cfg.num_train_steps, initial=step, desc="pretrain", unit="step",
              disable=not (is_main and cfg.progress_bar))
