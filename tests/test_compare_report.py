@@ -111,15 +111,15 @@ def test_last_evaluation_table_and_column_beside_the_best(tmp_path):
   assert "| mpt | rte | 0 | accuracy=70.00 | — |" in text
 
 
-def test_training_loss_table_shows_first_and_last_window(tmp_path):
+def test_training_loss_table_beside_the_label_prior(tmp_path):
   records = [{"method": "prompt_class_labels", "task": "rte", "seed": s, "metrics": {"accuracy": 50.0},
-              "first_train_loss": first, "final_train_loss": last}
-             for s, (first, last) in enumerate([(0.8, 0.05), (0.6, 0.15)])]
+              "final_train_loss": last} for s, last in enumerate([0.05, 0.15])]
   records.append({"method": "mpt", "task": "rte", "seed": 0, "metrics": {"accuracy": 70.0}})  # No training loss.
   text = cr.write_page(str(tmp_path / "p.md"), records, methods=["prompt_class_labels", "mpt"], tasks=["rte"],
-                       majority={"rte": 52.7}, meta={})
+                       majority={"rte": 52.7}, prior_loss={"rte": 0.3466}, meta={})
   table = text.split("## Training loss per target token")[1].split("###")[0]
-  assert "| prompt_class_labels | 0.700 -> 0.100 ± 0.071 (n=2) |" in table and "| mpt |" not in table
+  assert "| the training split's label frequencies, input ignored | 0.347 |" in table
+  assert "| prompt_class_labels | 0.100 ± 0.071 (n=2) |" in table and "| mpt |" not in table
   plain = cr.write_page(str(tmp_path / "q.md"), _records(), methods=["prompt_random"], tasks=["rte"],
                         majority={"rte": 52.7}, meta={})
   assert "Training loss" not in plain

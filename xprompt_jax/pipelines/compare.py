@@ -133,17 +133,23 @@ def constant_baselines(task: str, lengths: dict[str, int], max_examples: Optiona
   """Validation accuracies (%) of two constant predictors, on the first `max_examples` validation rows (as
   `EvalConfig.max_examples` evaluates; None: all): "majority", always the training split's most frequent target
   (the papers' majority-class baseline), and "best_constant", the validation split's own most frequent target (an
-  upper bound on any constant prediction: a run stuck on one label can reach it without using its input)."""
+  upper bound on any constant prediction: a run stuck on one label can reach it without using its input). Also
+  "prior_loss": the training loss per target token (nats) of a model that ignores its input and predicts the
+  training split's target frequencies, the level a run that has learnt nothing but those frequencies sits at."""
   provider = data_lib.get_task(task)
 
   def targets(split):
     ds = provider.get_dataset(lengths, split=split, shuffle=False)
-    return [ex["targets_pretokenized"] for ex in ds.as_numpy_iterator()]
+    return [(ex["targets_pretokenized"], int(np.count_nonzero(ex["targets"]))) for ex in ds.as_numpy_iterator()]
 
-  majority = collections.Counter(targets("train")).most_common(1)[0][0]
-  val = targets("validation")[:max_examples]
+  train = targets("train")
+  counts = collections.Counter(t for t, _ in train)
+  majority = counts.most_common(1)[0][0]
+  nats = -sum(np.log(counts[t] / len(train)) for t, _ in train)
+  val = [t for t, _ in targets("validation")[:max_examples]]
   best = collections.Counter(val).most_common(1)[0][1]
-  return {"majority": 100.0 * float(np.mean([t == majority for t in val])), "best_constant": 100.0 * best / len(val)}
+  return {"majority": 100.0 * float(np.mean([t == majority for t in val])), "best_constant": 100.0 * best / len(val),
+          "prior_loss": float(nats / sum(n for _, n in train))}
 
 
 def evaluations(model_dir: str, task: str) -> list[tuple[int, dict[str, float]]]:
@@ -182,14 +188,14 @@ def train_losses(model_dir: str) -> list[float]:
 
 def run_record(run_dir: str, method: str, task: str, seed: int) -> dict:
   """The record of one trained run: its best evaluation ("metrics", the papers' early stopping on validation), its
-  last ("final_metrics", at "final_step": no selection on validation at all) and the training loss of its first and
-  last logged windows ("first_train_loss", "final_train_loss": whether the run fits its own training batches)."""
+  last ("final_metrics", at "final_step": no selection on validation at all) and the training loss of its last
+  logged window ("final_train_loss": whether the run fits its own training batches)."""
   evals = evaluations(run_dir, task)
   final_step, final = evals[-1]
   record = {"method": method, "task": task, "seed": seed, "metrics": _best(evals), "final_metrics": final,
             "final_step": final_step}
   losses = train_losses(run_dir)
-  return {**record, "first_train_loss": losses[0], "final_train_loss": losses[-1]} if losses else record
+  return {**record, "final_train_loss": losses[-1]} if losses else record
 
 
 def shots_stream(run_dir: str, data_cfg: data_lib.DataConfig, cfg: CompareConfig) -> Optional[Callable]:
@@ -434,6 +440,7 @@ def compare(results_dir: str, page_path: str, *, cfg: Optional[CompareConfig] = 
   text = compare_report.write_page(
       page_path, records, methods=method_names, tasks=tasks, majority=majority,
       best_constant={t: c["best_constant"] for t, c in constants.items()},
+      prior_loss={t: c["prior_loss"] for t, c in constants.items()},
       meta={"title": title, "command": command, "results": os.path.join(results_dir, RESULTS_NAME),
             "protocol": protocol,
             "backbone_line": backbone_line(settings.train.initial_checkpoint, settings.config, stages),

@@ -152,7 +152,7 @@ def pretraining_plot(path: str, stages: Sequence[Mapping[str, Any]]) -> None:
 def write_page(page_path: str, records: Sequence[Mapping[str, Any]], *, methods: Sequence[str],
                tasks: Sequence[str], majority: Mapping[str, float], meta: Mapping[str, Any],
                best_constant: Optional[Mapping[str, float]] = None,
-               missing_notes: Sequence[str] = ()) -> str:
+               prior_loss: Optional[Mapping[str, float]] = None, missing_notes: Sequence[str] = ()) -> str:
   """Writes the markdown page and its plot (`<page stem>/methods.png`); returns the page text."""
   summary = summarise(records)
   best_constant = dict(best_constant or {})
@@ -204,22 +204,19 @@ def write_page(page_path: str, records: Sequence[Mapping[str, Any]], *, methods:
     for m in [m for m in shown if any((m, t) in final for t in tasks)]:
       lines.append(f"| {m} | " + " | ".join(_cell(final.get((m, t))) for t in tasks) + " |")
     lines.append("")
-  first_loss, train_loss = summarise(records, "first_train_loss"), summarise(records, "final_train_loss")
+  train_loss = summarise(records, "final_train_loss")
   if train_loss:
-    lines += ["## Training loss per target token: first -> last logged window, mean (± std of the last) over seeds",
-              "",
-              "Whether each run fits its own training batches (the k shots in a k-shot comparison). A run at the "
-              "majority class whose training loss has not fallen has not fitted its training data; one whose loss "
-              "has fallen has fitted it and not generalised.", "",
+    prior_loss = dict(prior_loss or {})
+    lines += ["## Training loss per target token at the last logged window, mean ± std over seeds", "",
+              "Whether each run fits its own training batches (the k shots in a k-shot comparison). A run near the "
+              "first row has learnt its labels' frequencies and nothing of its input; a run well below it at the "
+              "majority class on validation has fitted its training data without generalising.", "",
               "| method | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
-
-    def loss_cell(m: str, t: str) -> str:
-      first = first_loss.get((m, t))
-      return (f"{first['mean']:.3f} -> " if first else "") + _cell(train_loss.get((m, t)), 3)
-
+    if prior_loss:
+      lines.append("| the training split's label frequencies, input ignored | "
+                   + " | ".join(f"{prior_loss[t]:.3f}" if t in prior_loss else "—" for t in tasks) + " |")
     for m in [m for m in shown if any((m, t) in train_loss for t in tasks)]:
-      lines.append(f"| {m} | " + " | ".join(loss_cell(m, t) if (m, t) in train_loss else "—" for t in tasks)
-                   + " |")
+      lines.append(f"| {m} | " + " | ".join(_cell(train_loss.get((m, t)), 3) for t in tasks) + " |")
     lines.append("")
   lines += ["### Above the majority class (mean over seeds)", "",
             "Each task is followed by its margin over the majority class in points; set it against the validation "
