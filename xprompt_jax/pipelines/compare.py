@@ -205,10 +205,7 @@ def shots_stream(run_dir: str, data_cfg: data_lib.DataConfig, cfg: CompareConfig
     return None
   from xprompt_jax.pipelines import examples as examples_lib
   shots, indices = examples_lib.draw(data_cfg, cfg.num_shots, cfg.shots_seed)
-  os.makedirs(run_dir, exist_ok=True)
-  with open(os.path.join(run_dir, "shots.json"), "w", encoding="utf-8") as f:
-    json.dump({"task": data_cfg.mixture_or_task_name, "split": data_cfg.split, "seed": cfg.shots_seed,
-               "indices": indices.tolist()}, f)
+  examples_lib.save_shots(os.path.join(run_dir, "shots.json"), data_cfg, cfg.shots_seed, indices)
   print(f"compare: {cfg.num_shots}-shot: training on rows {indices.tolist()[:8]}"
         f"{' ...' if len(indices) > 8 else ''} of {data_cfg.mixture_or_task_name}[{data_cfg.split}] (shots.json)")
   return examples_lib.cycling_batches_fn(shots, data_cfg.seed)

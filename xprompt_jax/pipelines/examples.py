@@ -2,8 +2,9 @@
 
 XPrompt needs two things the endless training stream (`training.data.batches`) does not give: one exact pass
 over the training set (the importance scores are an expectation over it) and the paper's low-resource setting
-(32 training examples drawn with a fixed seed per task; k-shot comparisons use the same draw). Both start from `load_examples`, the task's train split
-through the same seqio pipeline and T5X feature converter as training, unshuffled:
+(32 training examples drawn with a fixed seed per task; k-shot comparisons use the same draw). Both start from
+`load_examples`, the task's train split through the same seqio pipeline and T5X feature converter as training,
+unshuffled:
 
     examples = load_examples(data_cfg)                        # {feature: [N, length]} numpy arrays
     shots, indices = draw(data_cfg, 32, seed=0)               # take(examples, draw_shots(N, 32, seed=0))
@@ -13,6 +14,8 @@ through the same seqio pipeline and T5X feature converter as training, unshuffle
 Single-process only (every example is read by this process).
 """
 import functools
+import json
+import os
 from typing import Callable, Iterator, Optional
 
 import numpy as np
@@ -68,6 +71,15 @@ def draw(data_cfg: data_lib.DataConfig, num_shots: int, seed: int) -> tuple[Exam
   examples = load_examples(data_cfg)
   indices = draw_shots(num_rows(examples), num_shots, seed)
   return take(examples, indices), indices
+
+
+def save_shots(path: str, data_cfg: data_lib.DataConfig, seed: int, indices: np.ndarray) -> None:
+  """Lists a k-shot run's training rows (`draw`'s indices into the unshuffled split) in `path` (shots.json)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path + ".tmp", "w", encoding="utf-8") as f:  # Atomic: a listing is either absent or complete.
+    json.dump({"task": data_cfg.mixture_or_task_name, "split": data_cfg.split, "seed": seed,
+               "indices": np.asarray(indices).tolist()}, f, indent=1, sort_keys=True)
+  os.replace(path + ".tmp", path)
 
 
 def epoch_batches(examples: Examples, batch_size: int) -> Iterator[tuple[Examples, int]]:

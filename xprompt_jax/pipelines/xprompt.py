@@ -370,8 +370,7 @@ def _prepare_data(run: _Run) -> None:
   cfg = run.cfg
   if cfg.num_shots is not None:
     examples, indices = examples_lib.draw(run.data_cfg, cfg.num_shots, cfg.shots_seed)
-    write_json(run.path("shots.json"), {"seed": cfg.shots_seed, "indices": indices.tolist(),
-                                        "split": run.data_cfg.split, "task": run.data_cfg.mixture_or_task_name})
+    examples_lib.save_shots(run.path("shots.json"), run.data_cfg, cfg.shots_seed, indices)
     run.batches_fn = examples_lib.cycling_batches_fn(examples, run.data_cfg.seed)
     run.train_examples, num_train = examples, cfg.num_shots
   else:
