@@ -54,7 +54,7 @@ def test_class_labels():
 def test_best_eval_is_the_best_validation_accuracy(tmp_path):
   rows = [{"step": 2, "kind": "train", "loss": 1.0},
           {"step": 2, "kind": "eval", "t/accuracy": 60.0, "t/f1": 1.0},
-          {"step": 4, "kind": "train", "loss": 0.5},
+          {"step": 4, "kind": "train", "loss": 0.5, "z_loss": 0.125},
           {"step": 4, "kind": "eval", "t/accuracy": 70.0, "t/f1": 2.0},
           {"step": 6, "kind": "eval", "t/accuracy": 70.0, "t/f1": 3.0}]
   (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
@@ -63,7 +63,7 @@ def test_best_eval_is_the_best_validation_accuracy(tmp_path):
     compare.best_eval(str(tmp_path), "u")
   record = compare.run_record(str(tmp_path), "prompt_random", "t", 3)
   assert record == {"method": "prompt_random", "task": "t", "seed": 3, "metrics": {"accuracy": 70.0, "f1": 2.0},
-                    "final_metrics": {"accuracy": 70.0, "f1": 3.0}, "final_step": 6, "final_train_loss": 0.5}
+                    "final_metrics": {"accuracy": 70.0, "f1": 3.0}, "final_step": 6, "final_train_loss": 0.375}
   assert [step for step, _ in compare.evaluations(str(tmp_path), "t")] == [2, 4, 6]
 
 

@@ -208,7 +208,8 @@ def write_page(page_path: str, records: Sequence[Mapping[str, Any]], *, methods:
   if train_loss:
     prior_loss = dict(prior_loss or {})
     lines += ["## Training loss per target token at the last logged window, mean ± std over seeds", "",
-              "Whether each run fits its own training batches (the k shots in a k-shot comparison). A run near the "
+              "Cross entropy in nats, the z-loss term left out. Whether each run fits its own training batches (the "
+              "k shots in a k-shot comparison). A run near the "
               "first row has learnt its labels' frequencies and nothing of its input; a run well below it at the "
               "majority class on validation has fitted its training data without generalising.", "",
               "| method | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
