@@ -173,7 +173,9 @@ def test_quick_mode_end_to_end(shared, tmp_path):
   assert {r["seed"] for r in records} == {0, 1}
   single = [r for r in records if r["method"].startswith(("prompt_", "prefix", "model_tuning"))]
   assert single and all(r["final_step"] > 0 and "accuracy" in r["final_metrics"] for r in single)
+  assert all(r["final_train_loss"] > 0 for r in single)
   assert "at the last evaluation" in text and "which involve no selection at all, are tabled" in text
+  assert "| the training split's label frequencies, input ignored |" in text.split("## Training loss")[1]
 
 
 def test_majority_baseline_on_real_cb(shared):
