@@ -1,4 +1,4 @@
-"""jsonl in and out for the commands: line-numbered validation of input rows, atomic output, length buckets."""
+"""json and jsonl in and out: line-numbered validation of input rows, atomic output, length buckets."""
 import json
 import os
 import tempfile
@@ -34,6 +34,16 @@ def read_rows(path: str, fields=("inputs", "targets")) -> list[dict]:
 def bucket_length(n: int, minimum: int = 8) -> int:
   """The padded length for a sequence of n tokens: the next power of two (bounded set of compiled shapes)."""
   return max(minimum, 1 << max(0, n - 1).bit_length())
+
+
+def write_json_atomic(path: str, value) -> None:
+  """Writes `value` as json (indent 1, sorted keys) to `path.tmp` and renames it over `path`, creating the folder:
+  a marker or listing is either absent or complete."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(value, f, indent=1, sort_keys=True)
+  os.replace(tmp, path)
 
 
 def write_jsonl_atomic(path: str, rows) -> None:

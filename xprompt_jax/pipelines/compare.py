@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping, Optional
 import gin
 import numpy as np
 
+from xprompt_jax import plotting
 from xprompt_jax.methods import get_method
 from xprompt_jax.models.config import T5Config
 from xprompt_jax.pipelines import compare_report
@@ -152,15 +153,14 @@ def constant_baselines(task: str, lengths: dict[str, int], max_examples: Optiona
           "prior_loss": float(nats / sum(n for _, n in train))}
 
 
-def evaluations(model_dir: str, task: str) -> list[tuple[int, dict[str, float]]]:
-  """`(step, metrics)` of every evaluation of `task` in `model_dir/metrics.jsonl`, in order, task prefix removed."""
+def evaluations(model_dir: str, task: str, rows: Optional[list[dict]] = None) -> list[tuple[int, dict[str, float]]]:
+  """`(step, metrics)` of every evaluation of `task` in `model_dir/metrics.jsonl` (or its already read `rows`), in
+  order, task prefix removed."""
   evals = []
-  with open(os.path.join(model_dir, "metrics.jsonl"), encoding="utf-8") as f:
-    for line in f:
-      row = json.loads(line)
-      metrics = {k.split(f"{task}/", 1)[1]: v for k, v in row.items() if k.startswith(f"{task}/")}
-      if row.get("kind") == "eval" and metrics:
-        evals.append((int(row.get("step", 0)), metrics))
+  for row in plotting.read_metrics(model_dir) if rows is None else rows:
+    metrics = {k.split(f"{task}/", 1)[1]: v for k, v in row.items() if k.startswith(f"{task}/")}
+    if row.get("kind") == "eval" and metrics:
+      evals.append((int(row.get("step", 0)), metrics))
   if not evals:
     raise ValueError(f"{model_dir}/metrics.jsonl has no evaluation of {task}")
   return evals
@@ -175,28 +175,25 @@ def best_eval(model_dir: str, task: str) -> dict[str, float]:
   return _best(evaluations(model_dir, task))
 
 
-def train_losses(model_dir: str) -> list[float]:
-  """The training cross entropy per target token of every logged window in `model_dir/metrics.jsonl`, in order: the
-  logged loss less its z-loss term (about 0.025 nats on these runs), so it compares with `prior_loss`."""
-  losses = []
-  with open(os.path.join(model_dir, "metrics.jsonl"), encoding="utf-8") as f:
-    for line in f:
-      row = json.loads(line)
-      if row.get("kind") == "train" and "loss" in row:
-        losses.append(float(row["loss"]) - float(row.get("z_loss", 0.0)))
-  return losses
+def last_train_loss(rows: list[dict]) -> Optional[float]:
+  """The training cross entropy per target token of the last logged window among metrics.jsonl `rows` (None: no
+  training row): the logged loss less its z-loss term (about 0.025 nats on these runs), so it compares with
+  `prior_loss`."""
+  train = [row for row in rows if row.get("kind") == "train" and "loss" in row]
+  return float(train[-1]["loss"]) - float(train[-1].get("z_loss", 0.0)) if train else None
 
 
 def run_record(run_dir: str, method: str, task: str, seed: int) -> dict:
   """The record of one trained run: its best evaluation ("metrics", the papers' early stopping on validation), its
   last ("final_metrics", at "final_step": no selection on validation at all) and the training cross entropy of its
   last logged window ("final_train_loss": whether the run fits its own training batches)."""
-  evals = evaluations(run_dir, task)
+  rows = plotting.read_metrics(run_dir)
+  evals = evaluations(run_dir, task, rows)
   final_step, final = evals[-1]
   record = {"method": method, "task": task, "seed": seed, "metrics": _best(evals), "final_metrics": final,
             "final_step": final_step}
-  losses = train_losses(run_dir)
-  return {**record, "final_train_loss": losses[-1]} if losses else record
+  train_loss = last_train_loss(rows)
+  return record if train_loss is None else {**record, "final_train_loss": train_loss}
 
 
 def shots_stream(run_dir: str, data_cfg: data_lib.DataConfig, cfg: CompareConfig) -> Optional[Callable]:

@@ -14,13 +14,12 @@ unshuffled:
 Single-process only (every example is read by this process).
 """
 import functools
-import json
-import os
 from typing import Callable, Iterator, Optional
 
 import numpy as np
 import seqio
 
+from xprompt_jax import jsonl_io
 from xprompt_jax.training import data as data_lib
 
 Examples = dict[str, np.ndarray]
@@ -75,11 +74,8 @@ def draw(data_cfg: data_lib.DataConfig, num_shots: int, seed: int) -> tuple[Exam
 
 def save_shots(path: str, data_cfg: data_lib.DataConfig, seed: int, indices: np.ndarray) -> None:
   """Lists a k-shot run's training rows (`draw`'s indices into the unshuffled split) in `path` (shots.json)."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path + ".tmp", "w", encoding="utf-8") as f:  # Atomic: a listing is either absent or complete.
-    json.dump({"task": data_cfg.mixture_or_task_name, "split": data_cfg.split, "seed": seed,
-               "indices": np.asarray(indices).tolist()}, f, indent=1, sort_keys=True)
-  os.replace(path + ".tmp", path)
+  jsonl_io.write_json_atomic(path, {"task": data_cfg.mixture_or_task_name, "split": data_cfg.split, "seed": seed,
+                                    "indices": np.asarray(indices).tolist()})
 
 
 def epoch_batches(examples: Examples, batch_size: int) -> Iterator[tuple[Examples, int]]:

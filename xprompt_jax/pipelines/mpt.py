@@ -29,6 +29,7 @@ import gin
 import jax
 import numpy as np
 
+from xprompt_jax import jsonl_io
 from xprompt_jax.methods.mpt import MPT, target_init_from_sources
 from xprompt_jax.methods.prompt import PromptTuning
 from xprompt_jax.models import t5
@@ -169,13 +170,6 @@ def _read_json(path: str) -> Optional[dict]:
     return json.load(f)
 
 
-def _write_json(path: str, value: dict) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(value, f, indent=1, sort_keys=True)
-  os.replace(tmp, path)
-
-
 def _host(tree):
   return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
 
@@ -228,7 +222,7 @@ def train_teachers(workdir: str, cfg: MPTConfig, base: Base, frozen: Frozen,
                       eval_tasks=(task,), eval_split=cfg.source_eval_split)
       np.save(prompt_path, _host(result["state"]["trainable"]["prompt"]))
       done = {"task": task, "step": result["step"], "eval": result["eval"]}
-      _write_json(os.path.join(model_dir, RESULT_FILE), done)
+      jsonl_io.write_json_atomic(os.path.join(model_dir, RESULT_FILE), done)
     prompt = np.load(prompt_path)
     if prompt.shape != (cfg.prompt_length, base.config.emb_dim):
       raise ValueError(f"teacher prompt {prompt_path} has shape {prompt.shape}; this run needs "
@@ -291,7 +285,7 @@ def train_source(workdir: str, cfg: MPTConfig, base: Base, frozen: Frozen, teach
            task_names=np.asarray(tasks))
   done = {"tasks": tasks, "step": result["step"], "eval": result["eval"], "distill": dataclasses.asdict(base.distill),
           "sampling": dataclasses.asdict(base.sampling)}
-  _write_json(os.path.join(model_dir, RESULT_FILE), done)
+  jsonl_io.write_json_atomic(os.path.join(model_dir, RESULT_FILE), done)
   return load_source_export(export_path), done["eval"]
 
 
@@ -361,7 +355,7 @@ def adapt_target(model_dir: str, cfg: MPTConfig, base: Base, frozen: Frozen, exp
   per_task = per_task_metrics(result["eval"], targets)
   trainable = _host(result["state"]["trainable"])
   np.savez(os.path.join(model_dir, TARGET_EXPORT), **trainable, task_names=np.asarray(targets))
-  _write_json(os.path.join(model_dir, RESULT_FILE), {"targets": targets, "update": update, "shots": shots,
+  jsonl_io.write_json_atomic(os.path.join(model_dir, RESULT_FILE), {"targets": targets, "update": update, "shots": shots,
                                                       "seed": seed, "step": result["step"], "per_task": per_task})
   return per_task
 
@@ -417,7 +411,7 @@ def run_pipeline(workdir: str, cfg: MPTConfig, base: Base, frozen: Optional[Froz
   targets = adapt_targets(workdir, cfg, base, frozen, export)
   result = {"teachers": teacher_eval, "source": source_eval, "targets": targets,
             "average": float(np.mean([task_score(m) for m in targets.values()])), "backbone": frozen.ref["path"]}
-  _write_json(os.path.join(workdir, "results.json"), result)
+  jsonl_io.write_json_atomic(os.path.join(workdir, "results.json"), result)
   return result
 
 
@@ -483,7 +477,7 @@ def run_ablations(workdir: str, cfg: MPTConfig, base: Base, names: Optional[Sequ
     targets = adapt_targets(workdir, cfg, row_base, frozen, export, variant=row.target_variant, update=row.update)
     results[row.name] = {"description": row.description, "targets": targets, "source": source_eval,
                          "average": float(np.mean([task_score(m) for m in targets.values()]))}
-  _write_json(os.path.join(workdir, "ablations.json"), {"backbone": frozen.ref["path"], "rows": results})
+  jsonl_io.write_json_atomic(os.path.join(workdir, "ablations.json"), {"backbone": frozen.ref["path"], "rows": results})
   return results
 
 
@@ -498,6 +492,6 @@ def run_length_sweep(workdir: str, cfg: MPTConfig, base: Base, lengths: Optional
   for length in lengths:
     out[int(length)] = run_pipeline(os.path.join(workdir, f"length_{length}"), cfg.replace(prompt_length=length),
                                     base, frozen)
-  _write_json(os.path.join(workdir, "lengths.json"), {"backbone": frozen.ref["path"],
+  jsonl_io.write_json_atomic(os.path.join(workdir, "lengths.json"), {"backbone": frozen.ref["path"],
                                                       "lengths": {str(k): v for k, v in out.items()}})
   return out

@@ -47,6 +47,7 @@ import numpy as np
 
 from xprompt_jax.methods.xprompt import (GRANULARITIES, MASKS_KEY, XPrompt, XPromptMasks, active_pieces,
                                        check_pieces, prune_to_ratio)
+from xprompt_jax import jsonl_io
 from xprompt_jax.models import t5
 from xprompt_jax.models.config import T5Config
 from xprompt_jax.pipelines import examples as examples_lib
@@ -127,13 +128,7 @@ def ratio_tag(ratio: float) -> str:
 # Files.
 
 
-def write_json(path: str, value: Any) -> None:
-  """Atomic json write (a stage marker is either absent or complete)."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(value, f, indent=1, sort_keys=True)
-  os.replace(tmp, path)
+write_json = jsonl_io.write_json_atomic  # A stage marker is either absent or complete.
 
 
 def read_json(path: str) -> Any:
