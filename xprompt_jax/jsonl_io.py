@@ -2,6 +2,7 @@
 import json
 import os
 import tempfile
+from typing import Any
 
 
 class JsonlInputError(ValueError):
@@ -44,6 +45,15 @@ def write_json_atomic(path: str, value) -> None:
   with open(tmp, "w", encoding="utf-8") as f:
     json.dump(value, f, indent=1, sort_keys=True)
   os.replace(tmp, path)
+
+
+def read_json_if_exists(path: str) -> Any:
+  """The json value in `path`, or None when there is no such file (a stage not yet finished): the reading side of
+  `write_json_atomic`, whose markers are either absent or complete."""
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
 
 
 def write_jsonl_atomic(path: str, rows) -> None:

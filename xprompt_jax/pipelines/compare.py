@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping, Optional
 import gin
 import numpy as np
 
+from xprompt_jax import jsonl_io
 from xprompt_jax import plotting
 from xprompt_jax.methods import get_method
 from xprompt_jax.models.config import T5Config
@@ -209,17 +210,10 @@ def shots_stream(run_dir: str, data_cfg: data_lib.DataConfig, cfg: CompareConfig
   return examples_lib.cycling_batches_fn(shots, data_cfg.seed)
 
 
-def _finished(path: str) -> Optional[list]:
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
-  return None
-
-
 def _save(path: str, records: list) -> list:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "w", encoding="utf-8") as f:
-    json.dump(records, f, indent=1)
+  """Writes a finished run's records to its result.json, the marker that makes a rerun skip it (atomic: a run
+  stopped while saving is rerun, not read half-written)."""
+  jsonl_io.write_json_atomic(path, records)
   return records
 
 
@@ -318,7 +312,7 @@ def run_all(results_dir: str, cfg: CompareConfig, settings: Settings, run_missin
   records = []
   for folder, method, task, seed in planned_runs(cfg):
     run_dir = os.path.join(results_dir, folder)
-    done = _finished(os.path.join(run_dir, "result.json"))
+    done = jsonl_io.read_json_if_exists(os.path.join(run_dir, "result.json"))
     if done is not None:
       records += done
       continue

@@ -163,13 +163,6 @@ class Frozen:
     return cls(params, ref)
 
 
-def _read_json(path: str) -> Optional[dict]:
-  if not os.path.exists(path):
-    return None
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
-
-
 def _host(tree):
   return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
 
@@ -213,7 +206,7 @@ def train_teachers(workdir: str, cfg: MPTConfig, base: Base, frozen: Frozen,
   prompts, evals = [], {}
   for task in tasks or cfg.source_tasks:
     model_dir = os.path.join(workdir, "teachers", task)
-    done = _read_json(os.path.join(model_dir, RESULT_FILE))
+    done = jsonl_io.read_json_if_exists(os.path.join(model_dir, RESULT_FILE))
     prompt_path = os.path.join(model_dir, "prompt.npy")
     if done is None or not os.path.exists(prompt_path):
       method = PromptTuning(length=cfg.prompt_length, prompt_init=cfg.prompt_init)
@@ -265,7 +258,7 @@ def train_source(workdir: str, cfg: MPTConfig, base: Base, frozen: Frozen, teach
   tasks = list(tasks or cfg.source_tasks)
   model_dir = os.path.join(workdir, f"source_{variant}" if variant else "source")
   export_path = os.path.join(model_dir, SOURCE_EXPORT)
-  done = _read_json(os.path.join(model_dir, RESULT_FILE))
+  done = jsonl_io.read_json_if_exists(os.path.join(model_dir, RESULT_FILE))
   if done is not None and os.path.exists(export_path):
     return load_source_export(export_path), done["eval"]
   method = MPT(length=cfg.prompt_length, num_tasks=len(tasks), rank=cfg.rank, prompt_init=cfg.prompt_init,
@@ -328,7 +321,7 @@ def adapt_target(model_dir: str, cfg: MPTConfig, base: Base, frozen: Frozen, exp
                  seed: int = 0) -> dict:
   """Target adaptation of one task (or, with several, one multitask MPT over them); returns per-task metrics."""
   targets = list(targets)
-  done = _read_json(os.path.join(model_dir, RESULT_FILE))
+  done = jsonl_io.read_json_if_exists(os.path.join(model_dir, RESULT_FILE))
   if done is not None:
     return done["per_task"]
   if shots is not None and len(targets) != 1:
@@ -355,8 +348,9 @@ def adapt_target(model_dir: str, cfg: MPTConfig, base: Base, frozen: Frozen, exp
   per_task = per_task_metrics(result["eval"], targets)
   trainable = _host(result["state"]["trainable"])
   np.savez(os.path.join(model_dir, TARGET_EXPORT), **trainable, task_names=np.asarray(targets))
-  jsonl_io.write_json_atomic(os.path.join(model_dir, RESULT_FILE), {"targets": targets, "update": update, "shots": shots,
-                                                      "seed": seed, "step": result["step"], "per_task": per_task})
+  jsonl_io.write_json_atomic(os.path.join(model_dir, RESULT_FILE), {
+      "targets": targets, "update": update, "shots": shots, "seed": seed, "step": result["step"],
+      "per_task": per_task})
   return per_task
 
 
@@ -492,6 +486,6 @@ def run_length_sweep(workdir: str, cfg: MPTConfig, base: Base, lengths: Optional
   for length in lengths:
     out[int(length)] = run_pipeline(os.path.join(workdir, f"length_{length}"), cfg.replace(prompt_length=length),
                                     base, frozen)
-  jsonl_io.write_json_atomic(os.path.join(workdir, "lengths.json"), {"backbone": frozen.ref["path"],
-                                                      "lengths": {str(k): v for k, v in out.items()}})
+  jsonl_io.write_json_atomic(os.path.join(workdir, "lengths.json"),
+                             {"backbone": frozen.ref["path"], "lengths": {str(k): v for k, v in out.items()}})
   return out

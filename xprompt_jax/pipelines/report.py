@@ -18,6 +18,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from xprompt_jax import jsonl_io
 from xprompt_jax.methods.base import embedding_table
 from xprompt_jax.methods.xprompt import apply_masks
 
@@ -118,12 +119,12 @@ def write_report(run) -> list[dict]:
     final = np.asarray(apply_masks(np.load(os.path.join(stage_dir, "prompt.npy")), masks))
     pipeline.save_array(os.path.join(out_dir, "final_prompt.npy"), final)
     pipeline.save_masks(os.path.join(out_dir, "final_masks.npz"), masks)
-    pipeline.write_json(os.path.join(out_dir, "final.json"), {"stage": best["stage"], "ratio": best["ratio"],
-                                                             "metric": best["metric"], "note": note})
+    jsonl_io.write_json_atomic(os.path.join(out_dir, "final.json"), {
+        "stage": best["stage"], "ratio": best["ratio"], "metric": best["metric"], "note": note})
     vocabulary = data_lib.get_task(run.data_cfg.mixture_or_task_name).output_features["inputs"].vocabulary
     kept = pipeline.active_pieces(masks).any(axis=1)
     words = nearest_words(final, np.asarray(embedding_table(run.frozen)), vocabulary, kept, run.cfg.nearest_words)
-    pipeline.write_json(os.path.join(out_dir, "nearest_words.json"), {"note": note, "tokens": words})
+    jsonl_io.write_json_atomic(os.path.join(out_dir, "nearest_words.json"), {"note": note, "tokens": words})
     table += (f"\nFinal prompt: {best['stage']} (ratio {best['ratio']:.0%}, {best['kept_tokens']} tokens, "
               f"{best['kept_pieces']} pieces), report/final_prompt.npy.\n\nNearest vocabulary words of the surviving "
               "tokens (cosine):\n\n" + "\n".join(f"- token {w['token']}: {', '.join(repr(x) for x in w['words'])}"

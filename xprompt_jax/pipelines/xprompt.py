@@ -45,9 +45,9 @@ import gin
 import jax.numpy as jnp
 import numpy as np
 
+from xprompt_jax import jsonl_io
 from xprompt_jax.methods.xprompt import (GRANULARITIES, MASKS_KEY, XPrompt, XPromptMasks, active_pieces,
                                        check_pieces, prune_to_ratio)
-from xprompt_jax import jsonl_io
 from xprompt_jax.models import t5
 from xprompt_jax.models.config import T5Config
 from xprompt_jax.pipelines import examples as examples_lib
@@ -126,9 +126,6 @@ def ratio_tag(ratio: float) -> str:
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Files.
-
-
-write_json = jsonl_io.write_json_atomic  # A stage marker is either absent or complete.
 
 
 def read_json(path: str) -> Any:
@@ -285,7 +282,7 @@ class _Run:
                "best_metrics": best_metrics, "metric": self.metric(best_metrics, subdir),
                "last_metrics": {k: float(v) for k, v in result["eval"].items()}, "prompt_length": method.length,
                **kept_counts(masks), **(extra or {})}
-    write_json(final_path, summary)
+    jsonl_io.write_json_atomic(final_path, summary)
     return summary
 
   def best_checkpoint(self, stage_dir: str) -> tuple[int, np.ndarray, dict]:
@@ -345,7 +342,8 @@ def run_xprompt(model_dir: str, *, pipeline_cfg: Optional[XPromptPipelineConfig]
   else:
     run.start_masks = run.method.ones_masks()
   os.makedirs(model_dir, exist_ok=True)
-  write_json(run.path("pipeline.json"), {"pipeline": dataclasses.asdict(run.cfg), "gin": gin.config_str()})
+  jsonl_io.write_json_atomic(run.path("pipeline.json"),
+                             {"pipeline": dataclasses.asdict(run.cfg), "gin": gin.config_str()})
   mesh = partitioning.make_mesh(run.mesh_cfg)
   run.frozen, run.frozen_ref = loop.load_frozen(run.train_cfg, run.config, mesh, run.mesh_cfg.rules)
   _prepare_data(run)
@@ -397,8 +395,8 @@ def _run_stages(run: _Run) -> None:
   for ratio in cfg.ratios:
     sweep[ratio] = _sweep_point(run, pt_prompt, importance, ratio)["metric"]
   chosen = list(cfg.rewind_ratios) or choose_ratios(sweep, cfg.num_rewind)
-  write_json(run.path("sweep", "chosen.json"), {"ratios": chosen, "pt_metric": pt["metric"],
-                                                 "metric_key": run.metric_key})
+  jsonl_io.write_json_atomic(run.path("sweep", "chosen.json"),
+                             {"ratios": chosen, "pt_metric": pt["metric"], "metric_key": run.metric_key})
   _stop_if(run, "sweep")
   # 4. Rewinding and retraining with the masks fixed.
   for ratio in chosen:
@@ -425,7 +423,7 @@ def _importance_stage(run: _Run, pt_prompt: np.ndarray) -> XPromptMasks:
       config=run.config, loss_cfg=run.loss_cfg, frozen=run.frozen, prompt=jnp.asarray(pt_prompt),
       masks=run.start_masks)
   save_masks(path, scores)
-  write_json(run.path("importance", "final.json"), {"num_examples": count})
+  jsonl_io.write_json_atomic(run.path("importance", "final.json"), {"num_examples": count})
   return load_masks(path)
 
 
@@ -444,7 +442,7 @@ def _sweep_point(run: _Run, pt_prompt: np.ndarray, importance: XPromptMasks, rat
              "metrics": metrics, "metric": run.metric(metrics, subdir), **kept_counts(masks)}
   print(f"xprompt: pruned at {ratio:.0%} ({summary['kept_tokens']} tokens, {summary['kept_pieces']} pieces): "
         f"{run.metric_key}={summary['metric']:.4g}")
-  write_json(done, summary)
+  jsonl_io.write_json_atomic(done, summary)
   return summary
 
 
