@@ -32,16 +32,22 @@ def as_text(value: Any) -> str:
 
 
 def glue_text(ds: tf.data.Dataset, benchmark_name: str, label_names: Sequence[str],
-              feature_names: Optional[Sequence[str]] = None, id_key: Optional[str] = "idx") -> tf.data.Dataset:
+              feature_names: Optional[Sequence[str]] = None, id_key: Optional[str] = "idx",
+              rekey: Optional[Mapping[str, str]] = None) -> tf.data.Dataset:
   """T5's GLUE/SuperGLUE format: `"<benchmark> <key1>: <v1> <key2>: <v2> ..."` -> label word.
 
   Keys default to the example's features other than `label`/`idx`, sorted (so SuperGLUE RTE reads
-  `rte hypothesis: ... premise: ...`). A label of -1 (unlabelled test rows) becomes `<unk>`. MultiRC drops its
-  `<br>`/`<b>` markup and keeps `idx/paragraph`, `idx/question`, `idx/answer` for grouping; other tasks keep `idx`.
+  `rte hypothesis: ... premise: ...`). `rekey` ({new name: feature}) renames features first, as T5's `rekey`
+  preprocessor does for AX-b (`sentence1`/`sentence2` -> `premise`/`hypothesis`, then formatted as RTE). A label
+  of -1 (unlabelled test rows) becomes `<unk>`. MultiRC drops its `<br>`/`<b>` markup and keeps `idx/paragraph`,
+  `idx/question`, `idx/answer` for grouping; other tasks keep `idx`.
   """
   label_table = tf.constant(list(label_names))
+  renamed = dict(rekey or {})
 
   def fn(x):
+    if renamed:
+      x = {**{k: v for k, v in x.items() if k not in renamed.values()}, **{new: x[old] for new, old in renamed.items()}}
     keys = list(feature_names) if feature_names else sorted(set(x).difference(["label", "idx"]))
     parts = [benchmark_name]
     for key in keys:
@@ -64,10 +70,10 @@ def glue_text(ds: tf.data.Dataset, benchmark_name: str, label_names: Sequence[st
   return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def glue_preprocessor(benchmark_name: str, label_names: Sequence[str],
-                      feature_names: Optional[Sequence[str]] = None) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
+def glue_preprocessor(benchmark_name: str, label_names: Sequence[str], feature_names: Optional[Sequence[str]] = None,
+                      rekey: Optional[Mapping[str, str]] = None) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
   return functools.partial(glue_text, benchmark_name=benchmark_name, label_names=tuple(label_names),
-                           feature_names=tuple(feature_names) if feature_names else None)
+                           feature_names=tuple(feature_names) if feature_names else None, rekey=rekey)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -32,8 +32,10 @@ def test_f1_binary_hand_and_sklearn():
 def test_invalid_predictions_count_as_wrong():
   # -1 (unparsable output) on a positive target becomes a false negative, on a negative one a false positive.
   assert metrics.f1_binary([1, 1], [1, -1])["f1"] == pytest.approx(100 * sk.f1_score([1, 1], [1, 0]))
+  # MCC keeps -1 as its own class, as T5 does (Gorodkin's K-class MCC, classes -1, 0, 1): correct c = 3 of s = 4,
+  # true counts t = (0, 2, 2), predicted p = (1, 1, 2): (c s - p.t) / sqrt((s^2 - p.p)(s^2 - t.t)) = 6 / sqrt(80).
   assert metrics.matthews_corrcoef([1, 0, 1, 0], [1, -1, 1, 0])["matthews_corrcoef"] == pytest.approx(
-      100 * sk.matthews_corrcoef([1, 0, 1, 0], [1, 1, 1, 0]))
+      100 * 6 / np.sqrt(80))
   # CB: an invalid prediction is a miss for its true class and a hit for none: F1s 1, 0, 1.
   out = metrics.mean_accuracy_macro_f1([0, 1, 2], [0, -1, 2])
   assert out["accuracy"] == pytest.approx(200 / 3) and out["macro_f1"] == pytest.approx(200 / 3)

@@ -72,6 +72,26 @@ def test_wsc_builds_from_tfds_with_valid_spans(name):
   assert ex["inputs_pretokenized"] == b"wsc: Bob asked Tom if *he* can go." and ex["targets_pretokenized"] == b"Tom"
 
 
+def test_axb_is_renamed_to_rte_features_before_formatting_as_t5_does():
+  """T5 rekeys AX-b's sentence1/sentence2 to premise/hypothesis, then formats it as RTE (sorted keys)."""
+  row = {"sentence1": "The cat sat.", "sentence2": "A cat sat.", "idx": 0, "label": 0}
+
+  def as_dataset(self, split, **kwargs):
+    del self, split, kwargs
+    return tf.data.Dataset.from_tensors(dict(row, label=tf.constant(0, tf.int64), idx=tf.constant(0, tf.int32)))
+
+  sources.set_data_source("tfds")
+  try:
+    with tfds.testing.mock_data(as_dataset_fn=as_dataset, policy=tfds.testing.MockPolicy.USE_CODE):
+      ex = _first("super_glue_axb_v102", "test")[0]
+      rank = _first("super_glue_axb_v102_rank", "test")[0]
+  finally:
+    sources.set_data_source(None)
+  assert ex["inputs_pretokenized"] == b"rte hypothesis: A cat sat. premise: The cat sat."
+  assert ex["targets_pretokenized"] == b"entailment"
+  assert rank["inputs_pretokenized"] == ex["inputs_pretokenized"]
+
+
 @pytest.mark.parametrize("name,split,count", [
     ("super_glue_rte_v102", "validation", 277),
     ("super_glue_rte_v102", "train", 2490),
@@ -128,8 +148,13 @@ def test_wsc_marks_the_pronoun_and_train_keeps_correct_referents(shared, local_m
   assert ex["inputs_pretokenized"].endswith(b"could take his claim away from *him* .")
   assert ex["targets_pretokenized"] == b"anyone" and ex["label"] == 0
   train = seqio.get_mixture_or_task("super_glue_wsc_v102_simple_train")
-  labels = [int(x["label"]) for x in train.get_dataset(None, "train", shuffle=False).as_numpy_iterator()]
-  assert len(labels) == 259 and set(labels) == {1}
+  rows = list(train.get_dataset(None, "train", shuffle=False).as_numpy_iterator())
+  assert len(rows) == 259 and {int(x["label"]) for x in rows} == {1}
+  # T5's special case for the one text with a trailing space (train idx 137): glued '"' split off, no trailing space.
+  (boy,) = [x["inputs_pretokenized"] for x in rows if x["idx"] == 137]
+  assert boy == (b'wsc: The boy continued to whip the pony , and eventually the pony threw him over. John laughed out '
+                 b'quite loud. "Good for *him* ," he said.')
+  assert all(not x["inputs_pretokenized"].endswith(b" ") for x in rows)
 
 
 def test_mark_wsc_pronoun_cases():

@@ -1,7 +1,9 @@
 """SeqIO-style metric functions `fn(targets, predictions) -> {name: value}` on T5's 0-100 scale.
 
 Classification metrics take integer labels (a postprocessor maps label words to ids; anything it cannot map, e.g.
--1, is an *invalid* prediction and counts as wrong, as in T5's `f1_score_with_invalid`). Span metrics take lists of
+-1, is an *invalid* prediction). Each metric treats invalid predictions as T5 does: F1 counts them as wrong
+(T5's `f1_score_with_invalid`), the Matthews correlation keeps -1 as a class of its own (T5 passes the labels to
+sklearn unchanged), accuracy counts them as misses. Span metrics take lists of
 reference strings per example and a predicted string. Generation metrics (BLEU, ROUGE) take one or several
 references per example. `rank_classification` is a score metric (`fn(targets, scores)`) for seqio's
 rank-classification tasks. The work is done by sklearn, scipy, sacrebleu and rouge-score.
@@ -79,8 +81,11 @@ def mean_accuracy_macro_f1(targets: Sequence[int], predictions: Sequence[int],
 
 
 def matthews_corrcoef(targets: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
-  """Matthews correlation (CoLA); invalid predictions count as wrong."""
-  t, p = _binary_with_invalid(targets, predictions)
+  """Matthews correlation (CoLA, AX-b) as T5 computes it: sklearn's multiclass MCC of the labels as they are, so an
+  invalid prediction (-1) is a class of its own, not the wrong label (which would make each one a full error)."""
+  _check_lengths(targets, predictions)
+  t = _as_labels(targets, "targets")
+  p = _as_labels(predictions, "predictions")
   return {"matthews_corrcoef": 100.0 * float(sk_metrics.matthews_corrcoef(t, p))}
 
 
