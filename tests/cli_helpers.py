@@ -1,7 +1,8 @@
 """Shared by the tests that run `xprompt-jax` in subprocesses: a tiny smoke configuration and the runner."""
-import os
 import subprocess
 import sys
+
+import xla_env
 
 # runs/smoke_cpu.gin shrunk to seconds: a 16-wide random T5, 4-token prompt, 32-token inputs, batch 4.
 TINY_MODEL = ["--gin_file=runs/smoke_cpu.gin", "--gin.TrainConfig.eval_period=0", "--gin.PromptTuning.length=4",
@@ -18,8 +19,9 @@ def tiny_flags(steps: int, log_period: int, checkpoint_period: int, *extra: str)
 
 
 def one_device_env() -> dict:
-  """The environment without the 8 simulated devices of the test process: one CPU device, as a user has."""
-  return {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  """The environment without the 8 simulated devices of the test process: one CPU device, as a user has (any
+  other XLA flags of the run, such as a thread setting, are kept)."""
+  return xla_env.env(None)
 
 
 def run_cli(*args: str, timeout: int = 900) -> tuple[int, str]:

@@ -6,11 +6,15 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 # libtpu (the [test] extra, for ahead-of-time TPU compiles) would otherwise make every JAX process probe for a TPU;
 # the AOT tests build their TPU topologies explicitly and work with this set. Subprocesses inherit it.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# Eight simulated CPU devices so mesh tests (8x1, 2x4, 1x1) run in-process; jit still defaults to device 0.
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 
 import pytest  # noqa: E402
+import xla_env  # noqa: E402
+
+# Eight simulated CPU devices so mesh tests (8x1, 2x4, 1x1) run in-process; jit still defaults to device 0. The
+# device count goes first and the caller's other flags (a thread setting, README "Running the tests") after it:
+# XLA stops reading XLA_FLAGS at the first token without dashes, which would silently drop a flag after it.
+_ASKED = os.environ.get("XLA_FLAGS", "")
+os.environ["XLA_FLAGS"] = xla_env.flags(xla_env.TEST_DEVICES)
 
 from xprompt_jax import paths  # noqa: E402
 
@@ -25,3 +29,23 @@ def shared():
 
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: longer than a few seconds; deselect with -m 'not slow'")
+  config.addinivalue_line("markers", "tolerance: compares floating-point results with tests/numerics.py (set on "
+                          "every test of a module that imports it); .ci/run reruns these with one XLA CPU thread")
+
+
+def pytest_collection_modifyitems(config, items):
+  import numerics
+  for item in items:
+    module = getattr(item, "module", None)
+    if module is not None and any(v is numerics for v in vars(module).values()):
+      item.add_marker("tolerance")
+
+
+def pytest_sessionstart(session):
+  """The mesh, sharding and checkpoint-layout tests need the devices set up above: fail the run, never skip them."""
+  import jax
+  if jax.default_backend() == "cpu" and jax.device_count() != xla_env.TEST_DEVICES:
+    raise pytest.UsageError(
+        f"XLA gave {jax.device_count()} CPU device(s), not the {xla_env.TEST_DEVICES} that tests/conftest.py asks "
+        f"for with XLA_FLAGS={os.environ['XLA_FLAGS']!r} (you set {_ASKED!r}); was jax imported before conftest, "
+        "or does a plugin set XLA_FLAGS?")

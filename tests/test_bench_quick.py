@@ -12,6 +12,7 @@ BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import bench_common  # noqa: E402  (bench/ is a folder of scripts, put on the path above)
+import numerics  # noqa: E402
 
 MISSING = bench_common.bench_deps_available()
 needs_bench_extra = pytest.mark.skipif(MISSING is not None, reason=str(MISSING))
@@ -23,7 +24,8 @@ def test_step_vs_peft_same_loss_on_same_weights():
   import step_vs_peft
   results = {r["method"]: r for r in step_vs_peft.main(["--quick"])}
   prompt = results["prompt"]
-  np.testing.assert_allclose(prompt["first_loss_ours"], prompt["first_loss_peft"], rtol=1e-5)
+  # One loss of one random-weight network in two fp32 implementations (XLA, PyTorch).
+  numerics.assert_close(prompt["first_loss_ours"], prompt["first_loss_peft"], roundings=numerics.IMPLEMENTATIONS)
   assert prompt["compilations"] == 1 and prompt["ours_examples_per_s"] > 0 and prompt["peft_examples_per_s"] > 0
   assert results["prefix"]["compilations"] == 1
 
@@ -70,7 +72,10 @@ def test_memory_prompt_checkpoint_holds_no_frozen_model():
 def test_eval_encode_once_scores_match_k_passes():
   import eval_bench
   out = eval_bench.main(["--quick"])
-  assert out["rank"]["max_score_diff"] < 1e-4  # Same scores, whichever way they are computed.
+  # Same scores, whichever way they are computed: one network batched two ways (NETWORK), at the scores' scale
+  # (a random-weight model spends ~log(vocab) nats on each of the label_len tokens it scores).
+  scale = eval_bench.QUICK["label_len"] * np.log(eval_bench.SIZES[eval_bench.QUICK["size"]].vocab_size)
+  assert out["rank"]["max_score_diff"] <= numerics.tolerance(0.0, roundings=numerics.NETWORK, scale=scale)
   if "peft" in out["decode"]["tokens_per_s"]:
     assert out["decode"]["identical_outputs"] == 1.0  # Same weights, same prompt: the same greedy tokens.
 

@@ -161,7 +161,6 @@ def test_missing_and_unexpected_tensors_are_named(tmp_path):
     hf.read_hf(path)
 
 
-@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 simulated devices (tests/conftest.py sets XLA_FLAGS)")
 def test_read_into_shardings(tmp_path):
   params = _random_params(T5_1_0)
   hf.write_hf(params, str(tmp_path), T5_1_0)

@@ -127,7 +127,6 @@ def test_save_params_checks_format_and_tree(tmp_path):
   assert not os.path.exists(tmp_path / "x")
 
 
-@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 simulated devices (tests/conftest.py sets XLA_FLAGS)")
 @pytest.mark.parametrize("fmt", ["t5x", "orbax", "hf"])
 def test_load_params_into_shardings(fmt, tmp_path):
   config = ROUND_TRIP_CONFIGS["unequal"]
@@ -145,7 +144,6 @@ def test_load_params_into_shardings(fmt, tmp_path):
   assert wi.addressable_shards[0].data.shape == (4, 3)
 
 
-@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 simulated devices (tests/conftest.py sets XLA_FLAGS)")
 def test_scanned_layout_loads_saves_and_shards(tiny_dir, tmp_path):
   scan_config = TINY_RANDOM.replace(scan_layers=True)
   mesh = Mesh(np.array(jax.devices()[:8]).reshape(2, 4), ("data", "model"))

@@ -45,7 +45,6 @@ def test_config_json_rejects_unknown_fields():
     orbax_io.config_from_json({**data, "bogus": 1}, "x")
 
 
-@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 simulated devices (tests/conftest.py sets XLA_FLAGS)")
 def test_restore_into_named_shardings_on_a_2x4_mesh(tmp_path):
   params = _random_params(CONFIG)
   path = str(tmp_path / "orbax")

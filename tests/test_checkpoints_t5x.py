@@ -84,7 +84,6 @@ def _mesh_sharding(shape, mesh):
   return NamedSharding(mesh, P("data" if shape[0] % 2 == 0 else None, "model" if shape[1] % 4 == 0 else None))
 
 
-@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 simulated devices (tests/conftest.py sets XLA_FLAGS)")
 def test_sharded_read_places_each_slice(tiny_dir):
   mesh = Mesh(np.array(jax.devices()[:8]).reshape(2, 4), ("data", "model"))
   shardings = jax.tree.map(lambda s: _mesh_sharding(s.shape, mesh), tree.expected_params(TINY_RANDOM))

@@ -3,6 +3,7 @@ import jax
 import numpy as np
 import pytest
 
+import numerics
 from xprompt_jax.evaluation import inspection
 from xprompt_jax.methods.prompt import initial_prompt
 from xprompt_jax.tasks import vocab as vocab_lib
@@ -31,9 +32,10 @@ def test_prompt_similarity_and_table():
   b = np.array([[0.0, 2.0], [0.0, 2.0]])
   c = np.array([[3.0, 0.0], [1.0, 0.0], [2.0, 0.0]])
   names, sim = inspection.prompt_similarity({"a": a, "b": b, "c": c})
-  np.testing.assert_allclose(sim, [[1, 0, 1], [0, 1, 0], [1, 0, 1]], atol=1e-12)
+  # Host float64 cosines of 2-entry vectors: a few roundings each, on the unit scale of a cosine.
+  numerics.assert_close(sim, [[1, 0, 1], [0, 1, 0], [1, 0, 1]], roundings=numerics.FEW, dtype=np.float64)
   _, flat = inspection.prompt_similarity({"a": a, "b": -a}, "flat")
-  np.testing.assert_allclose(flat, [[1, -1], [-1, 1]])
+  numerics.assert_close(flat, [[1, -1], [-1, 1]], roundings=numerics.FEW, dtype=np.float64)
   table = inspection.format_similarity(names, sim)
   assert table.splitlines()[1].split() == ["a", "1.000", "0.000", "1.000"]
   with pytest.raises(ValueError, match="'flat' similarity needs prompts of one shape"):

@@ -15,7 +15,7 @@ def test_reads_the_prompt_tuning_fixture(shared):
   prompt = t5x_prompt.read_prompt(str(shared / "checkpoints" / "prompt_5x256.npy"))
   raw = np.load(shared / "checkpoints" / "prompt_5x256.npy")
   assert prompt.shape == (5, 256) and prompt.dtype == np.float32
-  np.testing.assert_allclose(prompt, raw.astype(np.float32))
+  np.testing.assert_array_equal(prompt, raw.astype(np.float32))  # The same float64 -> float32 cast: bit-identical.
 
 
 def test_numpy_checkpoint_layout_and_latest_step(tmp_path):

@@ -3,7 +3,7 @@
 tests/conftest.py simulates 8 CPU devices. The real `train()` runs a few prompt-tuning steps on the real RTE task
 (short lengths, batch 8) with each mesh; the frozen T5 is the same random tree placed by the logical-axis rules of
 each mesh (tensor-parallel on 'model'), and the per-step losses in metrics.jsonl and the final trainable and
-optimizer state must agree to 1e-5.
+optimizer state must agree to rounding (tests/numerics.py: TRAJECTORY, a few optimiser steps).
 """
 import json
 import os
@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 
+import numerics
 from xprompt_jax.evaluation.evaluator import EvalConfig
 from xprompt_jax.methods import PromptTuning
 from xprompt_jax.models import t5
@@ -61,15 +62,19 @@ def single_device(host_frozen, tmp_path_factory):
 
 def _check_same(run, reference):
   assert len(run["losses"]) == len(reference["losses"]) == STEPS
-  np.testing.assert_allclose(run["losses"], reference["losses"], rtol=1e-5)
+  # Sums taken in another order on each mesh (sharded contractions), fed through STEPS optimiser steps.
+  numerics.assert_close(run["losses"], reference["losses"], roundings=numerics.TRAJECTORY)
   assert run["eval"] == reference["eval"]
   for part in ("trainable", "opt_state"):
     flat = jax.tree_util.tree_flatten_with_path(run["state"][part])[0]
     ref_leaves = jax.tree.leaves(reference["state"][part])
     assert len(flat) == len(ref_leaves)
     for (path, x), y in zip(flat, ref_leaves):
-      np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6,
-                                 err_msg=f"{part}{jax.tree_util.keystr(path)}")
+      msg = f"{part}{jax.tree_util.keystr(path)}"
+      if not np.any(np.asarray(y)):  # Placeholders (the unused factored moments of an unfactored leaf) stay 0.
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=msg)
+      else:
+        numerics.assert_close(x, y, roundings=numerics.TRAJECTORY, err_msg=msg)
   assert int(run["state"]["step"]) == STEPS
 
 
@@ -84,4 +89,4 @@ def test_mesh_gives_the_same_losses_and_prompt_as_one_device(host_frozen, single
     assert embedding.sharding.spec[0] == "model"
   _check_same(run, single_device)
   # The run trained: the prompt moved away from its initialisation (same seed in every run).
-  assert not np.allclose(run["losses"][0], run["losses"][-1])
+  numerics.assert_differs(run["losses"][-1], run["losses"][0])

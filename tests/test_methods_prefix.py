@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import numerics
 from xprompt_jax.methods.prefix import PrefixTuning
 from xprompt_jax.models.config import T5Config
 from xprompt_jax.models.injection import Injection
@@ -80,7 +81,8 @@ def test_reparam_export_folds_exactly(frozen):
 
 def test_prefix_changes_logits(frozen):
   method = PrefixTuning(length=3, reparam=False, init_std=1.0)
-  assert not np.allclose(_logits(frozen, method.inject(method.init(RNG, frozen, CFG), {}, CFG)), _logits(frozen))
+  numerics.assert_differs(_logits(frozen, method.inject(method.init(RNG, frozen, CFG), {}, CFG)), _logits(frozen),
+                          roundings=numerics.NETWORK)
 
 
 def test_each_kind_acts_only_where_it_is_injected(frozen):
@@ -94,11 +96,11 @@ def test_each_kind_acts_only_where_it_is_injected(frozen):
     enc_out, _ = _encode(frozen, inj)
     dec_out = _decode(frozen, encoded, valid, inj)  # Decoder on the un-prefixed encoder output.
     if kind == "encoder":
-      assert not np.allclose(enc_out, encoded)
+      numerics.assert_differs(enc_out, encoded, roundings=numerics.NETWORK)
       np.testing.assert_array_equal(dec_out, base_logits)  # The decoder never reads encoder prefixes.
     else:
       np.testing.assert_array_equal(enc_out, encoded)  # Decoder prefixes leave the encoder untouched.
-      assert not np.allclose(dec_out, base_logits)
+      numerics.assert_differs(dec_out, base_logits, roundings=numerics.NETWORK)
 
 
 @pytest.mark.parametrize("reparam", [True, False])

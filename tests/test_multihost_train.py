@@ -15,8 +15,10 @@ import subprocess
 import sys
 
 import numpy as np
-from cli_helpers import one_device_env, tiny_flags
+from cli_helpers import tiny_flags
+import numerics
 import pytest
+import xla_env
 
 WORKER = str(pathlib.Path(__file__).with_name("multihost_worker.py"))
 STEPS = 4
@@ -24,8 +26,8 @@ TINY = tiny_flags(STEPS, 1, 2, "--gin.TrainConfig.progress_bar=False", "--gin.tr
 
 
 def _env(batch_log):
-  env = one_device_env()
-  env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1",
+  env = xla_env.env(1)
+  env.update(JAX_PLATFORMS="cpu",
              JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo", XPROMPT_TEST_BATCH_LOG=str(batch_log))
   return env
 
@@ -79,16 +81,17 @@ def test_two_processes_match_one(tmp_path):
   single_lines = [json.loads(l) for l in open(tmp_path / "single" / "metrics.jsonl")]
   assert [l["step"] for l in multi_lines if l["kind"] == "train"] == list(range(1, STEPS + 1))  # Written once.
   for key in ("loss", "accuracy", "grad_norm"):
-    np.testing.assert_allclose([l[key] for l in multi_lines if l["kind"] == "train"],
-                               [l[key] for l in single_lines if l["kind"] == "train"], rtol=1e-5, err_msg=key)
+    numerics.assert_close([l[key] for l in multi_lines if l["kind"] == "train"],
+                          [l[key] for l in single_lines if l["kind"] == "train"], roundings=numerics.TRAJECTORY,
+                          err_msg=key)
 
   single_state, _, _ = _final_state(tmp_path / "single")
   multi_state, multi_meta, multi_steps = _final_state(tmp_path / "multi", like=single_state)
   assert multi_steps == [2, 4] and multi_meta["process_count"] == 2
-  # Adafactor normalises each update by its RMS (lr 0.3), so reduction-order differences in the gradients (1e-7)
-  # show up as ~1e-5 in the parameters after a few steps.
-  np.testing.assert_allclose(np.asarray(multi_state["trainable"]["prompt"]),
-                             np.asarray(single_state["trainable"]["prompt"]), rtol=1e-4, atol=1e-4)
+  # Adafactor normalises each update by its RMS (lr 0.3), so reduction-order differences in the gradients carry
+  # into the parameters at the scale of the updates over the run's steps: a trajectory, not one pass.
+  numerics.assert_close(np.asarray(multi_state["trainable"]["prompt"]),
+                        np.asarray(single_state["trainable"]["prompt"]), roundings=numerics.TRAJECTORY)
 
 
 @pytest.mark.usefixtures("shared")

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import numerics
 from xprompt_jax.methods.prompt import PromptTuning
 from xprompt_jax.models.config import T5Config
 from xprompt_jax.models.t5 import T5, init_params
@@ -79,12 +80,12 @@ def test_packed_batch_gives_unpacked_losses_and_gradients():
   packed = _per_example_packed(model, method, frozen, trainable, batch, 4)
   got = np.asarray(packed)[np.asarray(packed) != 0]
   want = _per_example_unpacked(model, method, frozen, trainable, examples, 9, 4)
-  np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-5)
+  numerics.assert_close(got, want)  # Forward passes of one network, rows laid out differently.
 
   g_packed = jax.grad(lambda t: jnp.sum(_per_example_packed(model, method, frozen, t, batch, 4)))(trainable)
   g_unpacked = jax.grad(lambda t: jnp.sum(_per_example_unpacked(model, method, frozen, t, examples, 9, 4)))(
       trainable)
-  np.testing.assert_allclose(g_packed["prompt"], g_unpacked["prompt"], rtol=1e-4, atol=1e-6)
+  numerics.assert_close(g_packed["prompt"], g_unpacked["prompt"])  # Backward passes: near-zero entries included.
 
 
 def test_model_rejects_bad_prompt_positions():

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import numerics
 from xprompt_jax.methods.xprompt import MASKS_KEY, XPrompt
 from xprompt_jax.models.config import T5Config
 from xprompt_jax.models.t5 import T5, init_params
@@ -53,13 +54,16 @@ def test_importance_matches_per_example_finite_differences(setup):
     return step_lib.token_loss(logits, batch, LOSS)[0]
 
   eps = 1e-2
+  # Float32 central differences with h = 1e-2 are off by the truncation h^2 |f'''| / 6 plus the losses' rounding over
+  # 2h; 2e-2 of the scores' scale bounds both, and a wrong score is off by O(1) of that scale.
+  fd_tol = 2e-2 * max(float(np.max(np.abs(scores.token))), float(np.max(np.abs(scores.piece))))
   for field, index in (("token", (0,)), ("token", (1,)), ("piece", (2, 3)), ("piece", (0, 1))):
     value = getattr(masks, field)
     plus = masks.replace(**{field: value.at[index].add(eps)})
     minus = masks.replace(**{field: value.at[index].add(-eps)})
     estimate = np.mean([abs(float(example_loss(plus, ex)) - float(example_loss(minus, ex))) / (2 * eps)
                         for ex in (jax.tree.map(lambda x, i=i: x[i], examples) for i in range(5))])
-    assert float(getattr(scores, field)[index]) == pytest.approx(estimate, rel=2e-2, abs=1e-4), (field, index)
+    assert abs(float(getattr(scores, field)[index]) - estimate) <= fd_tol, (field, index, estimate)
   assert float(np.min(scores.piece)) > 0
 
 
@@ -76,7 +80,8 @@ def test_padding_rows_do_not_count_and_batches_average(setup):
   last, n_last = importance_lib.importance_scores(
       examples_lib.epoch_batches(examples_lib.take(examples, np.arange(2, 5)), 4), **kwargs)
   assert (n_first, n_last) == (2, 3)
-  np.testing.assert_allclose((2 * first.token + 3 * last.token) / 5, whole.token, rtol=1e-5)
-  np.testing.assert_allclose((2 * first.piece + 3 * last.piece) / 5, whole.piece, rtol=1e-5)
+  # Per-example gradients of one network, batched differently (NETWORK), then averaged over 5 examples.
+  numerics.assert_close((2 * first.token + 3 * last.token) / 5, whole.token, roundings=numerics.NETWORK)
+  numerics.assert_close((2 * first.piece + 3 * last.piece) / 5, whole.piece, roundings=numerics.NETWORK)
   with pytest.raises(ValueError, match="yielded no examples"):
     importance_lib.importance_scores(iter(()), **kwargs)

@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+import numerics
 from xprompt_jax import plotting
 from xprompt_jax.evaluation.evaluator import EvalConfig
 from xprompt_jax.models.config import T5Config
@@ -83,7 +84,8 @@ def test_distillation_lowers_the_loss_and_resumes(shared, tmp_path, frozen):
   assert any(k.endswith(f"{RTE}/accuracy") for k in evals) and any(k.endswith(f"{CB}/accuracy") for k in evals)
   straight, _ = mpt.train_source(str(tmp_path / "b"), _cfg(source_steps=12), base, frozen, teachers)
   for key in ("shared_prompt", "u", "v"):  # Resuming replays the same task-sampled stream and state.
-    np.testing.assert_allclose(export[key], straight[key], rtol=1e-5, atol=1e-6)
+    # Two equivalent runs of 12 optimizer steps, each step's rounding feeding the next.
+    numerics.assert_close(export[key], straight[key], roundings=numerics.TRAJECTORY, err_msg=key)
   assert export["task_names"] == [RTE, CB]
   assert export["shared_prompt"].shape == (LENGTH, CFG.emb_dim) and export["u"].shape == (2, LENGTH, 1)
 
@@ -98,11 +100,12 @@ def test_pipeline_and_ablation_rows(shared, tmp_path, frozen):
   source = mpt.load_source_export(os.path.join(workdir, "source", mpt.SOURCE_EXPORT))
   with np.load(tmp_path / "target_task_only" / WIC / mpt.TARGET_EXPORT) as t:
     np.testing.assert_array_equal(t["shared_prompt"], source["shared_prompt"])  # P* frozen.
-    assert not np.allclose(t["u"], source["u"].mean(0, keepdims=True))  # u_t trained from the mean.
+    # u_t trained from the mean: it moved further than the rounding of the steps could move it.
+    numerics.assert_differs(t["u"], source["u"].mean(0, keepdims=True), roundings=numerics.TRAJECTORY)
   with np.load(tmp_path / "target_shared_only" / WIC / mpt.TARGET_EXPORT) as t:
     np.testing.assert_array_equal(t["u"], 1.0)  # Task-specific vectors removed (fixed at ones).
     np.testing.assert_array_equal(t["v"], 1.0)
-    assert not np.allclose(t["shared_prompt"], source["shared_prompt"])
+    numerics.assert_differs(t["shared_prompt"], source["shared_prompt"], roundings=numerics.TRAJECTORY)
   for name, row in rows.items():
     assert set(row["targets"]) == {WIC} and 0 <= row["average"] <= 100, (name, row)
   table = mpt_report.ablation_table(rows, frozen.ref["path"])
@@ -135,10 +138,10 @@ def test_target_init_and_learning_rates():
   export = {"shared_prompt": np.full((3, 2), 2.0), "u": np.stack([np.ones((3, 1)), 3 * np.ones((3, 1))]),
             "v": np.stack([np.ones((2, 1)), np.zeros((2, 1))]), "task_names": [RTE, CB]}
   init = mpt.target_initial_trainable(export, [WIC])
-  np.testing.assert_allclose(init["u"], 2.0)
-  np.testing.assert_allclose(init["v"], 0.5)
+  numerics.assert_close(init["u"], 2.0, roundings=numerics.FEW)  # Means of 2 source rows.
+  numerics.assert_close(init["v"], 0.5, roundings=numerics.FEW)
   matching = mpt.target_initial_trainable(export, [CB, RTE], "matching_source")
-  np.testing.assert_allclose(matching["u"][:, 0, 0], [3.0, 1.0])
+  numerics.assert_close(matching["u"][:, 0, 0], [3.0, 1.0], roundings=numerics.FEW)
   with pytest.raises(ValueError, match=rf"\['{WIC}'\] have no source prompt.*{RTE}"):
     mpt.target_initial_trainable(export, [WIC], "matching_source")
   shared_only = mpt.target_initial_trainable(export, [WIC], update="shared_only")

@@ -1,7 +1,6 @@
 """Non-finite loss through the CLI: a NaN in one example stops training (or skips the step with
 `TrainConfig.nonfinite='skip'`) with a message naming the step and the example, and no checkpoint ever holds a
 non-finite value. The NaN comes from the input (a NaN loss weight in row 3 of input batch 2, i.e. example 11)."""
-import os
 import pathlib
 import subprocess
 import sys
@@ -9,6 +8,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+import xla_env
 
 WORKER = str(pathlib.Path(__file__).with_name("multihost_worker.py"))
 TINY = ["--gin_file=runs/smoke_cpu.gin", "--gin.TrainConfig.num_train_steps=5", "--gin.TrainConfig.log_period=1",
@@ -21,7 +21,7 @@ TINY = ["--gin_file=runs/smoke_cpu.gin", "--gin.TrainConfig.num_train_steps=5", 
 
 
 def _start(model_dir, *extra):
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = xla_env.env(None)
   env["XPROMPT_TEST_POISON"] = "2:3"
   return subprocess.Popen([sys.executable, WORKER, "train", *TINY, *extra, f"--model_dir={model_dir}"],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)

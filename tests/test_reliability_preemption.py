@@ -2,7 +2,6 @@
 the resumed run is bitwise identical to an uninterrupted one: per-step losses, final trainable parameters and
 optimizer state, and the exact sequence of input batches (none skipped, none repeated)."""
 import json
-import os
 import pathlib
 import signal
 import subprocess
@@ -12,6 +11,7 @@ import time
 import jax
 import numpy as np
 import pytest
+import xla_env
 
 WORKER = str(pathlib.Path(__file__).with_name("multihost_worker.py"))
 STEPS = 24
@@ -25,7 +25,7 @@ TINY = ["--gin_file=runs/smoke_cpu.gin", f"--gin.TrainConfig.num_train_steps={ST
 
 
 def _env(batch_log, sleep=0.0):
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # One CPU device, as on a user's machine.
+  env = xla_env.env(None)  # One CPU device, as on a user's machine.
   env.update(XPROMPT_TEST_BATCH_LOG=str(batch_log), XPROMPT_TEST_BATCH_SLEEP=str(sleep))
   return env
 

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import numerics
 from xprompt_jax.methods import MPT, PrefixTuning, PromptTuning, XPrompt, XPromptMasks
 from xprompt_jax.methods.xprompt import MASKS_KEY
 from xprompt_jax.models import t5
@@ -89,10 +90,10 @@ def test_forward_is_the_model_with_the_methods_injection(frozen):
   scale = np.repeat(np.asarray(masks.token)[:, None] * np.asarray(masks.piece), 8, axis=1)
   direct = t5.T5(CONFIG).apply({"params": frozen}, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
                                injection=Injection(prompt=state["trainable"]["prompt"] * scale))
-  np.testing.assert_allclose(np.asarray(logits), np.asarray(direct), rtol=1e-6, atol=1e-6)
+  numerics.assert_close(logits, direct)
   # The masks matter: without them the logits differ.
   unmasked = step_lib.forward(t5.T5(CONFIG), method, CONFIG, frozen, state["trainable"], batch, {})
-  assert not np.allclose(np.asarray(unmasked), np.asarray(logits))
+  numerics.assert_differs(unmasked, logits)
 
 
 def test_token_loss_metrics():
@@ -104,15 +105,24 @@ def test_token_loss_metrics():
   loss, metrics = step_lib.token_loss(logits, batch, step_lib.LossConfig(z_loss=0.0))
   logp = np.asarray(jax.nn.log_softmax(logits))
   nll = -np.take_along_axis(logp, targets[..., None], -1)[..., 0] * weights
-  np.testing.assert_allclose(float(loss), nll.sum() / weights.sum(), rtol=1e-6)
-  np.testing.assert_allclose(np.asarray(metrics["example_loss"]), nll.sum(-1), rtol=1e-6)
+  # Each side: per token lse - logit (lse: a 5-term sum of exps and a log, two formulas), then a weighted sum over
+  # the tokens (6 in the batch, 3 in a row) and one division. An nll cancels its terms |lse| + |logit|, so their sum
+  # over the summed tokens is the scale.
+  lse = np.log(np.exp(np.asarray(logits, np.float64)).sum(-1))
+  target_logit = np.take_along_axis(np.asarray(logits), targets[..., None], -1)[..., 0]
+  row_terms = ((np.abs(lse) + np.abs(target_logit)) * weights).sum(-1)
+  numerics.assert_close(loss, nll.sum() / weights.sum(), roundings=numerics.sum_of(5) + numerics.sum_of(6)
+                        + numerics.FEW, scale=row_terms.sum() / weights.sum())
+  numerics.assert_close(metrics["example_loss"], nll.sum(-1), roundings=numerics.sum_of(5) + numerics.sum_of(3)
+                        + numerics.FEW, scale=row_terms.max())
   assert float(metrics["num_target_tokens"]) == 5
   correct = (np.argmax(np.asarray(logits), -1) == targets) * weights
-  np.testing.assert_allclose(float(metrics["accuracy"]), correct.sum() / 5, rtol=1e-6)
+  # A count over 5, on the scale of a fraction (it may be 0).
+  numerics.assert_close(metrics["accuracy"], correct.sum() / 5, roundings=numerics.FEW, scale=1.0)
   assert float(metrics["z_loss"]) == 0
   # Without decoder_loss_weights, padding (id 0) is excluded.
   loss2, _ = step_lib.token_loss(logits, {"decoder_target_tokens": targets}, step_lib.LossConfig(z_loss=0.0))
-  np.testing.assert_allclose(float(loss2), float(loss), rtol=1e-6)
+  numerics.assert_close(loss2, loss, roundings=numerics.FEW)  # The same weights, derived instead of given.
 
 
 def test_eval_loss_matches_train_loss_without_update(frozen):
@@ -122,7 +132,7 @@ def test_eval_loss_matches_train_loss_without_update(frozen):
   eval_metrics = jax.jit(step_lib.make_eval_loss(model, method, CONFIG))(state["trainable"], state["aux"], batch,
                                                                          frozen)
   _, train_metrics = jax.jit(step_lib.make_train_step(model, method, CONFIG, OPTIMIZER))(state, batch, frozen)
-  np.testing.assert_allclose(float(eval_metrics["loss"]), float(train_metrics["loss"]), rtol=1e-6)
+  numerics.assert_close(eval_metrics["loss"], train_metrics["loss"])  # One forward pass, compiled twice.
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -183,6 +193,7 @@ def test_custom_loss_fn_replaces_token_loss(frozen):
   step = jax.jit(step_lib.make_train_step(t5.T5(CONFIG), method, CONFIG, OPTIMIZER, loss_fn=loss_fn))
   new, metrics = step(state, _batch(), frozen)
   p = np.asarray(state["trainable"]["prompt"])
-  np.testing.assert_allclose(float(metrics["loss"]), np.sum(p**2), rtol=1e-5)
-  np.testing.assert_allclose(float(metrics["grad_norm"]), np.linalg.norm(2 * p), rtol=1e-5)
+  # Sums of p.size positive squares (float32 against float64), and the square root of one.
+  numerics.assert_close(metrics["loss"], np.sum(p**2), roundings=numerics.sum_of(p.size) + numerics.FEW)
+  numerics.assert_close(metrics["grad_norm"], np.linalg.norm(2 * p), roundings=numerics.sum_of(p.size) + numerics.FEW)
   assert np.sum(np.asarray(new["trainable"]["prompt"]) ** 2) < np.sum(p**2)
