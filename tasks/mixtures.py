@@ -1,5 +1,5 @@
 """SeqIO mixtures: T5's examples-proportional SuperGLUE and GLUE mixtures, MPT's 6 (and 12) source tasks, and a gin
-helper.
+helper. The SuperGLUE and GLUE mixtures carry their evaluation-only tasks at rate 0, as T5's do (`make_mixture`).
 
 Examples-proportional rates use each task's `train` size capped at `mixture_cap()` (T5's 2**19 by default; bind
 `mixture_cap.cap` in gin). Rates are computed when a mixture's dataset is built, so the cap binding and the data
@@ -51,16 +51,20 @@ class ExamplesProportionalRate:
 
 @gin.configurable
 def make_mixture(name: str, tasks: Sequence[str], rates: Optional[Sequence[float]] = None,
-                 cap: Optional[int] = None) -> str:
+                 cap: Optional[int] = None, eval_only: Sequence[str] = ()) -> str:
   """Registers (or replaces) mixture `name` of `tasks` and returns its name, for use from gin.
 
   `rates` are relative sampling rates, one per task; None mixes examples-proportionally with `cap` (default
-  `mixture_cap()`). Unknown task names raise an error listing the closest registered names.
+  `mixture_cap()`). `eval_only` tasks join at rate 0, as T5's eval-only tasks do (MNLI's matched/mismatched sets,
+  WSC's `simple_eval`; `registry_utils.eval_only_tasks(tasks)` lists them): the mixture evaluator evaluates them,
+  training never samples them (seqio skips a task without the split and gives a rate-0 task no draws). Unknown
+  task names raise an error listing the closest registered names.
   """
   tasks = list(tasks)
   if not tasks:
     raise ValueError(f"make_mixture({name!r}): tasks is empty")
-  for t in tasks:
+  eval_only = list(eval_only)
+  for t in tasks + eval_only:
     get_task_or_mixture(t)
   if rates is None:
     rated = [(t, ExamplesProportionalRate(cap)) for t in tasks]
@@ -72,17 +76,29 @@ def make_mixture(name: str, tasks: Sequence[str], rates: Optional[Sequence[float
     if bad or not any(rates):
       raise ValueError(f"make_mixture({name!r}): rates must be >= 0 and not all 0, got {list(zip(tasks, rates))}")
     rated = list(zip(tasks, rates))
+  rated += [(t, 0.0) for t in eval_only if t not in tasks]
   seqio.MixtureRegistry.remove(name)
   seqio.MixtureRegistry.add(name, rated)
   return name
 
 
+DEFAULT_MIXTURES = {
+    "super_glue_v102_proportional": SUPER_GLUE_TRAIN_TASKS,
+    "glue_v002_proportional": GLUE_TRAIN_TASKS,
+    "mpt_source_6": MPT_SOURCE_TASKS,
+    "mpt_source_12": MPT_SOURCE_TASKS + MPT_EXTRA_SOURCE_TASKS,
+}
+
+
+# T5's benchmark mixtures carry their eval-only tasks at rate 0 (its weight mappings:
+# `super_glue_wsc_v102_simple_eval`, `glue_mnli_matched_v002`, `glue_mnli_mismatched_v002` at 0.).
+WITH_EVAL_ONLY = ("super_glue_v102_proportional", "glue_v002_proportional")
+
+
 def register() -> None:
-  """Registers the default mixtures."""
-  make_mixture("super_glue_v102_proportional", SUPER_GLUE_TRAIN_TASKS)
-  make_mixture("glue_v002_proportional", GLUE_TRAIN_TASKS)
-  make_mixture("mpt_source_6", MPT_SOURCE_TASKS)
-  make_mixture("mpt_source_12", MPT_SOURCE_TASKS + MPT_EXTRA_SOURCE_TASKS)
+  """Registers the default mixtures (the benchmark ones with their eval-only tasks at rate 0)."""
+  for name, tasks in DEFAULT_MIXTURES.items():
+    make_mixture(name, tasks, eval_only=ru.eval_only_tasks(tasks) if name in WITH_EVAL_ONLY else ())
 
 
 register()

@@ -202,6 +202,37 @@ def add_rank_task(name: str, source: seqio.DataSource, preprocessor: Callable, l
       postprocess_fn=rank_classification_postprocessor, metric_fns=list(score_metric_fns))
 
 
+# Training tasks that T5 evaluates on other tasks (its mixtures carry those at rate 0): MNLI on its matched and
+# mismatched validation sets, WSC's `simple_train` (correct referents only, no validation split) on `simple_eval`.
+EVALUATED_ON = {
+    "glue_mnli_v002": ("glue_mnli_matched_v002", "glue_mnli_mismatched_v002"),
+    "glue_mnli_v002" + RANK_SUFFIX: ("glue_mnli_matched_v002" + RANK_SUFFIX, "glue_mnli_mismatched_v002" + RANK_SUFFIX),
+    "super_glue_wsc_v102_simple_train": ("super_glue_wsc_v102_simple_eval",),
+}
+
+
+def evaluation_tasks(name: str, split: Optional[str] = None) -> tuple[str, ...]:
+  """The tasks a run trained on task `name` is evaluated on: `EVALUATED_ON[name]`, else `name` itself.
+
+  Given `split`, a task that has that split itself is evaluated on it (MNLI's local-only `resplit_dev`); the
+  mapping applies where it lacks it (MNLI and WSC `simple_train` have no `validation`). Mixtures map to
+  themselves: T5's benchmark mixtures carry these evaluation tasks at rate 0 (`mixtures.make_mixture(eval_only=)`).
+  """
+  if name not in EVALUATED_ON:
+    return (name,)
+  if split is not None and split in (get_task_or_mixture(name).splits or ()):
+    return (name,)
+  return EVALUATED_ON[name]
+
+
+def eval_only_tasks(tasks: Sequence[str]) -> tuple[str, ...]:
+  """The evaluation tasks of `tasks` that are not among them (in order, once each): T5's rate-0 mixture tasks."""
+  out = []
+  for name in tasks:
+    out += [t for t in evaluation_tasks(name) if t not in tasks and t not in out]
+  return tuple(out)
+
+
 def registered_names() -> list[str]:
   return sorted(set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names()))
 

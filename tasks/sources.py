@@ -492,8 +492,8 @@ class HybridSource(seqio.DataSource):
 def describe_source(task_name: str, split: str) -> str:
   """Which source and file a registered task reads for `split` (under the active data-source mode)."""
   task = seqio.get_mixture_or_task(task_name)
-  if isinstance(task, seqio.Mixture):
-    return "\n".join(describe_source(t.name, split) for t in task.tasks)
+  if isinstance(task, seqio.Mixture):  # Like seqio, skip sub-tasks without the split (a mixture's eval-only tasks).
+    return "\n".join(describe_source(t.name, split) for t in task.tasks if split in (t.splits or ()))
   source = task.source
   if isinstance(source, HybridSource):
     return source.describe(split)

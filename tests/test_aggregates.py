@@ -96,3 +96,29 @@ def test_registered_tasks_report_the_metric_keys_the_scores_need():
         else:
           keys |= set(fn(*samples[base]))
       assert key in keys, f"{bench.name}: {matches[0]} reports {sorted(keys)}, not {key!r}"
+
+
+@pytest.mark.parametrize("mixture,score_fn,benchmark", [
+    ("super_glue_v102_proportional", aggregates.superglue_score, "superglue"),
+    ("glue_v002_proportional", aggregates.glue_score, "glue"),
+])
+def test_a_mixture_evaluation_covers_every_benchmark_task(mixture, score_fn, benchmark):
+  """What the mixture evaluator reports (each sub-task with a validation split) gives every benchmark task: WSC
+  through `simple_eval`, MNLI through its matched and mismatched sets (rate-0 tasks of the mixtures)."""
+  import seqio
+
+  import xprompt_jax.tasks  # noqa: F401  (registers the tasks and mixtures)
+
+  keys = {key for bench in aggregates.SUPERGLUE_TASKS + aggregates.GLUE_TASKS for _, key in bench.metrics}
+  evaluated = [t.name for t in seqio.get_mixture_or_task(mixture).tasks if "validation" in t.splits]
+  out = score_fn({name: dict.fromkeys(keys, 50.0) for name in evaluated})
+  assert out["num_tasks"] == 8 and out[benchmark] == 50.0  # All 8 tasks, no partial score.
+
+
+def test_wsc_is_scored_on_simple_eval_even_beside_simple_train():
+  results = dict(SUPERGLUE_RESULTS, super_glue_wsc_v102_simple_train={"accuracy": 99.0})
+  out = aggregates.superglue_score(results)
+  assert out["WSC"] == 50.0 and out["superglue"] == pytest.approx(68.0)
+  without = {k: v for k, v in SUPERGLUE_RESULTS.items() if "wsc" not in k}
+  with pytest.raises(ValueError, match="WSC: task super_glue_wsc_v102_simple_eval"):
+    aggregates.superglue_score(dict(without, super_glue_wsc_v102_simple_train={"accuracy": 99.0}))

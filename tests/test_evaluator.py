@@ -65,6 +65,7 @@ def test_eval_config_validates_and_overrides_lengths():
   assert ev_lib.EvalConfig(max_decode_length=3).decode_length() == 3
   with pytest.raises(ValueError, match="mode"):
     ev_lib.EvalConfig(mode="greedy")
+  assert ev_lib.EvalConfig(mode="auto").mode == "auto"
   with pytest.raises(ValueError, match="batch_size"):
     ev_lib.EvalConfig(batch_size=0)
   with pytest.raises(ValueError, match="'targets'"):
@@ -247,6 +248,36 @@ def test_mixture_reports_each_task_and_the_average(shared, model, params):
   assert out["average/score"] == pytest.approx((rte + cb_mean) / 2)
 
 
+def test_mixture_evaluates_its_eval_only_tasks(shared, model, params):
+  """A mixture with WSC `simple_train` carries `simple_eval` at rate 0 (as `super_glue_v102_proportional`): the
+  evaluation covers WSC through it, decoded under mode 'auto', while `simple_train` (no validation) is skipped."""
+  trained = ["super_glue_rte_v102", "super_glue_wsc_v102_simple_train"]
+  name = mixtures.make_mixture("evaluator_test_eval_only", trained, rates=[1.0, 1.0],
+                               eval_only=ru.eval_only_tasks(trained))
+  ev = ev_lib.MixtureEvaluator(name, model, CFG, eval_config(mode="auto", max_examples=8))
+  assert {e.task_name: e.modes for e in ev.evaluators} == {"super_glue_rte_v102": ("rank",),
+                                                           "super_glue_wsc_v102_simple_eval": ("decode",)}
+  out = ev.evaluate(params)
+  assert {"super_glue_rte_v102/accuracy", "super_glue_wsc_v102_simple_eval/accuracy", "average/score"} <= set(out)
+
+
+def test_auto_mode_ranks_label_word_tasks_and_decodes_the_others(shared, model, params, caplog):
+  del shared
+  import logging
+  caplog.set_level(logging.INFO, logger="absl")
+  ev_lib._AUTO_LOGGED.clear()  # pylint: disable=protected-access
+  cases = {"super_glue_rte_v102": ("rank",), "super_glue_rte_v102_rank": ("rank",),
+           "super_glue_wsc_v102_simple_eval": ("decode",), "glue_stsb_v002": ("decode",)}
+  for name, modes in cases.items():
+    for _ in range(2):
+      ev = ev_lib.TaskEvaluator(name, model, CFG, eval_config(mode="auto", max_examples=4))
+      assert ev.modes == modes, name
+  assert set(ev.evaluate(params)) == {"pearson_corrcoef", "spearman_corrcoef"}  # Unprefixed: one mode per task.
+  logged = [r.getMessage() for r in caplog.records if "EvalConfig.mode='auto'" in r.getMessage()]
+  assert len(logged) == len(cases)  # Once per task.
+  assert any("glue_stsb_v002 is evaluated by decode (it cannot be rank-classified)" in m for m in logged)
+
+
 def test_mixture_falls_back_to_decode_for_tasks_without_labels(shared, model, params):
   del shared
   name = mixtures.make_mixture("evaluator_test_fallback", ["super_glue_rte_v102", "super_glue_wsc_v102_simple_eval"],
@@ -268,8 +299,9 @@ def test_unknown_task_lists_the_closest_names(model):
 
 @pytest.mark.parametrize("name", ["super_glue_record_v102", "glue_stsb_v002", "super_glue_wsc_v102_simple_eval"])
 def test_rank_mode_without_label_candidates_is_an_error(model, name):
-  with pytest.raises(ValueError, match=rf"task '{name}' cannot be rank-classified.*mode='decode'"):
+  with pytest.raises(ValueError, match=rf"task '{name}' cannot be rank-classified.*mode='decode'") as e:
     ev_lib.TaskEvaluator(name, model, CFG, eval_config(mode="rank"))
+  assert "\n" not in str(e.value)  # One line.
 
 
 def test_decode_mode_on_a_score_only_task_is_an_error(model):

@@ -1,4 +1,6 @@
 """Tests for xprompt_jax.evaluation.metrics: hand-computed cases and agreement with sklearn / scipy / sacrebleu."""
+import functools
+
 import numpy as np
 import pytest
 import sacrebleu
@@ -204,3 +206,44 @@ def test_deduplicate_by_group_counts_each_group_once():
   assert dedup.__name__ == "deduplicated_record_em_f1"
   with pytest.raises(ValueError, match="group"):
     dedup([{"group": 0, "value": ["a"]}], [{"group": 1, "value": "a"}])
+
+
+# Sample inputs for every metric fn: (fn, targets, predictions or scores).
+_SAMPLES = [
+    (metrics.accuracy, [1, 0], [1, 1]),
+    (metrics.f1_binary, [1, 0], [1, 1]),
+    (metrics.mean_accuracy_macro_f1, [0, 1, 2], [0, 1, 1]),
+    (metrics.matthews_corrcoef, [0, 1, 1], [0, 1, 0]),
+    (metrics.pearson_spearman, [0.5, 1.0, 3.0], [0.4, 1.5, 2.0]),
+    (metrics.multirc_f1a_em, [{"group": 0, "value": 1}, {"group": 0, "value": 0}],
+     [{"group": 0, "value": 1}, {"group": 0, "value": 1}]),
+    (metrics.squad_em_f1, [["a cat"]], ["the cat"]),
+    (metrics.record_em_f1, [["Paris"]], ["Rome"]),
+    (metrics.deduplicate_by_group(metrics.record_em_f1), [{"group": 0, "value": ["x"]}], [{"group": 0, "value": "x"}]),
+    (metrics.bleu, ["the cat sat"], ["the cat sat"]),
+    (metrics.rouge, ["the cat sat"], ["a cat sat"]),
+    (functools.partial(metrics.rouge, rouge_types=("rougeLsum",)), ["the cat sat"], ["a cat sat"]),
+    (metrics.rank_classification, [(0, True), (0, False), (1, False), (1, True)], [0.5, 0.1, 0.3, 0.2]),
+    (functools.partial(metrics.rank_classification, num_classes=2), [(0, True), (0, False)], [0.5, 0.1]),
+    (functools.partial(metrics.rank_classification, num_classes=3), [(0, False), (0, True), (0, False)],
+     [0.1, 0.5, 0.2]),
+    (metrics.deduplicate_by_group(functools.partial(metrics.rouge, rouge_types=("rouge2",))),
+     [{"group": 0, "value": "the cat sat"}], [{"group": 0, "value": "a cat sat"}]),
+]
+_IDS = [getattr(s[0], "__name__", None) or s[0].func.__name__ + "_partial" for s in _SAMPLES]
+
+
+@pytest.mark.parametrize("fn, targets, values", _SAMPLES, ids=_IDS)
+def test_each_metric_declares_the_keys_it_returns(fn, targets, values):
+  """The declaration (through partials and deduplicate_by_group) is exactly the result's keys, in order."""
+  assert metrics.reported_keys(fn) == tuple(fn(targets, values))
+
+
+def test_every_public_metric_fn_declares_its_keys():
+  declared = {name for name, fn in vars(metrics).items() if callable(fn) and metrics.reported_keys(fn) is not None}
+  assert declared == {"accuracy", "f1_binary", "mean_accuracy_macro_f1", "matthews_corrcoef", "pearson_spearman",
+                      "multirc_f1a_em", "squad_em_f1", "record_em_f1", "bleu", "rouge", "rank_classification"}
+  assert declared <= {i.removesuffix("_partial") for i in _IDS}  # Each one sampled above.
+  assert metrics.reported_keys(lambda targets, predictions: {"x": 1.0}) is None  # Undeclared: unknown keys.
+  with pytest.raises(TypeError, match="either fixed key names or keys_of"):
+    metrics.reports()

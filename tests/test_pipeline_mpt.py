@@ -1,4 +1,5 @@
-"""Tests for xprompt_jax.pipelines.mpt (+ mpt_report): distillation on real RTE/CB, resume, stages, ablations."""
+"""Tests for xprompt_jax.pipelines.mpt (+ mpt_report): distillation on real RTE/CB, resume, stages, ablations, and
+each stage's evaluation tasks (MNLI on matched + mismatched, WSC simple_train on simple_eval)."""
 import json
 import os
 
@@ -21,6 +22,8 @@ from xprompt_jax.training import step as step_lib
 from xprompt_jax.training.data import DataConfig
 
 RTE, CB, WIC = "super_glue_rte_v102", "super_glue_cb_v102", "super_glue_wic_v102"
+MNLI, WSC_TRAIN, WSC_EVAL = "glue_mnli_v002", "super_glue_wsc_v102_simple_train", "super_glue_wsc_v102_simple_eval"
+MNLI_SETS = ("glue_mnli_matched_v002", "glue_mnli_mismatched_v002")
 CFG = T5Config(vocab_size=32128, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=32, num_encoder_layers=1,
                num_decoder_layers=1, relpos_num_buckets=8, relpos_max_distance=32, name="tiny_mpt_test")
 LENGTH = 4
@@ -187,6 +190,12 @@ def test_per_task_metrics_reads_task_and_mixture_keys():
   assert per_task == {RTE: {"accuracy": 60.0}, CB: {"accuracy": 50.0, "macro_f1": 40.0}}
   assert mpt.task_score(per_task[CB]) == 45.0
   assert "45.00" in mpt_report.targets_table(per_task, "random-init:seed=0:x")
+  mnli = {"glue_mnli_matched_v002/accuracy": 80.0, "glue_mnli_mismatched_v002/accuracy": 78.0,
+          "glue_mnli_v002/accuracy": 1.0, f"{WSC_EVAL}/accuracy": 60.0}
+  assert mpt.per_task_metrics(mnli, ["glue_mnli_v002", WSC_TRAIN]) == {
+      "glue_mnli_v002": {"glue_mnli_matched_v002/accuracy": 80.0, "glue_mnli_mismatched_v002/accuracy": 78.0},
+      WSC_TRAIN: {"accuracy": 60.0}}
+  assert mpt.per_task_metrics(mnli, ["glue_mnli_v002"], "resplit_dev") == {"glue_mnli_v002": {"accuracy": 1.0}}
 
 
 def test_stage_plots_from_metrics(tmp_path):
@@ -219,19 +228,56 @@ def test_command_parameter_table_and_gin_errors(tmp_path):
   assert bad.returncode == 1 and "DistillConfig.weight (lambda) must be a finite number >= 0" in bad.stderr
 
 
-def test_source_stages_evaluate_on_source_eval_split(tmp_path, monkeypatch):
-  """Offline, MNLI/QQP have no official validation file: teachers and distillation evaluate on the chosen split,
-  target adaptation keeps EvalConfig's."""
+@pytest.fixture
+def recorded_stages(monkeypatch):
+  """Replaces `loop.train` by a recorder of what each stage would train and evaluate."""
   seen = []
 
   def fake_train(model_dir, **kwargs):
-    seen.append((os.path.basename(model_dir), kwargs["eval_cfg"].split))
+    seen.append({"split": kwargs["eval_cfg"].split, "eval_tasks": kwargs["train_cfg"].eval_tasks,
+                 "task_ids": kwargs.get("eval_task_ids"), "batches_fn": kwargs.get("batches_fn")})
     os.makedirs(model_dir, exist_ok=True)
-    return {"state": {"trainable": {"prompt": np.zeros((LENGTH, CFG.emb_dim), np.float32)}}, "step": 1, "eval": {}}
+    n = getattr(kwargs["method"], "num_tasks", 1)
+    trainable = kwargs.get("initial_trainable") or {
+        "prompt": np.zeros((LENGTH, CFG.emb_dim), np.float32), "shared_prompt": np.zeros((LENGTH, CFG.emb_dim)),
+        "u": np.ones((n, LENGTH, 1)), "v": np.ones((n, CFG.emb_dim, 1))}
+    evals = {f"{t}/accuracy": 50.0 for t in kwargs["train_cfg"].eval_tasks}
+    return {"state": {"trainable": trainable}, "step": 1, "eval": evals}
 
   monkeypatch.setattr(mpt.loop, "train", fake_train)
-  frozen = mpt.Frozen(params=None, ref={"path": "none", "fingerprint": "none"})
-  cfg = _cfg(source_eval_split="resplit_dev")
-  mpt.train_teachers(str(tmp_path), cfg, _base(), frozen)
-  assert seen == [(RTE, "resplit_dev"), (CB, "resplit_dev")]
+  return seen
+
+
+FAKE_FROZEN = mpt.Frozen(params=None, ref={"path": "none", "fingerprint": "none"})
+
+
+def test_source_stages_evaluate_on_source_eval_split(tmp_path, recorded_stages):
+  """Offline, MNLI/QQP have no official validation file: teachers and distillation evaluate on the chosen split
+  (MNLI has the local re-split dev itself), target adaptation keeps EvalConfig's."""
+  cfg = _cfg(source_tasks=(RTE, MNLI), source_eval_split="resplit_dev")
+  mpt.train_teachers(str(tmp_path), cfg, _base(), FAKE_FROZEN)
+  assert [(r["split"], r["eval_tasks"]) for r in recorded_stages] == [("resplit_dev", (RTE,)),
+                                                                      ("resplit_dev", (MNLI,))]
   assert mpt.MPTConfig().source_eval_split == "validation"
+
+
+def test_every_stage_evaluates_its_tasks_on_their_evaluation_tasks(tmp_path, recorded_stages):
+  """MNLI is evaluated on its matched and mismatched sets, WSC `simple_train` (no validation split) on
+  `simple_eval`, with the task prompt of the task they evaluate; the training streams hold the training tasks only."""
+  cfg = _cfg(source_tasks=(RTE, MNLI), target_tasks=(WSC_TRAIN, CB))
+  teachers, teacher_eval = mpt.train_teachers(str(tmp_path), cfg, _base(), FAKE_FROZEN)
+  assert [r["eval_tasks"] for r in recorded_stages] == [(RTE,), MNLI_SETS]
+  assert teacher_eval[MNLI] == {f"{t}/accuracy": 50.0 for t in MNLI_SETS}
+  export, _ = mpt.train_source(str(tmp_path), cfg, _base(), FAKE_FROZEN, teachers)
+  source = recorded_stages[-1]
+  assert source["eval_tasks"] == (RTE,) + MNLI_SETS and source["split"] == "validation"
+  assert source["task_ids"] == {RTE: 0, MNLI_SETS[0]: 1, MNLI_SETS[1]: 1}
+  assert source["batches_fn"].args[0] == (RTE, MNLI)  # Sampled from the training tasks only.
+  targets = mpt.adapt_targets(str(tmp_path), cfg, _base(), FAKE_FROZEN, export)
+  assert [r["eval_tasks"] for r in recorded_stages[-2:]] == [(WSC_EVAL,), (CB,)]
+  assert targets == {WSC_TRAIN: {"accuracy": 50.0}, CB: {"accuracy": 50.0}}  # Keyed by the trained task.
+  group = mpt.adapt_targets(str(tmp_path), _cfg(target_tasks=(WSC_TRAIN, CB), target_multitask=True), _base(),
+                            FAKE_FROZEN, export, variant="group")
+  assert recorded_stages[-1]["eval_tasks"] == (WSC_EVAL, CB)
+  assert recorded_stages[-1]["task_ids"] == {WSC_EVAL: 0, CB: 1}
+  assert group == targets

@@ -113,6 +113,73 @@ def tiny_run_kwargs(ratios=(0.3, 0.6), steps=4, **pipeline):
       eval_cfg=EvalConfig(mode="rank", batch_size=8, max_examples=8, feature_lengths={"inputs": 48, "targets": 4}))
 
 
+class _Reached(Exception):
+  """Raised by a stand-in for the first real work (loading the frozen model): the configuration was accepted."""
+
+
+def _stop_at_load(*args, **kwargs):
+  raise _Reached()
+
+
+def _with(kwargs, task=None, mode=None, **pipeline):
+  out = dict(kwargs)
+  if task:
+    out["data_cfg"] = dataclasses.replace(kwargs["data_cfg"], mixture_or_task_name=task)
+  if mode:
+    out["eval_cfg"] = dataclasses.replace(kwargs["eval_cfg"], mode=mode)
+  out["pipeline_cfg"] = dataclasses.replace(kwargs["pipeline_cfg"], **pipeline)
+  return out
+
+
+def test_select_metric_is_checked_before_any_work(tmp_path, monkeypatch):
+  """A select_metric the evaluation does not report fails at once, naming the keys that exist, with nothing written;
+  one it reports gets through to the first real work (here stopped by a stand-in for loading the frozen model)."""
+  monkeypatch.setattr(px.loop, "load_frozen", _stop_at_load)
+  kwargs = tiny_run_kwargs()
+  bad = [(dict(task="super_glue_multirc_v102", select_metric="f1"),
+          r"^XPromptPipelineConfig.select_metric='f1': super_glue_multirc_v102 \(EvalConfig.mode='rank'\) reports "
+          r"f1a, exact_match; bind one of them"),
+         (dict(task="super_glue_multirc_v102", mode="both", select_metric="f1a"),
+          r"reports rank/f1a, rank/exact_match"),
+         (dict(select_metric="f1"), r"super_glue_cb_v102 .* reports accuracy, macro_f1, mean_accuracy_macro_f1;"),
+         (dict(task="super_glue_wsc_v102_simple_train"),
+          r"super_glue_wsc_v102_simple_eval' cannot be rank-classified.*; use EvalConfig.mode='decode'")]
+  for i, (change, message) in enumerate(bad):
+    with pytest.raises(ValueError, match=message):
+      px.run_xprompt(str(tmp_path / f"bad{i}"), **_with(kwargs, **change))
+    assert not (tmp_path / f"bad{i}").exists()
+  good = [dict(task="super_glue_multirc_v102", select_metric="f1a"),
+          dict(task="super_glue_multirc_v102", mode="both", select_metric="rank/exact_match"),
+          dict(task="super_glue_wsc_v102_simple_train", mode="decode", select_metric="accuracy"),
+          dict(task="super_glue_wsc_v102_simple_train", mode="auto")]
+  for i, change in enumerate(good):
+    with pytest.raises(_Reached):
+      px.run_xprompt(str(tmp_path / f"good{i}"), **_with(kwargs, **change))
+
+
+def test_wsc_stages_evaluate_and_select_on_simple_eval():
+  """WSC trains on simple_train and is evaluated (and early-stopped) on simple_eval, in every stage's loop too."""
+  kwargs = _with(tiny_run_kwargs(), task="super_glue_wsc_v102_simple_train", mode="decode")
+  run = px._Run(model_dir="unused", cfg=kwargs["pipeline_cfg"], config=kwargs["config"], method=kwargs["method"],
+                data_cfg=kwargs["data_cfg"], opt_cfg=kwargs["opt_cfg"], mesh_cfg=kwargs["mesh_cfg"],
+                train_cfg=kwargs["train_cfg"], loss_cfg=kwargs["loss_cfg"], eval_cfg=kwargs["eval_cfg"])
+  assert run.eval_tasks == ("super_glue_wsc_v102_simple_eval",)
+  assert run.metric_key == "super_glue_wsc_v102_simple_eval/accuracy"
+  stage = run.stage_train_cfg()
+  assert stage.eval_tasks == run.eval_tasks and stage.best_metric == run.metric_key
+
+
+def test_recipe_hints_name_keys_the_tasks_report():
+  from xprompt_jax import paths
+  from xprompt_jax.evaluation import metric_keys
+  text = (paths.gin_dir() / "recipes" / "xprompt_paper.gin").read_text()
+  assert "MultiRC selects by another\n# metric: --gin.XPromptPipelineConfig.select_metric=\"'f1a'\"" in text
+  assert "EvalConfig.mode = 'auto'" in text
+  assert "f1a" in metric_keys.evaluator_keys("super_glue_multirc_v102", EvalConfig(mode="auto"))
+  assert "f1" in metric_keys.evaluator_keys("super_glue_record_v102", EvalConfig(mode="auto"))
+  assert "accuracy" in metric_keys.evaluator_keys("super_glue_wsc_v102_simple_eval", EvalConfig(mode="auto"))
+
+
 def check_saved_masks(model_dir, policies, ratio, length=8, pieces=4):
   """The masks each stage saved are what its policy gives from the saved importance scores (exact counts)."""
   importance = px.load_masks(os.path.join(model_dir, "importance", "importance.npz"))

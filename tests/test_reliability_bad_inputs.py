@@ -109,6 +109,51 @@ def test_wrong_value_in_binding(trained):
         expect=["TrainConfig.nonfinite='ignore' must be 'stop' or 'skip'"])
 
 
+# --- metric keys (checked as the config is read, before any training) ---------------------------------------------
+def error_line(log):
+  """The one line the CLI printed for the error: the last line of its output, and the only one about it."""
+  lines = [line for line in log.splitlines() if line.strip()]
+  assert ": error: " in lines[-1] and sum("error" in line for line in lines) == 1, log[-3000:]
+  return lines[-1]
+
+
+def test_xprompt_select_metric_multirc_reports_no_f1(trained, tmp_path):
+  """The recipe's old hint ('f1' for MultiRC, whose keys are f1a and exact_match) used to train the whole PT stage
+  and then fail at the first best-checkpoint save; now nothing starts and nothing is written."""
+  fresh = tmp_path / "xprompt_multirc"
+  log = fails(trained, "xprompt", "--gin_file=recipes/xprompt_paper.gin",
+              "--gin.MIXTURE_OR_TASK_NAME='super_glue_multirc_v102'",
+              "--gin.XPromptPipelineConfig.select_metric='f1'", f"--model_dir={fresh}", expect=[])
+  assert error_line(log).endswith(
+      "error: XPromptPipelineConfig.select_metric='f1': super_glue_multirc_v102 (EvalConfig.mode='auto') reports "
+      "f1a, exact_match; bind one of them"), log[-3000:]
+  assert not fresh.exists()
+
+
+def test_train_unknown_best_metric(trained, tmp_path):
+  log = fails(trained, "train", *TINY, "--gin.TrainConfig.best_metric='super_glue_rte_v102/acc'",
+              f"--model_dir={trained}", expect=[])
+  assert error_line(log).endswith(
+      "error: TrainConfig.best_metric='super_glue_rte_v102/acc': the evaluation on super_glue_rte_v102 "
+      "(EvalConfig.mode='rank') reports super_glue_rte_v102/accuracy; bind one of them"), log[-3000:]
+  fresh = tmp_path / "fresh"
+  log = fails(trained, "train", *TINY, "--gin.EvalConfig.mode='both'",
+              "--gin.TrainConfig.best_metric='super_glue_rte_v102/accuracy'", f"--model_dir={fresh}", expect=[])
+  assert error_line(log).endswith("reports super_glue_rte_v102/rank/accuracy, super_glue_rte_v102/decode/accuracy; "
+                                  "bind one of them"), log[-3000:]
+  assert not fresh.exists()
+
+
+def test_train_valid_best_metric_passes_the_check(trained, tmp_path):
+  """A key the evaluation reports gets through the check; the run then trains (and keeps its best checkpoint)."""
+  del trained
+  model_dir = tmp_path / "best"
+  rc, log = run_cli("train", *TINY, "--gin.TrainConfig.best_metric='super_glue_rte_v102/accuracy'",
+                    f"--model_dir={model_dir}")
+  assert rc in (0, None), log[-3000:]
+  assert "done: step 2" in log
+
+
 # --- checkpoints --------------------------------------------------------------------------------------------------
 def test_checkpoint_shape_mismatch(trained):
   fails(trained, "eval", *TINY, "--gin.PromptTuning.length=5", "--gin.TrainConfig.encoder_length=40",

@@ -46,3 +46,23 @@ def test_mpt_base_extends_the_bundle(bound):
   assert base.distill.weight == 0.25
   assert mpt.Base.from_gin("glue_sst2_v002").distill.weight == 0.25
   assert isinstance(base.for_run("glue_mnli_v002"), mpt.Base)
+
+
+def test_eval_tasks_and_best_metric_check():
+  """The bundle evaluates what the loop evaluates, and a best_metric it will not report fails before any work."""
+  gin.clear_config()
+  try:
+    configs = run_configs.RunConfigs.from_gin("super_glue_wsc_v102_simple_train")
+    assert configs.eval_tasks() == ("super_glue_wsc_v102_simple_eval",)
+    assert configs.for_run("super_glue_cb_v102").eval_tasks() == ("super_glue_cb_v102",)
+    configs.check_metric_keys()  # best_metric None: nothing to check.
+    gin.parse_config(["TrainConfig.best_metric = 'super_glue_cb_v102/f1'"])
+    cb = run_configs.RunConfigs.from_gin("super_glue_cb_v102")
+    with pytest.raises(ValueError, match=r"^TrainConfig.best_metric='super_glue_cb_v102/f1': the evaluation on "
+                       r"super_glue_cb_v102 \(EvalConfig.mode='rank'\) reports super_glue_cb_v102/accuracy, "
+                       r"super_glue_cb_v102/macro_f1, super_glue_cb_v102/mean_accuracy_macro_f1; bind one of them$"):
+      cb.check_metric_keys()
+    gin.parse_config(["TrainConfig.best_metric = 'super_glue_cb_v102/macro_f1'"])
+    run_configs.RunConfigs.from_gin("super_glue_cb_v102").check_metric_keys()
+  finally:
+    gin.clear_config()

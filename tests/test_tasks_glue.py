@@ -102,6 +102,18 @@ def test_mnli_matched_and_mismatched_are_eval_tasks():
     sources.set_data_source(None)
 
 
+def test_mnli_is_evaluated_on_both_sets():
+  """A run trained on MNLI is evaluated on matched and mismatched (T5 reports both); asked for a split MNLI itself
+  has (the local re-split dev), on MNLI."""
+  from xprompt_jax.tasks import registry_utils as ru
+  both = ("glue_mnli_matched_v002", "glue_mnli_mismatched_v002")
+  assert ru.evaluation_tasks("glue_mnli_v002") == ru.evaluation_tasks("glue_mnli_v002", "validation") == both
+  assert ru.evaluation_tasks("glue_mnli_v002_rank", "validation") == tuple(f"{t}_rank" for t in both)
+  assert ru.evaluation_tasks("glue_mnli_v002", glue.RESPLIT_DEV) == ("glue_mnli_v002",)
+  assert all("validation" in seqio.get_mixture_or_task(t).splits for t in both)
+  assert "validation" not in seqio.get_mixture_or_task("glue_mnli_v002").splits
+
+
 def test_mnli_dev_is_not_local(shared, local_mode):
   source = seqio.get_mixture_or_task("glue_mnli_matched_v002").source
   with pytest.raises(sources.SplitUnavailableError, match="'glue_mnli_matched_v002'.*'validation'.*tfds"):

@@ -6,6 +6,7 @@ Every run uses a tiny random T5 (1+1 layers, width 16) loaded once per module an
 synthetic token batches through `batches_fn` (deterministic in the input position, so resuming is testable), and
 the real RTE validation split (16 examples) for the end-of-run evaluation.
 """
+import dataclasses
 import json
 import os
 
@@ -69,7 +70,8 @@ def run(model_dir, frozen, *, steps, method=PROMPT, batches_fn=synthetic_batches
   train_kw.update(kw.pop("train_kw", {}))
   return loop.train(str(model_dir), config=CONFIG, method=method, data_cfg=kw.pop("data_cfg", DATA),
                     opt_cfg=kw.pop("opt_cfg", optim.OptimizerConfig()), mesh_cfg=MESH,
-                    train_cfg=loop.TrainConfig(**train_kw), loss_cfg=step_lib.LossConfig(), eval_cfg=EVAL,
+                    train_cfg=loop.TrainConfig(**train_kw), loss_cfg=step_lib.LossConfig(),
+                    eval_cfg=kw.pop("eval_cfg", EVAL),
                     batches_fn=batches_fn, frozen=params, frozen_ref=ref, **kw)
 
 
@@ -201,3 +203,23 @@ def test_nonfinite_skip_skips_the_step(frozen, tmp_path):
   assert np.isnan(losses[2]) and np.isfinite(losses[1]) and np.isfinite(losses[3])
   for leaf in jax.tree.leaves(host(result["state"]["trainable"])):
     assert np.all(np.isfinite(leaf))
+
+
+def test_default_eval_tasks_are_the_training_tasks_evaluation_tasks():
+  """MNLI is evaluated on its matched and mismatched sets (on its own local re-split dev when asked for that split),
+  WSC simple_train on simple_eval; TrainConfig.eval_tasks wins."""
+  def default(task, split="validation", **train_kw):
+    return loop.default_eval_tasks(loop.TrainConfig(**train_kw), data.DataConfig(task), EvalConfig(split=split))
+
+  assert default("glue_mnli_v002") == ("glue_mnli_matched_v002", "glue_mnli_mismatched_v002")
+  assert default("glue_mnli_v002", "resplit_dev") == ("glue_mnli_v002",)
+  assert default("super_glue_wsc_v102_simple_train") == ("super_glue_wsc_v102_simple_eval",)
+  assert default("super_glue_rte_v102") == ("super_glue_rte_v102",)
+  assert default("glue_mnli_v002", eval_tasks=("glue_mnli_matched_v002",)) == ("glue_mnli_matched_v002",)
+
+
+def test_a_run_on_wsc_simple_train_evaluates_simple_eval_by_decoding(frozen, tmp_path):
+  """WSC `simple_train` has no validation split: the run evaluates `simple_eval`, decoded under mode 'auto'."""
+  wsc = dataclasses.replace(DATA, mixture_or_task_name="super_glue_wsc_v102_simple_train")
+  result = run(tmp_path, frozen, steps=1, data_cfg=wsc, eval_cfg=dataclasses.replace(EVAL, mode="auto"))
+  assert set(result["eval"]) == {"super_glue_wsc_v102_simple_eval/accuracy"}

@@ -5,7 +5,9 @@
       --gin_file=recipes/lester.gin --gin.MIXTURE_OR_TASK_NAME="'super_glue_rte_v102'" \
       --model_dir=gs://bucket/rte --multihost
 
-Rerunning the same command resumes from the latest checkpoint in --model_dir.
+Rerunning the same command resumes from the latest checkpoint in --model_dir. The configuration is checked as it
+is read, before anything is loaded or written: a `TrainConfig.best_metric` that the evaluation will not report is
+an error naming the keys it will report (`evaluation.metric_keys`).
 """
 from absl import flags
 
@@ -23,7 +25,10 @@ class TrainError(ValueError):
 def main(argv):
   common.init_run(argv)
   from xprompt_jax.training import checkpointing
+  from xprompt_jax.training import data as data_lib
   from xprompt_jax.training import loop
+  from xprompt_jax.training import run_configs
+  run_configs.RunConfigs.from_gin(data_lib.DataConfig().mixture_or_task_name).check_metric_keys()
   try:
     result = loop.train(flags.FLAGS.model_dir)
   except (checkpointing.CheckpointingError, loop.NonFiniteError, OSError) as e:

@@ -5,8 +5,9 @@ ReCoRD: F1 and EM; MRPC/QQP: F1 and accuracy; STS-B: Pearson and Spearman; MNLI:
 accuracy), and the benchmark score is the unweighted mean of the task scores. GLUE leaves out WNLI (and the AX
 diagnostic), as T5 does; SuperGLUE uses its 8 tasks (no AX-b / AX-g).
 
-`results` maps task names to metric dicts as returned by `xprompt_jax.evaluation.metrics`. A benchmark task is
-found under its T5 task name or any name that starts with it (e.g. `super_glue_copa_v102_rank`).
+`results` maps evaluation task names (what a mixture evaluation reports: MNLI's matched/mismatched sets, WSC's
+`simple_eval`) to metric dicts as returned by `xprompt_jax.evaluation.metrics`. A benchmark task is found under its
+T5 task name or any name that starts with it (e.g. `super_glue_copa_v102_rank`).
 """
 import dataclasses
 from typing import Mapping
@@ -29,7 +30,8 @@ SUPERGLUE_TASKS = (
     BenchmarkTask("ReCoRD", (("super_glue_record_v102", "f1"), ("super_glue_record_v102", "em"))),
     BenchmarkTask("RTE", (("super_glue_rte_v102", "accuracy"),)),
     BenchmarkTask("WiC", (("super_glue_wic_v102", "accuracy"),)),
-    BenchmarkTask("WSC", (("super_glue_wsc_v102", "accuracy"),)),
+    # WSC trains on `simple_train` (no validation) and is scored on `simple_eval`, T5's WSC tag.
+    BenchmarkTask("WSC", (("super_glue_wsc_v102_simple_eval", "accuracy"),)),
 )
 
 GLUE_TASKS = (
@@ -38,6 +40,7 @@ GLUE_TASKS = (
     BenchmarkTask("MRPC", (("glue_mrpc_v002", "f1"), ("glue_mrpc_v002", "accuracy"))),
     BenchmarkTask("STS-B", (("glue_stsb_v002", "pearson_corrcoef"), ("glue_stsb_v002", "spearman_corrcoef"))),
     BenchmarkTask("QQP", (("glue_qqp_v002", "f1"), ("glue_qqp_v002", "accuracy"))),
+    # MNLI counts once, as the mean of MNLI-m and MNLI-mm (T5's `compute_avg_glue` groups both into one "MNLI").
     BenchmarkTask("MNLI", (("glue_mnli_matched_v002", "accuracy"), ("glue_mnli_mismatched_v002", "accuracy"))),
     BenchmarkTask("QNLI", (("glue_qnli_v002", "accuracy"),)),
     BenchmarkTask("RTE", (("glue_rte_v002", "accuracy"),)),

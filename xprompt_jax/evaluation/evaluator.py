@@ -14,6 +14,8 @@ Modes:
   * decode: greedy (`beam_size=1`) or beam search with the KV cache, detokenised, postprocessed, then the
     `predict_metric_fns`.
   * both: the two, with keys prefixed `rank/` and `decode/` (a task that allows only one keeps its prefix).
+  * auto: rank where the task can be ranked, decode otherwise (ReCoRD, SQuAD, WSC `simple_eval`, STS-B), logged
+    once per task; the paper recipes use it, so one setting serves classification and free-text tasks.
 Targets are postprocessed as in seqio: `postprocess_fn(targets_pretokenized, example=ex, is_target=True)`.
 
 `inject(trainable, batch)` (or `inject(trainable, batch, aux)` when `aux` is passed) must be a pure function; it
@@ -34,13 +36,14 @@ from absl import logging
 
 from xprompt_jax.evaluation import eval_data
 from xprompt_jax.evaluation import labels as labels_lib
+from xprompt_jax.evaluation import metric_keys
 from xprompt_jax.evaluation import scoring
 from xprompt_jax.models import decoding
 from xprompt_jax.models.config import T5Config
 from xprompt_jax.models.t5 import T5
 from xprompt_jax.tasks import registry_utils as ru
 
-MODES = ("rank", "decode", "both")
+MODES = ("rank", "decode", "both", "auto")
 Inject = Callable[..., Any]
 
 
@@ -49,7 +52,7 @@ Inject = Callable[..., Any]
 class EvalConfig:
   """What to evaluate and how. `inputs_length`/`targets_length` override the entries of `feature_lengths`."""
   split: str = "validation"
-  mode: str = "rank"  # "rank", "decode" or "both".
+  mode: str = "rank"  # "rank", "decode", "both" or "auto" (rank where possible, else decode).
   batch_size: int = 32
   max_examples: Optional[int] = None  # The first N rows of the split (None: all).
   feature_lengths: Mapping[str, int] = dataclasses.field(default_factory=lambda: {"inputs": 512, "targets": 16})
@@ -170,6 +173,9 @@ def _text(value: Any) -> str:
   return ru.as_text(value)
 
 
+_AUTO_LOGGED: set[str] = set()  # Tasks whose `mode="auto"` choice was logged (once per task and process).
+
+
 class TaskEvaluator:
   """Evaluates one seqio task's split (read once, kept in memory) for any parameters and injection."""
 
@@ -207,35 +213,20 @@ class TaskEvaluator:
 
   # -- Setup helpers.
 
-  @property
-  def can_rank(self) -> bool:
-    return bool(self.candidates and self.task.predict_metric_fns) or bool(self.task.score_metric_fns)
-
-  @property
-  def can_decode(self) -> bool:
-    return bool(self.task.predict_metric_fns)
-
   def _resolve_modes(self, mode: str, fallback: bool) -> tuple[str, ...]:
+    """`metric_keys.task_modes` (which raises for an impossible mode), with what it chose logged."""
+    kept = metric_keys.task_modes(self.task, mode, fallback)
     name = self.task.name
-    why_not_rank = (f"task {name!r} cannot be rank-classified: its postprocess_fn "
-                    f"{labels_lib.task_postprocessor(self.task)!r} maps no fixed label words and it has no "
-                    "score_metric_fns")
-    why_not_decode = (f"task {name!r} cannot be evaluated by decoding: it has no predict metric_fns (only score "
-                      f"metrics {self.task.score_metric_fns})")
-    if not self.can_rank and not self.can_decode:
-      raise ValueError(f"task {name!r} has no metric_fns to evaluate")
-    wanted = ("rank", "decode") if mode == "both" else (mode,)
-    possible = {"rank": self.can_rank, "decode": self.can_decode}
-    kept = tuple(m for m in wanted if possible[m])
-    if mode == "both" and kept != wanted:
-      logging.warning("%s; evaluating %r only", why_not_rank if "rank" not in kept else why_not_decode, kept[0])
-    if not kept:
-      reason = why_not_rank if mode == "rank" else why_not_decode
-      other = "decode" if mode == "rank" else "rank"
-      if not fallback:
-        raise ValueError(f"{reason}; use EvalConfig.mode={other!r}")
-      logging.warning("%s; falling back to mode %r", reason, other)
-      kept = (other,)
+    if mode == "auto":
+      if name not in _AUTO_LOGGED:
+        _AUTO_LOGGED.add(name)
+        logging.info("EvalConfig.mode='auto': task %s is evaluated by %s%s", name, kept[0],
+                     "" if kept == ("rank",) else " (it cannot be rank-classified)")
+    elif mode == "both" and len(kept) == 1:
+      logging.warning("%s; evaluating %r only", metric_keys.why_not(self.task, "rank" if kept == ("decode",)
+                                                                    else "decode"), kept[0])
+    elif mode != "both" and kept != (mode,):
+      logging.warning("%s; falling back to mode %r", metric_keys.why_not(self.task, mode), kept[0])
     return kept
 
   def _target_text(self, i: int) -> str:

@@ -8,10 +8,17 @@ reference strings per example and a predicted string. Generation metrics (BLEU, 
 references per example. `rank_classification` is a score metric (`fn(targets, scores)`) for seqio's
 rank-classification tasks. The work is done by sklearn, scipy, sacrebleu and rouge-score.
 
+Every metric fn declares the keys of its result with `@reports(...)` (fixed names, or a function of its keyword
+arguments where they change the keys); `reported_keys(fn)` reads the declaration, also through `functools.partial`
+and `deduplicate_by_group`, so the keys a configuration names (`TrainConfig.best_metric`) can be checked before any
+training (`evaluation.metric_keys`).
+
 METEOR is not provided: the maintained implementation (nltk) needs the WordNet corpus, which nltk downloads at run
 time and which is not installable from the package registry here.
 """
 import collections
+import functools
+import inspect
 import re
 import string
 from typing import Any, Callable, Mapping, Sequence
@@ -53,6 +60,50 @@ def _binary_with_invalid(targets: Sequence[Any], predictions: Sequence[Any]) -> 
   return t, p
 
 
+# ----------------------------------------------------------------------------------------------------------------------
+# Declared result keys.
+
+_DECLARATION = "_reported_keys"
+
+
+def reports(*keys: str, keys_of: Callable[..., Sequence[str]] | None = None) -> Callable[[Callable], Callable]:
+  """Decorator declaring the keys of a metric fn's result: the fixed names `keys`, or `keys_of(**kwargs)` of the
+  metric's keyword arguments (its defaults, overridden by a `functools.partial`'s keywords). Returns `fn` itself."""
+  if bool(keys) == (keys_of is not None):
+    raise TypeError("reports(...) takes either fixed key names or keys_of=, not both or neither")
+
+  def declare(fn: Callable) -> Callable:
+    setattr(fn, _DECLARATION, keys_of or (lambda **_: keys))
+    return fn
+
+  return declare
+
+
+def reported_keys(fn: Callable) -> tuple[str, ...] | None:
+  """The keys `fn(targets, predictions_or_scores)` returns, as declared with `reports`; None for an undeclared fn
+  (a metric from elsewhere). A `functools.partial` passes its keywords to a `keys_of` declaration."""
+  keywords: dict[str, Any] = {}
+  base = fn
+  while isinstance(base, functools.partial):
+    keywords = {**base.keywords, **keywords}
+    base = base.func
+  declared = getattr(base, _DECLARATION, None)
+  if declared is None:
+    return None
+  try:
+    params = inspect.signature(base).parameters.values()
+  except (TypeError, ValueError):
+    params = ()
+  defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+  keys = declared(**{**defaults, **keywords})
+  return None if keys is None else tuple(keys)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Metrics.
+
+
+@reports("accuracy")
 def accuracy(targets: Sequence[Any], predictions: Sequence[Any]) -> dict[str, float]:
   """Exact-match accuracy of labels (or any comparable values)."""
   _check_lengths(targets, predictions)
@@ -60,12 +111,14 @@ def accuracy(targets: Sequence[Any], predictions: Sequence[Any]) -> dict[str, fl
   return {"accuracy": 100.0 * float(np.mean(correct))}
 
 
+@reports("f1")
 def f1_binary(targets: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
   """F1 of the positive class 1 (MRPC, QQP); invalid predictions count as wrong."""
   t, p = _binary_with_invalid(targets, predictions)
   return {"f1": 100.0 * float(sk_metrics.f1_score(t, p, pos_label=1, average="binary", zero_division=0.0))}
 
 
+@reports("accuracy", "macro_f1", "mean_accuracy_macro_f1")
 def mean_accuracy_macro_f1(targets: Sequence[int], predictions: Sequence[int],
                            num_classes: int = 3) -> dict[str, float]:
   """CB: accuracy, macro-F1 over classes `0..num_classes-1`, and their mean (the SuperGLUE CB score)."""
@@ -80,6 +133,7 @@ def mean_accuracy_macro_f1(targets: Sequence[int], predictions: Sequence[int],
   return {"accuracy": acc, "macro_f1": f1, "mean_accuracy_macro_f1": (acc + f1) / 2.0}
 
 
+@reports("matthews_corrcoef")
 def matthews_corrcoef(targets: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
   """Matthews correlation (CoLA, AX-b) as T5 computes it: sklearn's multiclass MCC of the labels as they are, so an
   invalid prediction (-1) is a class of its own, not the wrong label (which would make each one a full error)."""
@@ -89,6 +143,7 @@ def matthews_corrcoef(targets: Sequence[int], predictions: Sequence[int]) -> dic
   return {"matthews_corrcoef": 100.0 * float(sk_metrics.matthews_corrcoef(t, p))}
 
 
+@reports("pearson_corrcoef", "spearman_corrcoef")
 def pearson_spearman(targets: Sequence[float], predictions: Sequence[float]) -> dict[str, float]:
   """Pearson and Spearman correlation of float scores (STS-B); NaN when the predictions are constant (undefined)."""
   _check_lengths(targets, predictions)
@@ -110,6 +165,7 @@ def _group_by(items: Sequence[Any], what: str) -> dict[Any, list[int]]:
   return groups
 
 
+@reports("f1a", "exact_match")
 def multirc_f1a_em(targets: Sequence[Mapping[str, Any]],
                    predictions: Sequence[Mapping[str, Any]]) -> dict[str, float]:
   """MultiRC: F1a (binary F1 over all answers) and EM (share of questions whose answers are all right).
@@ -166,11 +222,13 @@ def _span_em_f1(targets: Sequence[Sequence[str]], predictions: Sequence[str]) ->
   return {"em": 100.0 * float(np.mean(ems)), "f1": 100.0 * float(np.mean(f1s))}
 
 
+@reports("em", "f1")
 def squad_em_f1(targets: Sequence[Sequence[str]], predictions: Sequence[str]) -> dict[str, float]:
   """SQuAD v1.1 EM and token F1, each the max over the reference answers, averaged over examples."""
   return _span_em_f1(targets, predictions)
 
 
+@reports("em", "f1")
 def record_em_f1(targets: Sequence[Sequence[str]], predictions: Sequence[str]) -> dict[str, float]:
   """ReCoRD EM and token F1 (the official ReCoRD script uses the SQuAD v1.1 normalisation and max over answers)."""
   return _span_em_f1(targets, predictions)
@@ -181,7 +239,7 @@ def deduplicate_by_group(metric_fn: Callable[..., dict[str, float]]) -> Callable
 
   For tasks that turn one example into several rows (ReCoRD makes one row per answer): targets and predictions are
   `{"group": example id, "value": ...}`; the wrapped metric sees one (target, prediction) `value` pair per group,
-  the first one, in order of first appearance.
+  the first one, in order of first appearance. The wrapper reports the keys `metric_fn` declares.
   """
 
   def deduplicated(targets: Sequence[Mapping[str, Any]], predictions: Sequence[Mapping[str, Any]]):
@@ -196,7 +254,7 @@ def deduplicate_by_group(metric_fn: Callable[..., dict[str, float]]) -> Callable
     return metric_fn([t for t, _ in kept.values()], [p for _, p in kept.values()])
 
   deduplicated.__name__ = f"deduplicated_{getattr(metric_fn, '__name__', 'metric')}"
-  return deduplicated
+  return reports(keys_of=lambda **_: reported_keys(metric_fn))(deduplicated)
 
 
 def _references(targets: Sequence[Any]) -> list[list[str]]:
@@ -209,6 +267,7 @@ def _references(targets: Sequence[Any]) -> list[list[str]]:
   return refs
 
 
+@reports("bleu")
 def bleu(targets: Sequence[Any], predictions: Sequence[str], tokenize: str = "intl") -> dict[str, float]:
   """sacrebleu corpus BLEU; each target is a reference string or a list of them (any number per example).
 
@@ -225,6 +284,7 @@ def bleu(targets: Sequence[Any], predictions: Sequence[str], tokenize: str = "in
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 
+@reports(keys_of=lambda rouge_types=ROUGE_TYPES, **_: tuple(rouge_types))
 def rouge(targets: Sequence[Any], predictions: Sequence[str],
           rouge_types: Sequence[str] = ROUGE_TYPES, use_stemmer: bool = True) -> dict[str, float]:
   """rouge-score F-measures, best over each example's references, averaged over examples."""
@@ -239,6 +299,14 @@ def rouge(targets: Sequence[Any], predictions: Sequence[str],
   return {k: 100.0 * totals[k] / len(refs) for k in rouge_types}
 
 
+
+def _rank_classification_keys(num_classes: int | None = None, **_) -> tuple[str, ...]:
+  if num_classes == 2:
+    return ("accuracy", "f1")
+  return ("accuracy", "macro_f1") if num_classes is not None and num_classes > 2 else ("accuracy",)
+
+
+@reports(keys_of=_rank_classification_keys)
 def rank_classification(targets: Sequence[Sequence[Any]], scores: Sequence[float],
                         num_classes: int | None = None) -> dict[str, float]:
   """Accuracy of picking the best-scoring option per example (seqio rank classification).

@@ -35,6 +35,7 @@ from xprompt_jax.methods.prompt import PromptTuning
 from xprompt_jax.models import t5
 from xprompt_jax.pipelines import mpt_data
 from xprompt_jax.tasks import mixtures
+from xprompt_jax.tasks import registry_utils as ru
 from xprompt_jax.training import data as data_lib
 from xprompt_jax.training import distill
 from xprompt_jax.training import loop
@@ -68,8 +69,10 @@ class MPTConfig:
   # 1. Teachers (plain prompt tuning).
   teacher_steps: int = 30_000
   teacher_learning_rate: float = 0.3
-  # The split the source-side stages (teachers, distillation) are evaluated on. Offline, MNLI and QQP have no
-  # official validation file: "resplit_dev" (the held-out part of the local GLUE re-split train) monitors them.
+  # The split the source-side stages (teachers, distillation) are evaluated on; each task on its evaluation tasks
+  # for it (`registry_utils.evaluation_tasks`: MNLI's "validation" is its matched and mismatched sets). Offline,
+  # MNLI and QQP have no official validation file: "resplit_dev" (the held-out part of the local GLUE re-split
+  # train, which MNLI itself has) monitors them.
   source_eval_split: str = "validation"
   # 2. Source training.
   source_epochs: float = 5.0
@@ -167,14 +170,28 @@ def _host(tree):
   return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
 
 
+def stage_eval(base: Base, tasks: Sequence[str], split: Optional[str] = None,
+               task_ids: bool = False) -> tuple[Any, tuple[str, ...], Optional[dict[str, int]]]:
+  """How a stage trained on `tasks` is evaluated: (EvalConfig with `split`, every task's evaluation tasks for it,
+  and with `task_ids` their MPT task ids: an evaluation task gets the id of the task it evaluates)."""
+  eval_cfg = base.eval if split is None else dataclasses.replace(base.eval, split=split)
+  ids: dict[str, int] = {}
+  for i, task in enumerate(tasks):
+    for name in ru.evaluation_tasks(task, eval_cfg.split):
+      ids.setdefault(name, i)
+  return eval_cfg, tuple(ids), ids if task_ids else None
+
+
 def _train(model_dir: str, base: Base, frozen: Frozen, *, method, task: str, steps: int, opt: optim.OptimizerConfig,
-           eval_tasks: Sequence[str], eval_split: Optional[str] = None, **kwargs) -> dict:
-  eval_cfg = base.eval if eval_split is None else dataclasses.replace(base.eval, split=eval_split)
+           evaluated: Sequence[str], eval_split: Optional[str] = None, task_ids: bool = False, **kwargs) -> dict:
+  """One stage's `loop.train` run on `task`, evaluated on the evaluation tasks of `evaluated` (`stage_eval`)."""
+  eval_cfg, eval_tasks, eval_task_ids = stage_eval(base, evaluated, eval_split, task_ids)
   result = loop.train(model_dir, config=base.config, method=method,
                       data_cfg=dataclasses.replace(base.data, mixture_or_task_name=task), opt_cfg=opt,
                       mesh_cfg=base.mesh, train_cfg=dataclasses.replace(base.train, num_train_steps=steps,
-                                                                        eval_tasks=tuple(eval_tasks)),
-                      loss_cfg=base.loss, eval_cfg=eval_cfg, frozen=frozen.params, frozen_ref=frozen.ref, **kwargs)
+                                                                        eval_tasks=eval_tasks),
+                      loss_cfg=base.loss, eval_cfg=eval_cfg, frozen=frozen.params, frozen_ref=frozen.ref,
+                      eval_task_ids=eval_task_ids, **kwargs)
   if result.get("preempted"):
     raise Preempted(f"preempted in {model_dir} at step {result['step']}; rerun the same command to resume")
   return result
@@ -191,7 +208,8 @@ def check_tasks(cfg: MPTConfig, extended: bool = False) -> None:
 
 
 def group_mixture(tasks: Sequence[str], rates: Optional[Sequence[float]] = None, kind: str = "group") -> str:
-  """Registers (idempotently) a seqio mixture of `tasks`, named by their hash, for data logs and evaluation."""
+  """Registers (idempotently) a seqio mixture of `tasks`, named by their hash: the stage's training data name (its
+  data log; the batches come from `mpt_data`). The stage evaluates each task's evaluation tasks (`stage_eval`)."""
   digest = hashlib.sha256(json.dumps([list(tasks), rates]).encode()).hexdigest()[:10]
   return mixtures.make_mixture(f"mpt_{kind}_{digest}", list(tasks), rates=None if rates is None else list(rates))
 
@@ -212,7 +230,7 @@ def train_teachers(workdir: str, cfg: MPTConfig, base: Base, frozen: Frozen,
       method = PromptTuning(length=cfg.prompt_length, prompt_init=cfg.prompt_init)
       opt = dataclasses.replace(base.opt, learning_rate=cfg.teacher_learning_rate, label_learning_rates=None)
       result = _train(model_dir, base, frozen, method=method, task=task, steps=cfg.teacher_steps, opt=opt,
-                      eval_tasks=(task,), eval_split=cfg.source_eval_split)
+                      evaluated=(task,), eval_split=cfg.source_eval_split)
       np.save(prompt_path, _host(result["state"]["trainable"]["prompt"]))
       done = {"task": task, "step": result["step"], "eval": result["eval"]}
       jsonl_io.write_json_atomic(os.path.join(model_dir, RESULT_FILE), done)
@@ -269,10 +287,9 @@ def train_source(workdir: str, cfg: MPTConfig, base: Base, frozen: Frozen, teach
   loss_fn = distill.make_distill_loss(t5.T5(base.config), method, base.config, base.loss, base.distill)
   opt = dataclasses.replace(base.opt, learning_rate=cfg.source_learning_rate, label_learning_rates=None)
   result = _train(model_dir, base, frozen, method=method, task=mixture, steps=source_steps(cfg, base, tasks),
-                  opt=opt, eval_tasks=(mixture,), eval_split=cfg.source_eval_split,
+                  opt=opt, evaluated=tasks, eval_split=cfg.source_eval_split, task_ids=True,
                   aux={distill.TEACHERS_KEY: np.asarray(teachers)},
-                  loss_fn=loss_fn, batches_fn=mpt_data.make_sampled_batches_fn(tasks, base.sampling, rates),
-                  eval_task_ids={t: i for i, t in enumerate(tasks)})
+                  loss_fn=loss_fn, batches_fn=mpt_data.make_sampled_batches_fn(tasks, base.sampling, rates))
   trainable = _host(result["state"]["trainable"])
   np.savez(export_path, shared_prompt=trainable["shared_prompt"], u=trainable["u"], v=trainable["v"],
            task_names=np.asarray(tasks))
@@ -342,10 +359,9 @@ def adapt_target(model_dir: str, cfg: MPTConfig, base: Base, frozen: Frozen, exp
   else:
     task = group_mixture(targets, kind="target")
     kwargs["batches_fn"] = mpt_data.make_sampled_batches_fn(targets, mpt_data.SamplingConfig(stochastic=False))
-    kwargs["eval_task_ids"] = {t: i for i, t in enumerate(targets)}
   result = _train(model_dir, base, frozen, method=method, task=task, steps=cfg.target_steps, opt=opt,
-                  eval_tasks=(task,), **kwargs)
-  per_task = per_task_metrics(result["eval"], targets)
+                  evaluated=targets, task_ids=len(targets) > 1, **kwargs)
+  per_task = per_task_metrics(result["eval"], targets, base.eval.split)
   trainable = _host(result["state"]["trainable"])
   np.savez(os.path.join(model_dir, TARGET_EXPORT), **trainable, task_names=np.asarray(targets))
   jsonl_io.write_json_atomic(os.path.join(model_dir, RESULT_FILE), {
@@ -354,14 +370,20 @@ def adapt_target(model_dir: str, cfg: MPTConfig, base: Base, frozen: Frozen, exp
   return per_task
 
 
-def per_task_metrics(eval_results: dict, tasks: Sequence[str]) -> dict[str, dict[str, float]]:
-  """{task: {metric: value}} from an evaluation's `<...>/<task>/<metric>` keys."""
+def per_task_metrics(eval_results: dict, tasks: Sequence[str],
+                     split: Optional[str] = None) -> dict[str, dict[str, float]]:
+  """{task: {metric: value}} from an evaluation's `<...>/<eval task>/<metric>` keys, a task's metrics being those
+  of its evaluation tasks for `split` (`registry_utils.evaluation_tasks`; with several, as MNLI's matched and
+  mismatched sets, each metric is keyed `<eval task>/<metric>`)."""
   out: dict[str, dict[str, float]] = {t: {} for t in tasks}
-  for key, value in eval_results.items():
-    for t in tasks:
-      marker = f"{t}/"
-      if key.startswith(marker) or f"/{marker}" in key:
-        out[t][key.split(marker, 1)[1]] = float(value)
+  for t in tasks:
+    names = ru.evaluation_tasks(t, split)
+    for key, value in eval_results.items():
+      for name in names:
+        marker = f"{name}/"
+        if key.startswith(marker) or f"/{marker}" in key:
+          metric = key.split(marker, 1)[1]
+          out[t][metric if len(names) == 1 else f"{name}/{metric}"] = float(value)
   return out
 
 

@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xprompt_jax import jsonl_io
+from xprompt_jax.evaluation import metric_keys
 from xprompt_jax.methods.xprompt import (GRANULARITIES, MASKS_KEY, XPrompt, XPromptMasks, active_pieces,
                                        check_pieces, prune_to_ratio)
 from xprompt_jax.models import t5
@@ -71,7 +72,9 @@ class XPromptPipelineConfig:
   ratios: tuple[float, ...] = PAPER_RATIOS  # Fractions of the prompt's pieces removed, each in (0, 1).
   granularity: str = "token_piece"  # "token_piece" (XPrompt) | "token" | "piece".
   token_share: float = 0.5  # Share of the (log) compression done at the token level.
-  select_metric: str = "accuracy"  # Validation metric (without the task prefix) for ratios and early stopping.
+  # Validation metric of the first evaluation task, without its prefix, for ratios and early stopping: a key that
+  # task's evaluation reports (MultiRC: 'f1a' or 'exact_match'; with EvalConfig.mode='both': 'rank/accuracy'...).
+  select_metric: str = "accuracy"
   num_rewind: int = 1  # How many of the best sweep ratios are rewound and retrained.
   rewind_ratios: tuple[float, ...] = ()  # Explicit ratios to rewind (each must be in `ratios`); () = choose.
   reversed_control: bool = False
@@ -233,7 +236,9 @@ class _Run:
 
   @property
   def eval_tasks(self) -> tuple[str, ...]:
-    return self.train_cfg.eval_tasks or (self.data_cfg.mixture_or_task_name,)
+    """What every stage evaluates, as `loop.train` does: `TrainConfig.eval_tasks`, else the training task's
+    `registry_utils.evaluation_tasks` (MNLI on matched + mismatched, WSC simple_train on simple_eval)."""
+    return loop.default_eval_tasks(self.train_cfg, self.data_cfg, self.eval_cfg)
 
   @property
   def metric_key(self) -> str:
@@ -254,7 +259,7 @@ class _Run:
     """Early stopping: a checkpoint at every evaluation, the best one kept by the selection metric."""
     period = self.train_cfg.eval_period or self.train_cfg.num_train_steps
     return dataclasses.replace(self.train_cfg, best_metric=self.metric_key, checkpoint_period=period,
-                               keep_checkpoints=1)
+                               keep_checkpoints=1, eval_tasks=self.eval_tasks)
 
   def train_stage(self, subdir: str, method: XPrompt, masks: XPromptMasks,
                   initial_prompt: Optional[np.ndarray] = None, extra: Optional[dict] = None) -> dict:
@@ -336,6 +341,7 @@ def run_xprompt(model_dir: str, *, pipeline_cfg: Optional[XPromptPipelineConfig]
   run = _Run(model_dir=model_dir, cfg=pipeline_cfg, config=config, method=method, data_cfg=data_cfg,
              opt_cfg=opt_cfg or optim.OptimizerConfig(), mesh_cfg=mesh_cfg or partitioning.MeshConfig(),
              train_cfg=train_cfg or loop.TrainConfig(), loss_cfg=loss_cfg or step_lib.LossConfig(), eval_cfg=eval_cfg)
+  check_select_metric(run.cfg, run.train_cfg, run.data_cfg, run.eval_cfg)
   if run.cfg.transfer_from:
     run.start_prompt, run.start_masks = load_transfer(run.cfg.transfer_from, run.method.length,
                                                       run.config.emb_dim, run.method.pieces)
@@ -355,6 +361,14 @@ def run_xprompt(model_dir: str, *, pipeline_cfg: Optional[XPromptPipelineConfig]
   from xprompt_jax.pipelines import report as report_lib
   rows = report_lib.write_report(run)
   return {"rows": rows, "stopped": None}
+
+
+def check_select_metric(cfg: XPromptPipelineConfig, train_cfg: loop.TrainConfig, data_cfg: data_lib.DataConfig,
+                        eval_cfg: Any) -> None:
+  """Before any work: a `select_metric` the first evaluation task does not report (MultiRC's is `f1a`, not `f1`)
+  raises a one-line ValueError naming the keys it reports (so does an EvalConfig.mode it cannot be evaluated in)."""
+  names = loop.default_eval_tasks(train_cfg, data_cfg, eval_cfg)
+  metric_keys.check_key("XPromptPipelineConfig.select_metric", cfg.select_metric, names, eval_cfg, prefix=names[0])
 
 
 def _prepare_data(run: _Run) -> None:

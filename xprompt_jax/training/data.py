@@ -69,10 +69,12 @@ def dataset(cfg: DataConfig, position: int = 0, num_epochs: Optional[int] = None
   """Batched feature-converted dataset of this process, starting after `position` global batches."""
   task = get_task(cfg.mixture_or_task_name)
   shard = seqio.ShardInfo(index=jax.process_index(), num_shards=jax.process_count())
+  kwargs = {}
+  if not isinstance(task, seqio.Mixture):  # A mixture shuffles each sub-task with its own buffer; it takes none.
+    kwargs["shuffle_buffer_size"] = cfg.shuffle_buffer_size
   try:
     ds = task.get_dataset(cfg.task_feature_lengths, split=cfg.split, shuffle=cfg.shuffle, seed=cfg.seed,
-                          num_epochs=num_epochs, shard_info=shard, use_cached=cfg.use_cached,
-                          shuffle_buffer_size=cfg.shuffle_buffer_size)
+                          num_epochs=num_epochs, shard_info=shard, use_cached=cfg.use_cached, **kwargs)
   except tf.errors.InvalidArgumentError as e:
     if "buffer_size must be greater than zero" in str(e):  # Sources shuffle their rows with a buffer of len(rows).
       raise ValueError(f"{cfg.mixture_or_task_name}[{cfg.split}] is empty: no examples to train on") from e

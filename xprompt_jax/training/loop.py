@@ -26,6 +26,7 @@ from xprompt_jax.methods import MPT, check_task_ids, get_method
 from xprompt_jax.methods.base import Method
 from xprompt_jax.models import t5
 from xprompt_jax.models.config import T5Config
+from xprompt_jax.tasks import registry_utils as ru
 from xprompt_jax.training import data as data_lib
 from xprompt_jax.training import optim
 from xprompt_jax.training import partitioning
@@ -47,7 +48,7 @@ class TrainConfig:
   seed: int = 42
   nonfinite: str = "stop"  # "stop" | "skip"
   async_checkpointing: bool = True
-  eval_tasks: Optional[tuple[str, ...]] = None  # Default: the training task (each task of a mixture).
+  eval_tasks: Optional[tuple[str, ...]] = None  # Default: the training task's evaluation tasks (default_eval_tasks).
   progress_bar: bool = True
 
   def __post_init__(self):
@@ -153,6 +154,13 @@ def eval_lib_defaults(eval_cfg, data_cfg: data_lib.DataConfig):
       targets_length=eval_cfg.targets_length or data_cfg.targets_length)
 
 
+def default_eval_tasks(train_cfg: TrainConfig, data_cfg: data_lib.DataConfig, eval_cfg) -> tuple[str, ...]:
+  """What a run evaluates: `TrainConfig.eval_tasks`, else the training task's evaluation tasks for the eval split
+  (`registry_utils.evaluation_tasks`: MNLI on matched + mismatched, WSC simple_train on simple_eval; a mixture on
+  each of its tasks that has the split)."""
+  return tuple(train_cfg.eval_tasks or ru.evaluation_tasks(data_cfg.mixture_or_task_name, eval_cfg.split))
+
+
 def _host(tree):
   return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
 
@@ -251,7 +259,7 @@ def train(model_dir: str, *, config: Optional[T5Config] = None, method: Optional
     train_step = jax.jit(step_lib.make_train_step(model, method, config, optimizer, loss_cfg, loss_fn=loss_fn,
                                                   skip_nonfinite=train_cfg.nonfinite == "skip"),
                          donate_argnums=(0,), out_shardings=(state_shardings, None))
-    eval_tasks = train_cfg.eval_tasks or (data_cfg.mixture_or_task_name,)
+    eval_tasks = default_eval_tasks(train_cfg, data_cfg, eval_cfg)
     evaluators = [eval_lib.make_evaluator(name, model, config, eval_cfg, task_ids=eval_task_ids)
                   for name in eval_tasks]
 

@@ -2,6 +2,7 @@
 
     configs = RunConfigs.from_gin("super_glue_rte_v102")          # every config as gin binds it
     run = configs.for_run("super_glue_cb_v102", seed=1, inputs_length=64)
+    run.check_metric_keys()                                        # a bad TrainConfig.best_metric: one line
     loop.train(model_dir, method=method, **run.train_kwargs())
 
 `pipelines.compare` runs every method on every task from one bundle; `pipelines.mpt.Base` extends it with the
@@ -10,6 +11,7 @@ distillation and task-sampling configs its stages add.
 import dataclasses
 from typing import Any, Optional
 
+from xprompt_jax.evaluation import metric_keys
 from xprompt_jax.models.config import T5Config
 from xprompt_jax.training import data as data_lib
 from xprompt_jax.training import loop
@@ -49,6 +51,15 @@ class RunConfigs:
                                seed=self.data.seed if seed is None else seed)
     train = self.train if seed is None else dataclasses.replace(self.train, seed=seed)
     return dataclasses.replace(self, data=data, train=train)
+
+  def eval_tasks(self) -> tuple[str, ...]:
+    """What `loop.train` evaluates: `TrainConfig.eval_tasks`, else the task's `registry_utils.evaluation_tasks`."""
+    return loop.default_eval_tasks(self.train, self.data, self.eval)
+
+  def check_metric_keys(self) -> None:
+    """A `TrainConfig.best_metric` that the evaluation will not report raises a one-line ValueError naming the
+    keys it will report (before anything is loaded or trained)."""
+    metric_keys.check_key("TrainConfig.best_metric", self.train.best_metric, self.eval_tasks(), self.eval)
 
   def train_kwargs(self) -> dict[str, Any]:
     """The keyword arguments of `loop.train` these configs fill."""
