@@ -51,7 +51,10 @@ def test_differs_and_trees_and_bfloat16_budgets():
   numerics.assert_differs(np.ones(4) * 1.01, np.ones(4))
   with pytest.raises(AssertionError, match="nothing changed"):
     numerics.assert_differs(np.ones(4) * (1 + 1e-7), np.ones(4))
+  with pytest.raises(AssertionError, match="trees differ"):
+    numerics.assert_trees_close({"a": np.ones(2), "b": np.ones(2)}, {"a": np.ones(2), "c": np.ones(2)})
   with pytest.raises(AssertionError, match=r"\['b'\]\['c'\]"):
-    numerics.assert_trees_close({"a": np.ones(2), "b": {"c": np.ones(2)}}, {"a": np.ones(2), "b": {"c": np.zeros(2) + 2}})
+    numerics.assert_trees_close({"a": np.ones(2), "b": {"c": np.ones(2)}},
+                                {"a": np.ones(2), "b": {"c": np.full(2, 2.0)}})
   assert numerics.unit_roundoff() == 2.0 ** -24 and numerics.unit_roundoff(jnp.bfloat16) == 2.0 ** -8
   assert numerics.tolerance(np.array([-2.0, 1.0]), roundings=8) == 8 * 2.0 ** -24 * 2.0

@@ -40,7 +40,7 @@ def _evaluate(argv):
   run = restore.load_run(flags.FLAGS.model_dir, flags.FLAGS.step)
   data_cfg = data_lib.DataConfig()
   eval_cfg = loop.eval_lib_defaults(eval_lib.EvalConfig(), data_cfg)
-  names = flags.FLAGS.tasks or [data_cfg.mixture_or_task_name]
+  names = flags.FLAGS.tasks or list(loop.default_eval_tasks(loop.TrainConfig(), data_cfg, eval_cfg))  # As trained.
   inject = run.inject_fn()
   results = {}
   for name in names:

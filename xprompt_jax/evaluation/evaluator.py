@@ -42,6 +42,7 @@ from xprompt_jax.models import decoding
 from xprompt_jax.models.config import T5Config
 from xprompt_jax.models.t5 import T5
 from xprompt_jax.tasks import registry_utils as ru
+from xprompt_jax.tasks import sources
 
 MODES = ("rank", "decode", "both", "auto")
 Inject = Callable[..., Any]
@@ -331,8 +332,13 @@ class MixtureEvaluator:
         logging.warning("mixture %s: task %s has no split %r; not evaluated", mixture.name, task.name,
                         self.eval_config.split)
         continue
-      self.evaluators.append(TaskEvaluator(task.name, model, config, self.eval_config, vocabulary,
-                                           task_id=task_ids.get(task.name), fallback=True))
+      try:
+        self.evaluators.append(TaskEvaluator(task.name, model, config, self.eval_config, vocabulary,
+                                             task_id=task_ids.get(task.name), fallback=True))
+      except sources.SplitUnavailableError as e:  # E.g. MNLI's matched set offline: its source has no such file.
+        if mixture.get_rate(task) > 0:
+          raise
+        logging.warning("mixture %s: eval-only task %s not evaluated: %s", mixture.name, task.name, e)
     if not self.evaluators:
       raise ValueError(f"no task of mixture {mixture.name!r} has the split {self.eval_config.split!r}")
 

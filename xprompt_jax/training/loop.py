@@ -26,7 +26,6 @@ from xprompt_jax.methods import MPT, check_task_ids, get_method
 from xprompt_jax.methods.base import Method
 from xprompt_jax.models import t5
 from xprompt_jax.models.config import T5Config
-from xprompt_jax.tasks import registry_utils as ru
 from xprompt_jax.training import data as data_lib
 from xprompt_jax.training import optim
 from xprompt_jax.training import partitioning
@@ -158,6 +157,7 @@ def default_eval_tasks(train_cfg: TrainConfig, data_cfg: data_lib.DataConfig, ev
   """What a run evaluates: `TrainConfig.eval_tasks`, else the training task's evaluation tasks for the eval split
   (`registry_utils.evaluation_tasks`: MNLI on matched + mismatched, WSC simple_train on simple_eval; a mixture on
   each of its tasks that has the split)."""
+  from xprompt_jax.tasks import registry_utils as ru  # Lazily, as data.py: it registers every task.
   return tuple(train_cfg.eval_tasks or ru.evaluation_tasks(data_cfg.mixture_or_task_name, eval_cfg.split))
 
 
