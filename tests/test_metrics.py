@@ -1,5 +1,6 @@
 """Tests for xprompt_jax.evaluation.metrics: hand-computed cases and agreement with sklearn / scipy / sacrebleu."""
 import functools
+import inspect
 
 import numpy as np
 import pytest
@@ -241,7 +242,12 @@ def test_each_metric_declares_the_keys_it_returns(fn, targets, values):
 
 def test_every_public_metric_fn_declares_its_keys():
   declared = {name for name, fn in vars(metrics).items() if callable(fn) and metrics.reported_keys(fn) is not None}
-  assert declared == {"accuracy", "f1_binary", "mean_accuracy_macro_f1", "matthews_corrcoef", "pearson_spearman",
+  # Every public function of the module with the metric signature (targets, ...) -> dict: a new one must declare.
+  metric_fns = {name for name, fn in vars(metrics).items()
+                if inspect.isfunction(fn) and fn.__module__ == metrics.__name__ and not name.startswith("_")
+                and list(inspect.signature(fn).parameters)[:1] == ["targets"]}
+  assert declared == metric_fns
+  assert declared >= {"accuracy", "f1_binary", "mean_accuracy_macro_f1", "matthews_corrcoef", "pearson_spearman",
                       "multirc_f1a_em", "squad_em_f1", "record_em_f1", "bleu", "rouge", "rank_classification"}
   assert declared <= {i.removesuffix("_partial") for i in _IDS}  # Each one sampled above.
   assert metrics.reported_keys(lambda targets, predictions: {"x": 1.0}) is None  # Undeclared: unknown keys.
