@@ -101,6 +101,13 @@ def _worst(actual, desired):
   return float(diff[index]), tuple(int(i) for i in index)
 
 
+def kl_terms(log_p, log_q) -> float:
+  """The scale of a KL divergence's terms, which cancel when the two agree: max over rows of
+  sum_v p_v (|log p_v| + |log q_v|), from log-probabilities (last axis: the vocabulary)."""
+  log_p, log_q = np.asarray(log_p, np.float64), np.asarray(log_q, np.float64)
+  return float(np.max(np.sum(np.exp(log_p) * (np.abs(log_p) + np.abs(log_q)), axis=-1)))
+
+
 def assert_close(actual, desired, *, roundings: int = NETWORK, scale: Optional[float] = None,
                  dtype: Any = np.float32, err_msg: str = "") -> None:
   """Fails unless max |actual - desired| <= roundings * u(dtype) * scale (scale: max |desired| by default)."""

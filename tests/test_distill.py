@@ -40,18 +40,12 @@ def _trainable(method, frozen, seed=1):
   return method.init(jax.random.PRNGKey(seed), frozen, CFG)
 
 
-def _kl_terms(log_p, log_q):
-  """The magnitude of the terms a KL sums and cancels: max over tokens of sum_v p_v (|log p_v| + |log q_v|)."""
-  log_p, log_q = np.asarray(log_p, np.float64), np.asarray(log_q, np.float64)
-  return float(np.max(np.sum(np.exp(log_p) * (np.abs(log_p) + np.abs(log_q)), axis=-1)))
-
-
 def _teacher_scales(frozen, teachers, batch):
   """(KL terms of the teacher against itself, largest hidden-state magnitude) of the teachers' forward pass."""
   logits, hidden = t5.T5(CFG).apply({"params": frozen}, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
                                     injection=distill.teacher_injection(teachers, batch["task_id"]), return_hidden=True)
   log_p = jax.nn.log_softmax(logits, axis=-1)
-  return _kl_terms(log_p, log_p), max(float(jnp.max(jnp.abs(hidden["encoder"]))),
+  return numerics.kl_terms(log_p, log_p), max(float(jnp.max(jnp.abs(hidden["encoder"]))),
                                       float(jnp.max(jnp.abs(hidden["decoder"]))))
 
 
@@ -75,7 +69,7 @@ def test_terms_equal_hand_computed_values():
   terms = distill.distillation_terms((t_logits, {"encoder": t_enc, "decoder": t_dec}),
                                      (s_logits, {"encoder": s_enc, "encoder_valid": enc_valid, "decoder": s_dec}),
                                      batch, cfg)
-  kl_terms = _kl_terms(np.log(p), np.log(q))  # The KL cancels its 3 terms: a few roundings of their size.
+  kl_terms = numerics.kl_terms(np.log(p), np.log(q))  # The KL cancels its 3 terms: a few roundings of their size.
   numerics.assert_close(terms["kl_loss"], want_kl, roundings=numerics.FEW, scale=kl_terms)
   numerics.assert_close(terms["hidden_loss"], want_enc + want_dec, roundings=numerics.FEW)
   no_hidden = distill.distillation_terms((t_logits, {}), (s_logits, {}), batch,

@@ -44,7 +44,7 @@ from xprompt_jax.models.t5 import T5
 from xprompt_jax.tasks import registry_utils as ru
 from xprompt_jax.tasks import sources
 
-MODES = ("rank", "decode", "both", "auto")
+MODES = metric_keys.KNOWN_MODES
 Inject = Callable[..., Any]
 
 
