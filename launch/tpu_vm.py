@@ -21,6 +21,7 @@ from typing import Callable, Optional, Sequence
 
 GCLOUD = "gcloud"
 LIBTPU_FIND_LINKS = "https://storage.googleapis.com/jax-releases/libtpu_releases.html"
+COMMANDS = ("train", "table", "xprompt", "mpt")  # What `run` may start on the workers.
 REMOTE_GIN_DIR = "xprompt_gin"  # Relative to the worker's home, where `gcloud ... ssh --command` starts.
 DEFAULT_LOG_FILE = "xprompt_train.log"
 
@@ -165,8 +166,11 @@ class TrainJob:
   log_file: str = DEFAULT_LOG_FILE
   python: str = "python3"
   env: tuple[str, ...] = ()  # NAME=VALUE environment variables for the trainer (e.g. TFDS_DATA_DIR=gs://...).
+  command: str = "train"  # One of COMMANDS: `table` takes the gs:// folder as its --results_dir.
 
   def __post_init__(self):
+    if self.command not in COMMANDS:
+      raise LaunchError(f"--command={self.command!r} is not one of {', '.join(COMMANDS)}")
     if not self.gin_files:
       raise LaunchError("run needs at least one --gin_file (e.g. models/t5_1_1_xxl.gin and recipes/lester.gin)")
     if not self.model_dir.startswith("gs://"):
@@ -180,8 +184,9 @@ class TrainJob:
         raise LaunchError(f"environment variable {variable!r} is not NAME=VALUE")
 
   def train_argv(self) -> list[str]:
-    return [self.python, "-m", "xprompt_jax.cli", "train", *[f"--gin_file={f}" for f in self.gin_files],
-            f"--gin_search_paths={REMOTE_GIN_DIR}", f"--model_dir={self.model_dir}", "--multihost",
+    folder = "--results_dir" if self.command == "table" else "--model_dir"
+    return [self.python, "-m", "xprompt_jax.cli", self.command, *[f"--gin_file={f}" for f in self.gin_files],
+            f"--gin_search_paths={REMOTE_GIN_DIR}", f"{folder}={self.model_dir}", "--multihost",
             *[f"--gin.{b.split('=', 1)[0].strip()}={b.split('=', 1)[1]}" for b in self.gin_bindings],
             *self.extra_flags]
 
@@ -203,8 +208,8 @@ def logs_command(tpu: TpuSlice, log_file: str = DEFAULT_LOG_FILE, worker: str = 
 
 
 def stop_command(tpu: TpuSlice) -> list[str]:
-  """Stops the training processes on all workers (the bracket keeps pkill from matching its own shell)."""
-  return ssh_command(tpu, "pkill -f '[x]prompt_jax.cli train' || true")
+  """Stops the xprompt-jax processes (any command) on all workers (the bracket keeps pkill from matching its own shell)."""
+  return ssh_command(tpu, "pkill -f '[x]prompt_jax.cli ' || true")
 
 
 def describe_command(tpu: TpuSlice) -> list[str]:
@@ -257,10 +262,11 @@ class LaunchOptions:
   env: tuple[str, ...] = ()
   queued_id: str = ""
   valid_until_duration: str = ""
+  command: str = "train"
 
   def job(self) -> TrainJob:
     return TrainJob(tuple(self.gin_files), self.model_dir, tuple(self.gin_bindings), tuple(self.extra_train_flags),
-                    self.log_file, self.python, tuple(self.env))
+                    self.log_file, self.python, tuple(self.env), self.command)
 
 
 STEPS: dict[str, Callable[[TpuSlice, LaunchOptions], list[list[str]]]] = {
@@ -329,7 +335,9 @@ def _define_flags(flags) -> None:
   flags.DEFINE_list("copy_gin", [], "setup: local gin files/folders copied to ~/xprompt_gin on every worker.")
   flags.DEFINE_multi_string("gin_file", [], "run: gin files (shipped names like recipes/lester.gin, or copied).")
   flags.DEFINE_multi_string("gin_bindings", [], "run: NAME=VALUE gin bindings; `--gin.NAME=VALUE` works too.")
-  flags.DEFINE_string("model_dir", "", "run: gs:// folder for checkpoints and summaries.")
+  flags.DEFINE_enum("command", "train", COMMANDS, "run: the xprompt-jax command the workers run (`table`: a whole "
+                    "paper table, --model_dir being its --results_dir; give --train_flag=--table=NAME).")
+  flags.DEFINE_string("model_dir", "", "run: gs:// folder for checkpoints and summaries (the table's results).")
   flags.DEFINE_multi_string("train_flag", [], "run: extra flag passed verbatim to `xprompt-jax train`.")
   flags.DEFINE_multi_string("env", [], "run: NAME=VALUE environment variable for the trainer (repeatable).")
   flags.DEFINE_string("log_file", DEFAULT_LOG_FILE, "run/logs: log file in each worker's home folder.")
@@ -349,7 +357,8 @@ def main(argv: Sequence[str]) -> int:
         spot=f.spot, preemptible=f.preemptible, git_url=f.git_url, git_ref=f.git_ref, sdist=f.sdist,
         copy_gin=tuple(f.copy_gin), gin_files=tuple(f.gin_file), model_dir=f.model_dir,
         gin_bindings=tuple(f.gin_bindings), extra_train_flags=tuple(f.train_flag), log_file=f.log_file,
-        python=f.python, env=tuple(f.env), queued_id=f.queued_id, valid_until_duration=f.valid_until_duration)
+        python=f.python, env=tuple(f.env), queued_id=f.queued_id, valid_until_duration=f.valid_until_duration,
+        command=f.command)
     execute(plan(list(argv[1:]), tpu, options), dry_run=f.dry_run)
   except LaunchError as e:
     print(f"tpu_vm: {e}", file=sys.stderr)

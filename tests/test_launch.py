@@ -140,7 +140,7 @@ def test_logs_stop_describe_delete(tpu, loc):
   assert tv.logs_command(tpu) == TPU_VM + ["ssh", tpu.name, *loc, "--worker=0",
                                            "--command=tail -n +1 -F xprompt_train.log"]
   assert tv.stop_command(tpu) == TPU_VM + ["ssh", tpu.name, *loc, "--worker=all",
-                                           "--command=pkill -f '[x]prompt_jax.cli train' || true"]
+                                           "--command=pkill -f '[x]prompt_jax.cli ' || true"]
   assert tv.describe_command(tpu) == TPU_VM + ["describe", tpu.name, *loc]
   assert tv.delete_command(tpu) == TPU_VM + ["delete", tpu.name, *loc, "--quiet"]
 
@@ -239,3 +239,15 @@ wait"
       "--model_dir=gs://b/runs/x", "--multihost", "--gin.MIXTURE_OR_TASK_NAME='super_glue_boolq_v102'",
       "--gin.LABELS=[\"yes\", 'no']"]
   assert (tmp_path / "xprompt_train.log").read_text() == "TFDS_DATA_DIR=gs://b/tfds dir\n"
+
+
+def test_run_can_start_a_paper_table_with_its_results_dir():
+  job = tv.TrainJob(("paper/prompt_tuning_xxl.gin",), "gs://b/lester_xxl", extra_flags=("--table=lester_superglue",
+                                                                                        "--runs=CB/*"),
+                    command="table")
+  argv = job.train_argv()
+  assert argv[:4] == ["python3", "-m", "xprompt_jax.cli", "table"]
+  assert "--results_dir=gs://b/lester_xxl" in argv and not any(a.startswith("--model_dir") for a in argv)
+  assert argv[-2:] == ["--table=lester_superglue", "--runs=CB/*"] and "--multihost" in argv
+  with pytest.raises(tv.LaunchError, match=r"--command='fit' is not one of train, table, xprompt, mpt"):
+    tv.TrainJob(("paper/prompt_tuning_xxl.gin",), "gs://b/x", command="fit")

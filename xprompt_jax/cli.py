@@ -21,6 +21,7 @@ COMMANDS = {
     "inspect": "Nearest vocabulary tokens of prompt vectors and prompt-prompt similarity.",
     "plot": "PNG curves of a run's metrics, method comparison bars and XPrompt figures.",
     "ensemble": "Evaluate N prompts in one replicated batch with majority-vote ensembling.",
+    "table": "Run one paper table (every task x seed x stage) and write it next to the paper's numbers.",
     "pretrain": "Pretrain all parameters of a T5 (span corruption, then LM adaptation) and export it as T5X.",
 }
 MODULES = {"import": "import_"}  # Command names that are Python keywords.

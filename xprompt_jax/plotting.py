@@ -25,22 +25,23 @@ METRICS_FILE = "metrics.jsonl"
 
 def read_metrics(model_dir: str) -> list[dict]:
   """The rows of `<model_dir>/metrics.jsonl`; errors name the file and line."""
-  path = os.path.join(model_dir, METRICS_FILE)
-  if not os.path.exists(path):
+  from xprompt_jax.checkpoints import storage
+  path = storage.join(model_dir, METRICS_FILE)
+  if not storage.is_file(path):
     raise FileNotFoundError(f"{path} does not exist: train the run first (xprompt-jax train --model_dir=...)")
   rows = []
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{lineno}: not json ({e})") from e
-      if not isinstance(row, dict) or "step" not in row or row.get("kind") not in ("train", "eval"):
-        raise ValueError(f"{path}:{lineno}: expected {{\"step\", \"kind\": \"train\"|\"eval\", ...}}, "
-                         f"got {line[:80]!r}")
-      rows.append(row)
+  text = storage.read_bytes(path).decode("utf-8")
+  for lineno, line in enumerate(text.splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}:{lineno}: not json ({e})") from e
+    if not isinstance(row, dict) or "step" not in row or row.get("kind") not in ("train", "eval"):
+      raise ValueError(f"{path}:{lineno}: expected {{\"step\", \"kind\": \"train\"|\"eval\", ...}}, "
+                       f"got {line[:80]!r}")
+    rows.append(row)
   return rows
 
 

@@ -18,13 +18,10 @@ common.define_once(flags.DEFINE_string, "task", None, "Task to evaluate (default
 common.define_once(flags.DEFINE_string, "output", None, "Also write the metrics as json here.")
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise ValueError(f"unexpected positional arguments: {argv[1:]}")
-  if not flags.FLAGS.prompts:
-    raise ValueError("--prompts=NAME=SOURCE,... is required (two or more)")
-  common.parse_gin_from_flags()
-  import json
+def evaluate_runs(sources, tasks=None, step: str = "latest"):
+  """{task: metrics} of the prompts `sources` ({name: run dir, PEFT adapter or prompt file}) ensembled on each
+  of `tasks` (None: DataConfig.mixture_or_task_name) with the gin-configured frozen model and evaluation, plus
+  (eval_cfg, prompts array) for the printout. `ensemble/<metric>`, `<name>/<metric>`, `mean/...`, `best/...`."""
   from xprompt_jax.evaluation import ensemble
   from xprompt_jax.evaluation import evaluator as eval_lib
   from xprompt_jax.interop import run_prompts
@@ -34,24 +31,39 @@ def main(argv):
   from xprompt_jax.training import loop
   from xprompt_jax.training import partitioning
   config, mesh_cfg, data_cfg = T5Config(), partitioning.MeshConfig(), data_lib.DataConfig()
-  sources = run_prompts.parse_named_sources(flags.FLAGS.prompts)
-  loaded = {name: run_prompts.load_prompt(src, flags.FLAGS.step) for name, src in sources.items()}
+  loaded = {name: run_prompts.load_prompt(src, step) for name, src in sources.items()}
   frozen, frozen_ref = loop.load_frozen(loop.TrainConfig(), config, partitioning.make_mesh(mesh_cfg), mesh_cfg.rules)
   ensemble.check_same_base({"gin-configured frozen model": frozen_ref,
                             **{name: ref for name, (_, ref) in loaded.items() if ref is not None}})
   names = list(loaded)
   prompts = ensemble.stack_prompts([loaded[n][0] for n in names], names, config.emb_dim)
   eval_cfg = loop.eval_lib_defaults(eval_lib.EvalConfig(), data_cfg)
-  evaluator = eval_lib.make_evaluator(flags.FLAGS.task or data_cfg.mixture_or_task_name, t5.T5(config), config,
-                                      eval_cfg)
-  if not isinstance(evaluator, eval_lib.TaskEvaluator):
-    raise ValueError("--task must name a single task (not a mixture) for ensembling")
-  metrics = ensemble.PromptEnsemble(evaluator).evaluate(frozen, prompts, names)
+  out = {}
+  for task in tasks or [data_cfg.mixture_or_task_name]:
+    evaluator = eval_lib.make_evaluator(task, t5.T5(config), config, eval_cfg)
+    if not isinstance(evaluator, eval_lib.TaskEvaluator):
+      raise ValueError(f"--task={task!r} must name a single task (not a mixture) for ensembling")
+    out[evaluator.task_name] = ensemble.PromptEnsemble(evaluator).evaluate(frozen, prompts, names)
+  return out, eval_cfg, prompts
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise ValueError(f"unexpected positional arguments: {argv[1:]}")
+  if not flags.FLAGS.prompts:
+    raise ValueError("--prompts=NAME=SOURCE,... is required (two or more)")
+  common.parse_gin_from_flags()
+  import json
+  from xprompt_jax.interop import run_prompts
+  sources = run_prompts.parse_named_sources(flags.FLAGS.prompts)
+  results, eval_cfg, prompts = evaluate_runs(sources, [flags.FLAGS.task] if flags.FLAGS.task else None,
+                                             flags.FLAGS.step)
+  (task, metrics), = results.items()
   width = max(map(len, metrics))
-  print(f"{len(names)} prompts ({prompts.shape[1]}x{prompts.shape[2]}) on {evaluator.task_name} "
-        f"[{eval_cfg.split}, {eval_cfg.mode}], one batch of {len(names)}x{eval_cfg.batch_size} rows:")
+  print(f"{len(sources)} prompts ({prompts.shape[1]}x{prompts.shape[2]}) on {task} "
+        f"[{eval_cfg.split}, {eval_cfg.mode}], one batch of {len(sources)}x{eval_cfg.batch_size} rows:")
   print("\n".join(f"  {k:<{width}}  {v:.4g}" for k, v in metrics.items()))
   if flags.FLAGS.output:
     with open(flags.FLAGS.output, "w", encoding="utf-8") as f:
-      json.dump({"task": evaluator.task_name, "prompts": sources, "metrics": metrics}, f, indent=2)
+      json.dump({"task": task, "prompts": sources, "metrics": metrics}, f, indent=2)
     print(f"wrote {flags.FLAGS.output}")

@@ -104,21 +104,33 @@ def format_metrics(metrics: Mapping[str, float]) -> str:
 
 
 class MetricsLog:
-  """metrics.jsonl + TensorBoard (clu) from process 0."""
+  """metrics.jsonl + TensorBoard (clu) from process 0. A `gs://` model_dir gets the whole file rewritten in one object
+  write per row (GCS objects cannot be appended to), so the bucket always holds every row logged so far."""
 
   def __init__(self, model_dir: str):
+    from xprompt_jax.checkpoints import storage
     self.active = jax.process_index() == 0
-    self.path = os.path.join(model_dir, "metrics.jsonl")
+    self.path = storage.join(model_dir, "metrics.jsonl")
+    self.gcs = storage.is_gcs(self.path)
+    self.lines: list[str] = []
     self.writer = None
     if self.active:
+      if self.gcs and storage.is_file(self.path):  # A resumed run keeps the rows logged before.
+        self.lines = storage.read_bytes(self.path).decode("utf-8").splitlines(keepends=True)
       from clu import metric_writers
-      self.writer = metric_writers.SummaryWriter(os.path.join(model_dir, "tb"))
+      self.writer = metric_writers.SummaryWriter(storage.join(model_dir, "tb"))
 
   def write(self, step: int, kind: str, values: dict[str, float]) -> None:
     if not self.active:
       return
-    with open(self.path, "a", encoding="utf-8") as f:
-      f.write(json.dumps({"step": int(step), "kind": kind, **{k: float(v) for k, v in values.items()}}) + "\n")
+    line = json.dumps({"step": int(step), "kind": kind, **{k: float(v) for k, v in values.items()}}) + "\n"
+    if self.gcs:
+      from xprompt_jax.checkpoints import storage
+      self.lines.append(line)
+      storage.write_bytes(self.path, "".join(self.lines).encode("utf-8"))
+    else:
+      with open(self.path, "a", encoding="utf-8") as f:
+        f.write(line)
     self.writer.write_scalars(int(step), {f"{kind}/{k}": float(v) for k, v in values.items()})
     self.writer.flush()
 
@@ -206,7 +218,8 @@ def train(model_dir: str, *, config: Optional[T5Config] = None, method: Optional
   if data_cfg.batch_size % mesh.shape["data"]:  # Fail before anything is loaded or written.
     raise ValueError(f"DataConfig.batch_size={data_cfg.batch_size} is not divisible by the 'data' mesh axis size "
                      f"{mesh.shape['data']} (MeshConfig.data={mesh_cfg.data}, {jax.device_count()} devices)")
-  os.makedirs(model_dir, exist_ok=True)
+  if not model_dir.startswith("gs://"):
+    os.makedirs(model_dir, exist_ok=True)
   model = t5.T5(config)
   is_main = jax.process_index() == 0
   if is_main:

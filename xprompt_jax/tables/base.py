@@ -1,0 +1,100 @@
+"""What a paper table is: the runs it needs (jobs, each its own model_dir) and how their records make the table.
+
+A `PaperTable` names the per-run paper configs it reads (`gin_pattern`, e.g. `paper/prompt_tuning_{size}.gin`), the
+jobs of one table (`jobs()`: every task x seed x stage, each a `Job` with its own folder under the results dir and
+the gin bindings that make it that run) and `gather(records, size)`, which turns the finished jobs' records into a
+`Grid` printed next to the paper's numbers (`quotes`, quoted from ../shared/seeds and labelled as quotes). The
+`xprompt-jax table` command runs the jobs (`tables.runner`) and writes the grid (`tables.render`).
+"""
+import dataclasses
+import re
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+SIZES = ("small", "base", "large", "xl", "xxl")
+MISSING = "—"
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+  """One run of a table: its folder (its model_dir, relative to the results dir), what runs there (`kind`: one of
+  `tables.runner.KINDS`), the gin bindings added to the paper config for it, and the folders it reads (`needs`)."""
+  folder: str
+  kind: str
+  bindings: tuple[str, ...] = ()
+  needs: tuple[str, ...] = ()
+  task: Optional[str] = None
+  seed: int = 0
+  options: tuple[tuple[str, Any], ...] = ()
+
+  def option(self, name: str, default: Any = None) -> Any:
+    return dict(self.options).get(name, default)
+
+
+@dataclasses.dataclass
+class Grid:
+  """A table: `columns` headers, `rows` of (label, cells) measured here, the paper's numbers for the same rows
+  (`quotes`: {row label: cells under `quote_columns`}, printed beside ours and labelled as quotes) and notes
+  (protocol, choices where a seed is silent)."""
+  title: str
+  columns: list[str]
+  rows: list[tuple[str, list[str]]]
+  quote_columns: list[str] = dataclasses.field(default_factory=list)
+  quotes: dict[str, Sequence[str]] = dataclasses.field(default_factory=dict)
+  notes: list[str] = dataclasses.field(default_factory=list)
+
+  def empty_cells(self) -> list[str]:
+    """`row / column` of every measured cell without a number (a job not finished)."""
+    return [f"{label} / {col}" for label, cells in self.rows for col, cell in zip(self.columns, cells)
+            if MISSING in cell.split("/") or not cell]
+
+
+class PaperTable:
+  """One paper table (subclasses set the class attributes and implement `jobs` and `gather`)."""
+  name: str = ""
+  title: str = ""
+  gin_pattern: str = ""  # The per-run paper config the table reads, with {size}.
+  sizes: Sequence[str] = SIZES
+  seed_file: str = ""  # ../shared/seeds file the quoted numbers come from.
+
+  def jobs(self) -> list[Job]:
+    raise NotImplementedError
+
+  def gather(self, records: Mapping[str, Any], size: str) -> Grid:
+    raise NotImplementedError
+
+  def size_of(self, gin_file: str) -> str:
+    """The model size of a paper config this table reads; a one-line error naming the configs it reads."""
+    pattern = re.escape(self.gin_pattern).replace(re.escape("{size}"), "(?P<size>[a-z]+)")
+    m = re.search(pattern + "$", gin_file.replace("\\", "/"))
+    if not m or m.group("size") not in self.sizes:
+      accepted = ", ".join(self.gin_pattern.format(size=s) for s in self.sizes)
+      raise ValueError(f"--table={self.name} reads the paper configs {accepted}; got --gin_file={gin_file!r}")
+    return m.group("size")
+
+
+def fmt(value: Optional[float]) -> str:
+  return MISSING if value is None or not np.isfinite(value) else f"{value:.1f}"
+
+
+def fmt_pair(values: Sequence[Optional[float]]) -> str:
+  """'a/b' for a task reported with two metrics (CB acc/F1, MultiRC EM/F1a), as the papers write them."""
+  return "/".join(fmt(v) for v in values)
+
+
+def mean_or_none(values: Sequence[Optional[float]]) -> Optional[float]:
+  values = [v for v in values]
+  if not values or any(v is None for v in values):
+    return None
+  return float(np.mean(values))
+
+
+def metric_values(metrics: Optional[Mapping[str, float]], keys: Sequence[str]) -> list[Optional[float]]:
+  """The named metrics of one evaluation (None where the evaluation is missing)."""
+  if metrics is None:
+    return [None] * len(keys)
+  missing = [k for k in keys if k not in metrics]
+  if missing:
+    raise KeyError(f"the evaluation reports {sorted(metrics)}, not {missing}")
+  return [float(metrics[k]) for k in keys]

@@ -1,0 +1,88 @@
+"""Lester et al. (2021), SuperGLUE dev: 8 tasks x 5 prompts, the mean, the best prompt and the 5-prompt ensemble.
+
+    xprompt-jax table --table=lester_superglue --gin_file=paper/prompt_tuning_xxl.gin --results_dir=gs://B/lester_xxl
+
+Jobs: `<Task>/prompt<k>` (k = 0..4) is `xprompt-jax train` with the paper config on the task, seeded k (prompt
+initialisation and data order), the prompt initialised from the task's class labels (ReCoRD and WSC, whose answers
+are free text, from sampled vocabulary, as the paper config's header says); `<Task>/ensemble` evaluates the five
+prompts in one replicated batch with majority voting (`evaluation.ensemble`). Each prompt counts at its last
+evaluation (the seed is silent on checkpoint selection: no selection on dev here). The SuperGLUE score is the
+mean over the 8 tasks of each task's mean metric.
+"""
+from typing import Any, Mapping
+
+from xprompt_jax.tables import base
+from xprompt_jax.tables import benchmarks
+
+NUM_PROMPTS = 5
+FREE_TEXT = ("super_glue_record_v102", "super_glue_wsc_v102_simple_train")  # No label words to initialise from.
+# Quoted from ../shared/seeds/003_d13362ded1d43f30.txt (T5 1.1 LM-adapted XXL, prompt length 100): mean / best /
+# ensemble per task, in the SUPER_GLUE column order, then the SuperGLUE (dev) score.
+QUOTES = {"xxl": {
+    "BoolQ": ("91.1", "91.3", "91.7"), "CB": ("99.3/99.0", "100.0/100.0", "100.0/100.0"),
+    "COPA": ("98.8", "100.0", "100.0"), "MultiRC": ("65.7/88.7", "66.3/89.0", "67.1/89.4"),
+    "ReCoRD": ("92.7/93.4", "92.9/93.5", "93.2/93.9"), "RTE": ("92.6", "93.5", "93.5"),
+    "WiC": ("76.2", "76.6", "77.4"), "WSC": ("95.8", "96.2", "96.2"), "SuperGLUE": ("90.5", "91.0", "91.3")}}
+COLUMNS = ("mean of 5", "best prompt", "5-prompt ensemble")
+
+
+def prompt_bindings(task: str, seed: int) -> tuple[str, ...]:
+  """The gin bindings of one prompt's run (the task, its initialisation, the seed)."""
+  out = [f"MIXTURE_OR_TASK_NAME = '{task}'", f"TrainConfig.seed = {seed}", f"DataConfig.seed = {seed}"]
+  if task in FREE_TEXT:
+    out.append("PromptTuning.prompt_init = 'sampled_vocab'")
+  else:
+    from xprompt_jax.pipelines import compare
+    out.append(f"CLASS_LABELS = {compare.class_labels(task)!r}")
+  return tuple(out)
+
+
+def prompt_folder(column: benchmarks.Column, k: int) -> str:
+  return f"{column.label}/prompt{k}"
+
+
+class LesterSuperGlue(base.PaperTable):
+  name = "lester_superglue"
+  title = "Prompt tuning on SuperGLUE (dev): mean, best and ensemble of 5 prompts (Lester et al. 2021)"
+  gin_pattern = "paper/prompt_tuning_{size}.gin"
+  seed_file = "003_d13362ded1d43f30.txt"
+
+  def jobs(self) -> list[base.Job]:
+    jobs = []
+    for column in benchmarks.SUPER_GLUE:
+      prompts = [prompt_folder(column, k) for k in range(NUM_PROMPTS)]
+      jobs += [base.Job(folder, "train", prompt_bindings(column.task, k), task=column.task, seed=k)
+               for k, folder in enumerate(prompts)]
+      jobs.append(base.Job(f"{column.label}/ensemble", "ensemble", prompt_bindings(column.task, 0),
+                           needs=tuple(prompts), task=column.task))
+    return jobs
+
+  def gather(self, records: Mapping[str, Any], size: str) -> base.Grid:
+    rows, scores = [], {c: [] for c in COLUMNS}
+    for column in benchmarks.SUPER_GLUE:
+      runs = [records.get(prompt_folder(column, k)) for k in range(NUM_PROMPTS)]
+      values = [benchmarks.task_metrics(column, r["last"]) if r else None for r in runs]
+      if any(v is None for v in values):
+        mean = best = None
+      else:
+        mean = [sum(v[i] for v in values) / len(values) for i in range(len(column.metrics))]
+        best = max(values, key=benchmarks.score)
+      ens = records.get(f"{column.label}/ensemble")
+      ensemble = benchmarks.task_metrics(column, ens and {t: m["ensemble"] for t, m in ens["eval"].items()})
+      cells = [mean, best, ensemble]
+      for name, v in zip(COLUMNS, cells):
+        scores[name].append(benchmarks.score(v))
+      rows.append((column.header(), [base.fmt_pair(v) if v else base.MISSING for v in cells]))
+    rows.append(("SuperGLUE score", [base.fmt(benchmarks.benchmark_score(scores[name])) for name in COLUMNS]))
+    quoted = QUOTES.get(size, {})
+    quotes = {label: quoted[key] for label, key in zip([r[0] for r in rows],
+                                                        [c.label for c in benchmarks.SUPER_GLUE] + ["SuperGLUE"])
+              if key in quoted}
+    notes = [f"Paper columns quoted from ../shared/seeds/{self.seed_file} (Lester et al. 2021, T5 1.1 LM-adapted "
+             "XXL)." if size in QUOTES else
+             f"The seeds quote per-task numbers only for XXL; none at {size} (../shared/seeds/{self.seed_file}).",
+             "Each prompt counts at its last evaluation (no checkpoint selection on dev); the ensemble is the "
+             "majority vote of the 5 prompts' predictions; the SuperGLUE score is the mean of the task scores."]
+    return base.Grid(self.title + f" — T5 1.1 LM-adapted {size.upper()}", list(COLUMNS), rows,
+                     quote_columns=[f"paper (quoted): {c}" for c in COLUMNS] if quotes else [], quotes=quotes,
+                     notes=notes)
