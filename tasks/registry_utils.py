@@ -258,3 +258,15 @@ def get_task_or_mixture(name: str) -> seqio.DatasetProviderBase:
   if name in seqio.TaskRegistry.names():
     return seqio.get_mixture_or_task(name)
   raise unknown_name_error(name)
+
+
+def class_labels(task: str) -> tuple[str, ...]:
+  """The label words of a GLUE/SuperGLUE classification task (for the class-label prompt initialisation)."""
+  from xprompt_jax.tasks import sources  # Local: sources imports this module.
+  for prefix, table in (("super_glue_", sources.SUPER_GLUE_LABELS), ("glue_", sources.GLUE_LABELS)):
+    if task.startswith(prefix):
+      config = task[len(prefix):].split("_v")[0]
+      if config in table:
+        return tuple(table[config])
+  raise ValueError(f"no label words known for task {task!r} (class-label initialisation needs a GLUE/SuperGLUE "
+                   "classification task)")

@@ -12,6 +12,7 @@ import pytest
 from xprompt_jax import paths
 from xprompt_jax.commands import common
 from xprompt_jax.pipelines import compare
+from xprompt_jax.training import stages
 
 
 def test_plan_covers_every_method_task_and_seed():
@@ -205,6 +206,6 @@ def test_constant_baselines_on_real_copa(shared):
 def test_page_only_reads_finished_runs_and_runs_nothing(tmp_path, monkeypatch):
   cfg = compare.CompareConfig(tasks=("a",), seeds=(0,), methods=("prompt_random", "prefix"))
   done = [{"method": "prompt_random", "task": "a", "seed": 0, "metrics": {"accuracy": 60.0}, "seconds": 1.0}]
-  compare._save(str(tmp_path / "prompt_random" / "a" / "seed0" / "result.json"), done)
+  stages.write_result(str(tmp_path / "prompt_random" / "a" / "seed0"), done)
   monkeypatch.setattr(compare, "run_single", lambda *a, **k: pytest.fail("page_only must not train"))
   assert compare.run_all(str(tmp_path), cfg, settings=None, run_missing=False) == done

@@ -67,15 +67,15 @@ def _stage(tmp_path, name, task, steps, start):
 
 def test_pretraining_chain_backbone_line_and_plot(tmp_path):
   from xprompt_jax.models.config import T5Config
-  from xprompt_jax.pipelines import compare
+
   sc = _stage(tmp_path, "sc", "pretrain_span_corruption", 40, "random-init:seed=0:mini")
   lm = _stage(tmp_path, "lm", "pretrain_prefix_lm", 20, sc)
-  stages = compare.pretraining_chain(lm)
+  stages = cr.pretraining_chain(lm)
   assert [s["task"] for s in stages] == ["pretrain_span_corruption", "pretrain_prefix_lm"]
-  line = compare.backbone_line(lm, T5Config(name="mini"), stages)
+  line = cr.backbone_line(lm, T5Config(name="mini"), stages)
   assert "pretrain_span_corruption to step 40: held-out validation cross entropy 7.500" in line
   assert "vs the unigram baseline 8.250" in line and line.endswith(".")
-  assert compare.pretraining_chain(str(tmp_path / "elsewhere" / "export" / "checkpoint_1")) == []
+  assert cr.pretraining_chain(str(tmp_path / "elsewhere" / "export" / "checkpoint_1")) == []
   page = str(tmp_path / "page.md")
   text = cr.write_page(page, _records(), methods=["prompt_random"], tasks=["rte"], majority={"rte": 52.7},
                        meta={"pretraining": stages, "backbone_line": line})
@@ -136,18 +136,18 @@ def test_page_without_last_evaluations_has_no_such_table(tmp_path):
 def test_pretraining_chain_follows_the_export_a_later_stage_started_from(tmp_path):
   """A span-corruption run resumed to more steps exports again and rewrites its latest report: a backbone adapted
   from the earlier export still shows the earlier stage (its kept report), and never the later one's numbers."""
-  from xprompt_jax.pipelines import compare
+
   from xprompt_jax.pretraining import train
   sc40 = _stage(tmp_path, "sc", "pretrain_span_corruption", 40, "random-init:seed=0:mini")
   early = json.loads((tmp_path / "sc" / train.REPORT_NAME).read_text())
   lm = _stage(tmp_path, "lm", "pretrain_prefix_lm", 20, sc40)
   sc60 = _stage(tmp_path, "sc", "pretrain_span_corruption", 60, "random-init:seed=0:mini")  # The resumed run.
   # Without the kept report, the chain stops at the LM stage rather than show step 60 as its start.
-  assert compare.pretraining_chain(lm) == [{**train.read_report(lm), "model_dir": str(tmp_path / "lm")}]
+  assert cr.pretraining_chain(lm) == [{**train.read_report(lm), "model_dir": str(tmp_path / "lm")}]
   kept = train.report_path(str(tmp_path / "sc"), 40)
   os.makedirs(os.path.dirname(kept))
   with open(kept, "w") as f:
     json.dump(early, f)
-  assert [s["step"] for s in compare.pretraining_chain(lm)] == [40, 20]
-  assert [s["step"] for s in compare.pretraining_chain(sc60)] == [60]
+  assert [s["step"] for s in cr.pretraining_chain(lm)] == [40, 20]
+  assert [s["step"] for s in cr.pretraining_chain(sc60)] == [60]
   assert train.read_report(str(tmp_path / "nowhere" / "export" / "checkpoint_3")) is None

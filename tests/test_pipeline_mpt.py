@@ -12,12 +12,14 @@ from xprompt_jax import plotting
 from xprompt_jax.evaluation.evaluator import EvalConfig
 from xprompt_jax.models.config import T5Config
 from xprompt_jax.pipelines import mpt
+from xprompt_jax.pipelines import mpt_ablations
 from xprompt_jax.pipelines import mpt_data
 from xprompt_jax.pipelines import mpt_report
 from xprompt_jax.training import distill
 from xprompt_jax.training import loop
 from xprompt_jax.training import optim
 from xprompt_jax.training import partitioning
+from xprompt_jax.training import stages
 from xprompt_jax.training import step as step_lib
 from xprompt_jax.training.data import DataConfig
 
@@ -79,7 +81,7 @@ def test_distillation_lowers_the_loss_and_resumes(shared, tmp_path, frozen):
   base = _base()
   mpt.train_source(str(tmp_path / "a"), _cfg(source_steps=6), base, frozen, teachers)
   # Interrupted run: stop after 6 steps (its checkpoint stays), then ask for 12: it resumes at step 6.
-  os.remove(tmp_path / "a" / "source" / mpt.RESULT_FILE)
+  os.remove(tmp_path / "a" / "source" / stages.RESULT)
   export, evals = mpt.train_source(str(tmp_path / "a"), _cfg(source_steps=12), base, frozen, teachers)
   losses = _losses(tmp_path / "a" / "source")
   assert [s for s, _ in losses] == [2, 4, 6, 8, 10, 12]  # Each logged step once: resumed, not restarted.
@@ -97,7 +99,7 @@ def test_distillation_lowers_the_loss_and_resumes(shared, tmp_path, frozen):
 def test_pipeline_and_ablation_rows(shared, tmp_path, frozen):
   del shared
   base, cfg, workdir = _base(), _cfg(), str(tmp_path)
-  rows = mpt.run_ablations(workdir, cfg, base, ["full", "task_only", "shared_only"], frozen)
+  rows = mpt_ablations.run_ablations(workdir, cfg, base, ["full", "task_only", "shared_only"], frozen)
   assert sorted(os.listdir(tmp_path / "teachers")) == [CB, RTE]  # One set of teachers for every row.
   assert not os.path.exists(tmp_path / "source_task_only")  # Target-side rows reuse the full source prompt.
   source = mpt.load_source_export(os.path.join(workdir, "source", mpt.SOURCE_EXPORT))
@@ -113,7 +115,7 @@ def test_pipeline_and_ablation_rows(shared, tmp_path, frozen):
     assert set(row["targets"]) == {WIC} and 0 <= row["average"] <= 100, (name, row)
   table = mpt_report.ablation_table(rows, frozen.ref["path"])
   assert "RANDOM-weight backbone" in table and "74.1" in table and "62.5" in table and "71.3" in table
-  again = mpt.run_ablations(workdir, cfg, base, ["full"], frozen)  # Finished stages are skipped.
+  again = mpt_ablations.run_ablations(workdir, cfg, base, ["full"], frozen)  # Finished stages are skipped.
   assert again["full"]["targets"] == rows["full"]["targets"]
   plots = mpt_report.plot_all_stages(workdir)
   assert len(plots) == 12 and all(os.path.getsize(p) > 0 for p in plots)  # Train + eval: 2 teachers, source, 3 targets.
@@ -125,7 +127,7 @@ def test_pipeline_and_ablation_rows(shared, tmp_path, frozen):
     assert t["u"].shape == (2, LENGTH, 1)  # One u_t, v_t per target, one shared P*.
   few = mpt.adapt_targets(workdir, _cfg(target_tasks=(CB,), few_shot=(2,)), base, frozen, source, variant="few")
   assert list(few) == [f"{CB}@2shot"]
-  result = json.loads((tmp_path / "target_few" / "2shot" / "seed0" / CB / mpt.RESULT_FILE).read_text())
+  result = json.loads((tmp_path / "target_few" / "2shot" / "seed0" / CB / stages.RESULT).read_text())
   assert result["shots"] == 2
 
 
@@ -172,14 +174,14 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
   with pytest.raises(ValueError, match="source_rates"):
     _cfg(source_rates=(1.0,))
   with pytest.raises(ValueError, match="'ag_news_subset'.*not usable"):
-    mpt.run_ablations(str(tmp_path), _cfg(extended_source_tasks=("ag_news_subset",)), _base(), ["sources_12"],
+    mpt_ablations.run_ablations(str(tmp_path), _cfg(extended_source_tasks=("ag_news_subset",)), _base(), ["sources_12"],
                       mpt.Frozen(None, {"path": "x"}))
   with pytest.raises(ValueError, match="unknown MPT ablations"):
-    mpt.run_ablations(str(tmp_path), _cfg(), _base(), ["fulll"], mpt.Frozen(None, {"path": "x"}))
+    mpt_ablations.run_ablations(str(tmp_path), _cfg(), _base(), ["fulll"], mpt.Frozen(None, {"path": "x"}))
   teacher_dir = tmp_path / "teachers" / RTE
   teacher_dir.mkdir(parents=True)
   np.save(teacher_dir / "prompt.npy", np.zeros((LENGTH + 2, CFG.emb_dim), np.float32))
-  (teacher_dir / mpt.RESULT_FILE).write_text(json.dumps({"eval": {}}))
+  (teacher_dir / stages.RESULT).write_text(json.dumps({"eval": {}}))
   with pytest.raises(ValueError, match=r"teacher prompt .* has shape \(6, 16\)"):
     mpt.train_teachers(str(tmp_path), _cfg(), _base(), mpt.Frozen(None, {}))
 

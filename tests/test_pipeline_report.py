@@ -25,14 +25,14 @@ def _summary(metric, kept_tokens, kept_pieces, total_tokens=8, **extra):
 @pytest.fixture()
 def run_dir(tmp_path):
   d = str(tmp_path)
-  _write(os.path.join(d, "pt", "final.json"), _summary(50.0, 8, 32, stage="pt"))
-  _write(os.path.join(d, "sweep", "r0.30", "eval.json"), _summary(48.0, 7, 22))
-  _write(os.path.join(d, "sweep", "r0.60", "eval.json"), _summary(52.0, 5, 13))
-  _write(os.path.join(d, "rewind_r0.60", "final.json"), _summary(55.0, 5, 13, stage="rewind_r0.60", ratio=0.6))
-  _write(os.path.join(d, "rewind_r0.30", "final.json"), _summary(55.0, 7, 22, stage="rewind_r0.30", ratio=0.3))
-  _write(os.path.join(d, "controls", "reversed_r0.60", "final.json"),
+  _write(os.path.join(d, "pt", "result.json"), _summary(50.0, 8, 32, stage="pt"))
+  _write(os.path.join(d, "sweep", "r0.30", "result.json"), _summary(48.0, 7, 22))
+  _write(os.path.join(d, "sweep", "r0.60", "result.json"), _summary(52.0, 5, 13))
+  _write(os.path.join(d, "rewind_r0.60", "result.json"), _summary(55.0, 5, 13, stage="rewind_r0.60", ratio=0.6))
+  _write(os.path.join(d, "rewind_r0.30", "result.json"), _summary(55.0, 7, 22, stage="rewind_r0.30", ratio=0.3))
+  _write(os.path.join(d, "controls", "reversed_r0.60", "result.json"),
          _summary(30.0, 4, 13, stage="controls/reversed_r0.60", ratio=0.6, variant="reversed", pruned_metric=20.0))
-  _write(os.path.join(d, "controls", "length_n5", "final.json"),
+  _write(os.path.join(d, "controls", "length_n5", "result.json"),
          _summary(45.0, 5, 20, total_tokens=5, stage="controls/length_n5", ratio=0.6, variant="length"))
   return d
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from xprompt_jax.evaluation.evaluator import EvalConfig
-from xprompt_jax.methods.xprompt import MASKS_KEY, XPrompt, XPromptMasks, apply_masks, ones_masks, prune_to_ratio
+from xprompt_jax.methods.xprompt import (MASKS_KEY, XPrompt, XPromptMasks, active_pieces, apply_masks, ones_masks,
+                                       prune_to_ratio)
 from xprompt_jax.models.config import T5Config
 from xprompt_jax.models.t5 import T5, init_params
 from xprompt_jax.pipelines import xprompt as px
@@ -95,7 +96,7 @@ def test_masked_entries_get_zero_gradients():
     return step_lib.token_loss(logits, batch, step_lib.LossConfig())[0]
 
   grads = np.asarray(jax.jit(jax.grad(loss))(prompt))
-  keep = np.repeat(px.active_pieces(masks), 8, axis=1)
+  keep = np.repeat(active_pieces(masks), 8, axis=1)
   assert not grads[~keep].any() and np.abs(grads[keep]).min() > 0
 
 
@@ -224,7 +225,7 @@ def test_whole_procedure_on_cb_resumes_between_stages(shared, tmp_path):
   pt_prompt = np.load(os.path.join(model_dir, "pt", "prompt.npy"))
   stage = os.path.join(model_dir, f"rewind_{tag}")
   masks = px.load_masks(os.path.join(stage, "masks.npz"))
-  keep = np.repeat(px.active_pieces(masks), 8, axis=1)
+  keep = np.repeat(active_pieces(masks), 8, axis=1)
   initial = np.load(os.path.join(stage, "initial_prompt.npy"))
   np.testing.assert_array_equal(initial[keep].view(np.uint32), pt_prompt[keep].view(np.uint32))
   from xprompt_jax.training import checkpointing
@@ -243,7 +244,7 @@ def test_whole_procedure_on_cb_resumes_between_stages(shared, tmp_path):
   assert "RANDOM-weight backbone" in open(os.path.join(report, "results.md")).read()
   assert len(_lines(os.path.join(report, "results.jsonl"))) == len(rows)
   words = json.load(open(os.path.join(report, "nearest_words.json")))["tokens"]
-  assert [w["token"] for w in words] == np.flatnonzero(px.active_pieces(masks).any(axis=1)).tolist()
+  assert [w["token"] for w in words] == np.flatnonzero(active_pieces(masks).any(axis=1)).tolist()
 
   # A finished run resumes to the same table without training anything.
   again = px.run_xprompt(model_dir, **kwargs)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from test_pipeline_xprompt import check_saved_masks, tiny_run_kwargs
+from xprompt_jax.methods.xprompt import active_pieces
 from xprompt_jax.pipelines import xprompt as px
 
 pytestmark = pytest.mark.slow
@@ -26,6 +27,7 @@ def test_full_sweep_with_every_control(shared, tmp_path):
   variants = [r["variant"] for r in rows]
   assert variants == (["prompt_tuning"] + ["pruned_only"] * 9 + ["xprompt", "length", "piece_only", "random",
                                                                   "reversed", "token_only"])
+  assert all(r["best_step"] > 0 for r in rows if r["variant"] != "pruned_only")  # Each control was retrained.
   sweep = {r["ratio"]: r for r in rows if r["variant"] == "pruned_only"}
   assert [sweep[r]["kept_pieces"] for r in px.PAPER_RATIOS] == [round((1 - r) * 32) for r in px.PAPER_RATIOS]
   chosen = json.load(open(os.path.join(model_dir, "sweep", "chosen.json")))["ratios"][0]
@@ -46,10 +48,10 @@ def test_32_shots_then_transfer_to_rte(shared, tmp_path):
   source = str(tmp_path / "cb_32shot")
   kwargs = tiny_run_kwargs(num_shots=32, shots_seed=5, num_epochs=0.5)
   result = px.run_xprompt(source, **kwargs)
-  assert json.load(open(os.path.join(source, "pt", "final.json")))["last_step"] == 2  # ceil(0.5 x 32 / 8).
+  assert json.load(open(os.path.join(source, "pt", "result.json")))["last_step"] == 2  # ceil(0.5 x 32 / 8).
   shots = json.load(open(os.path.join(source, "shots.json")))
   assert len(shots["indices"]) == 32 and shots["seed"] == 5
-  importance = json.load(open(os.path.join(source, "importance", "final.json")))
+  importance = json.load(open(os.path.join(source, "importance", "result.json")))
   assert importance["num_examples"] == 16  # importance_max_examples of the 32 shots.
   assert result["rows"][0]["variant"] == "prompt_tuning"
 
@@ -61,7 +63,7 @@ def test_32_shots_then_transfer_to_rte(shared, tmp_path):
   np.testing.assert_array_equal(np.load(os.path.join(target, "pt", "initial_prompt.npy")), source_prompt)
   source_masks = px.load_masks(os.path.join(source, "report", "final_masks.npz"))
   target_masks = px.load_masks(os.path.join(target, "report", "final_masks.npz"))
-  source_kept, target_kept = px.active_pieces(source_masks), px.active_pieces(target_masks)
+  source_kept, target_kept = active_pieces(source_masks), active_pieces(target_masks)
   assert not (target_kept & ~source_kept).any()  # Pruning went on from the source's surviving entries.
   assert target_kept.sum() < source_kept.sum()
 

@@ -118,7 +118,8 @@ def xprompt_figures(model_dir: str, out_dir: str) -> list[str]:
   if not (os.path.exists(results) or os.path.exists(importance)):
     return []
   from xprompt_jax.pipelines import plots  # The XPrompt pipeline's own figures.
-  from xprompt_jax.pipelines import xprompt as pipeline
+  from xprompt_jax.methods.xprompt import active_pieces
+  from xprompt_jax.pipelines import xprompt_parts as pipeline
   written = []
   note = ""
   if os.path.exists(results):
@@ -131,7 +132,7 @@ def xprompt_figures(model_dir: str, out_dir: str) -> list[str]:
   if os.path.exists(importance):
     scores = pipeline.load_masks(importance)
     final_masks = os.path.join(model_dir, "report", "final_masks.npz")
-    kept = pipeline.active_pieces(pipeline.load_masks(final_masks)) if os.path.exists(final_masks) else None
+    kept = active_pieces(pipeline.load_masks(final_masks)) if os.path.exists(final_masks) else None
     path = os.path.join(out_dir, "importance_heatmap.png")
     plots.importance_heatmap(path, np.asarray(scores.token), np.asarray(scores.piece), kept, note)
     written.append(path)

@@ -27,7 +27,9 @@ flags.DEFINE_list("ablations", [], "Ablation rows to run with --stage=ablations 
 def main(argv):
   common.init_run(argv)
   from xprompt_jax.pipelines import mpt
+  from xprompt_jax.pipelines import mpt_ablations
   from xprompt_jax.pipelines import mpt_report as report
+  from xprompt_jax.training import stages
   f = flags.FLAGS
   workdir = f.model_dir
   os.makedirs(workdir, exist_ok=True)
@@ -60,14 +62,14 @@ def main(argv):
       sections.append(("Source training (distilled)", json.dumps(result["source"], indent=1)))
       sections.append(("Target adaptation", report.targets_table(result["targets"], backbone)))
     elif f.stage == "ablations":
-      rows = mpt.run_ablations(workdir, cfg, base, f.ablations or None, frozen)
+      rows = mpt_ablations.run_ablations(workdir, cfg, base, f.ablations or None, frozen)
       sections.append(("Ablations", report.ablation_table(rows, backbone)))
     elif f.stage == "lengths":
-      sweep = mpt.run_length_sweep(workdir, cfg, base, frozen=frozen)
+      sweep = mpt_ablations.run_length_sweep(workdir, cfg, base, frozen=frozen)
       body = "\n\n".join(f"L = {length}\n\n{report.targets_table(r['targets'], backbone)}"
                          for length, r in sweep.items())
       sections.append(("Prompt length sweep", body))
-  except mpt.Preempted as e:
+  except stages.Preempted as e:
     print(str(e))
     return
   for heading, body in sections[1:]:

@@ -25,14 +25,14 @@ from typing import Any, Callable, Mapping, Optional
 import gin
 import numpy as np
 
-from xprompt_jax import jsonl_io
 from xprompt_jax import plotting
 from xprompt_jax.methods import get_method
-from xprompt_jax.models.config import T5Config
 from xprompt_jax.pipelines import compare_report
 from xprompt_jax.training import data as data_lib
 from xprompt_jax.training import loop
 from xprompt_jax.training import run_configs
+from xprompt_jax.training import stages
+from xprompt_jax.tasks.registry_utils import class_labels  # noqa: F401  (compare.class_labels, as before)
 
 PROMPT_METHODS = {"prompt_random": "random_uniform", "prompt_sampled_vocab": "sampled_vocab",
                   "prompt_class_labels": "class_labels"}
@@ -119,18 +119,6 @@ def settings_from_gin(cfg: CompareConfig) -> Settings:
   return dataclasses.replace(settings, train=train)
 
 
-def class_labels(task: str) -> tuple[str, ...]:
-  """The label words of a GLUE/SuperGLUE classification task (for the class-label prompt initialisation)."""
-  from xprompt_jax.tasks import sources
-  for prefix, table in (("super_glue_", sources.SUPER_GLUE_LABELS), ("glue_", sources.GLUE_LABELS)):
-    if task.startswith(prefix):
-      config = task[len(prefix):].split("_v")[0]
-      if config in table:
-        return tuple(table[config])
-  raise ValueError(f"no label words known for task {task!r} (class-label initialisation needs a GLUE/SuperGLUE "
-                   "classification task)")
-
-
 def constant_baselines(task: str, lengths: dict[str, int], max_examples: Optional[int] = None) -> dict[str, float]:
   """Validation accuracies (%) of two constant predictors, on the first `max_examples` validation rows (as
   `EvalConfig.max_examples` evaluates; None: all): "majority", always the training split's most frequent target
@@ -210,13 +198,6 @@ def shots_stream(run_dir: str, data_cfg: data_lib.DataConfig, cfg: CompareConfig
   return examples_lib.cycling_batches_fn(shots, data_cfg.seed)
 
 
-def _save(path: str, records: list) -> list:
-  """Writes a finished run's records to its result.json, the marker that makes a rerun skip it (atomic: a run
-  stopped while saving is rerun, not read half-written)."""
-  jsonl_io.write_json_atomic(path, records)
-  return records
-
-
 def run_single(run_dir: str, settings: Settings, method_name: str, cfg: CompareConfig, task: str,
                seed: int) -> list[dict]:
   """One prompt- or prefix-tuning run -> [record]."""
@@ -227,7 +208,8 @@ def run_single(run_dir: str, settings: Settings, method_name: str, cfg: CompareC
     kwargs = {"class_labels": class_labels(task)} if init == "class_labels" else {}
     method = get_method("prompt", length=cfg.prompt_length, prompt_init=init, **kwargs)
   s = settings.for_run(task, seed, cfg.inputs_lengths.get(task))
-  loop.train(run_dir, method=method, batches_fn=shots_stream(run_dir, s.data, cfg), **s.train_kwargs())
+  stages.check_preempted(loop.train(run_dir, method=method, batches_fn=shots_stream(run_dir, s.data, cfg),
+                                    **s.train_kwargs()), run_dir)
   return [run_record(run_dir, method_name, task, seed)]
 
 
@@ -279,6 +261,8 @@ def run_xprompt(run_dir: str, settings: Settings, cfg: CompareConfig, task: str,
   out = xprompt_lib.run_xprompt(run_dir, pipeline_cfg=pipeline_cfg,
                                 method=XPrompt(length=cfg.prompt_length, pieces=cfg.xprompt_pieces,
                                                prompt_init="sampled_vocab"), **s.train_kwargs())
+  if out["preempted"]:
+    raise stages.Preempted(out["stopped"])
   if out["rows"] is None:
     raise RuntimeError(f"XPrompt stopped early: {out['stopped']}")
   best: dict[str, dict] = {}
@@ -307,21 +291,19 @@ def planned_runs(cfg: CompareConfig) -> list[tuple[str, str, Optional[str], int]
 
 
 def run_all(results_dir: str, cfg: CompareConfig, settings: Settings, run_missing: bool = True) -> list[dict]:
-  """Runs (or resumes) every planned run; returns every record (a failed run becomes a record with "error").
-  With `run_missing=False` only the finished runs' records are read (the page then lists the others as missing)."""
+  """Runs (or resumes) every planned run, each a `training.stages` stage (its records in `<run>/result.json`);
+  returns every record (a failed run becomes a record with "error"). With `run_missing=False` only the finished
+  runs' records are read (the page then lists the others as missing). A preempted run raises `stages.Preempted`
+  (its checkpoint saved, no record): the same command resumes it."""
   records = []
   for folder, method, task, seed in planned_runs(cfg):
     run_dir = os.path.join(results_dir, folder)
-    done = jsonl_io.read_json_if_exists(os.path.join(run_dir, "result.json"))
-    if done is not None:
-      records += done
-      continue
-    if not run_missing:
+    if not run_missing and not stages.is_done(run_dir):
       print(f"compare: {folder} not finished (left out: page only)")
       continue
-    print(f"compare: {folder}")
     start = time.time()
-    try:
+
+    def work(method=method, task=task, seed=seed, run_dir=run_dir) -> list[dict]:
       if method == "mpt":
         new = run_mpt(run_dir, settings, cfg, seed)
       elif method == "xprompt":
@@ -330,48 +312,22 @@ def run_all(results_dir: str, cfg: CompareConfig, settings: Settings, run_missin
         new = run_model_tuning(run_dir, settings, cfg, task, seed)
       else:
         new = run_single(run_dir, settings, method, cfg, task, seed)
+      seconds = (time.time() - start) / max(len(new), 1)
+      return [{**r, "seconds": seconds} for r in new]
+
+    try:
+      records += stages.run(run_dir, work, label=f"compare: {folder}")
+    except stages.Preempted:
+      raise
     except Exception as e:  # pylint: disable=broad-except  (one failed run must not lose the others)
       message = f"{type(e).__name__}: {e}".splitlines()[0][:300]
       print(f"compare: {folder} failed: {message}\n{traceback.format_exc()}")
       records.append({"method": method, "task": task or "(all targets)", "seed": seed, "metrics": {},
                       "error": message, "seconds": time.time() - start})
-      continue
-    seconds = (time.time() - start) / max(len(new), 1)
-    records += _save(os.path.join(run_dir, "result.json"), [{**r, "seconds": seconds} for r in new])
   with open(os.path.join(results_dir, RESULTS_NAME), "w", encoding="utf-8") as f:
     for r in records:
       f.write(json.dumps(r) + "\n")
   return records
-
-
-def pretraining_chain(backbone: Optional[str], max_stages: int = 8) -> list[dict]:
-  """The pretraining stages behind a backbone exported by `xprompt-jax pretrain`, earliest first: each stage's
-  report (`pretraining.train.read_report`) plus its `model_dir`, followed through each report's `start` (an earlier
-  stage's export); [] when the backbone was not made here."""
-  from xprompt_jax.pretraining import train as pretrain_lib
-  stages, path = [], backbone
-  while path and len(stages) < max_stages:
-    report = pretrain_lib.read_report(path)
-    if report is None:
-      break
-    stages.append({**report, "model_dir": pretrain_lib.model_dir_of_export(path)})
-    path = stages[-1].get("start")
-  return stages[::-1]
-
-
-def backbone_line(backbone: Optional[str], config: T5Config, stages: Optional[list[dict]] = None) -> str:
-  """One paragraph naming the backbone, with each pretraining stage's validation loss vs the unigram baseline."""
-  if not backbone:
-    return (f"RANDOM-weight {config.name} ({config.num_params():,} parameters): these numbers check the plumbing, "
-            "they say nothing about the methods.")
-  line = f"`{backbone}` ({config.name}, {config.num_params():,} parameters)."
-  stages = pretraining_chain(backbone) if stages is None else stages
-  if stages:
-    line += " Pretrained here, from random weights, on the training-split text of `../shared/data` only:"
-  for r in stages:
-    line += (f" {r['task']} to step {r['step']}: held-out validation cross entropy {r['validation_loss']:.3f} "
-             f"nats/token vs the unigram baseline {r['unigram_cross_entropy']:.3f};")
-  return line.rstrip(";") + ("." if stages else "")
 
 
 @gin.configurable(denylist=["results_dir", "page_path"])
@@ -387,9 +343,9 @@ def compare(results_dir: str, page_path: str, *, cfg: Optional[CompareConfig] = 
   lengths = dict(settings.data.task_feature_lengths)
   tasks = list(dict.fromkeys([*cfg.tasks, *(cfg.mpt_targets if "mpt" in cfg.methods else ())]))
   max_examples = settings.eval.max_examples
-  stages = pretraining_chain(settings.train.initial_checkpoint)
+  chain = compare_report.pretraining_chain(settings.train.initial_checkpoint)
   origin = ("random weights" if not settings.train.initial_checkpoint else
-            "pretrained here" if stages else "given checkpoint")
+            "pretrained here" if chain else "given checkpoint")
   constants = {t: constant_baselines(t, lengths, max_examples) for t in tasks}
   majority = {t: c["majority"] for t, c in constants.items()}
   method_names = [m for m in cfg.methods if m != "xprompt"]
@@ -432,8 +388,8 @@ def compare(results_dir: str, page_path: str, *, cfg: Optional[CompareConfig] = 
       prior_loss={t: c["prior_loss"] for t, c in constants.items()},
       meta={"title": title, "command": command, "results": os.path.join(results_dir, RESULTS_NAME),
             "protocol": protocol,
-            "backbone_line": backbone_line(settings.train.initial_checkpoint, settings.config, stages),
-            "pretraining": stages,
+            "backbone_line": compare_report.backbone_line(settings.train.initial_checkpoint, settings.config, chain),
+            "pretraining": chain,
             "plot_title": f"{settings.config.name} ({origin}), {seed_count}, mean ± std",
             "machine": f"{os.cpu_count()} CPU cores", "method_tasks": method_tasks})
   return {"records": records, "page": text}

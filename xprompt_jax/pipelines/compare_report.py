@@ -275,3 +275,33 @@ def write_page(page_path: str, records: Sequence[Mapping[str, Any]], *, methods:
   with open(page_path, "w", encoding="utf-8") as f:
     f.write(text)
   return text
+
+
+def pretraining_chain(backbone: Optional[str], max_stages: int = 8) -> list[dict]:
+  """The pretraining stages behind a backbone exported by `xprompt-jax pretrain`, earliest first: each stage's
+  report (`pretraining.train.read_report`) plus its `model_dir`, followed through each report's `start` (an earlier
+  stage's export); [] when the backbone was not made here."""
+  from xprompt_jax.pretraining import train as pretrain_lib
+  chain, path = [], backbone
+  while path and len(chain) < max_stages:
+    report = pretrain_lib.read_report(path)
+    if report is None:
+      break
+    chain.append({**report, "model_dir": pretrain_lib.model_dir_of_export(path)})
+    path = chain[-1].get("start")
+  return chain[::-1]
+
+
+def backbone_line(backbone: Optional[str], config, stages: Optional[list[dict]] = None) -> str:
+  """One paragraph naming the backbone, with each pretraining stage's validation loss vs the unigram baseline."""
+  if not backbone:
+    return (f"RANDOM-weight {config.name} ({config.num_params():,} parameters): these numbers check the plumbing, "
+            "they say nothing about the methods.")
+  line = f"`{backbone}` ({config.name}, {config.num_params():,} parameters)."
+  stages = pretraining_chain(backbone) if stages is None else stages
+  if stages:
+    line += " Pretrained here, from random weights, on the training-split text of `../shared/data` only:"
+  for r in stages:
+    line += (f" {r['task']} to step {r['step']}: held-out validation cross entropy {r['validation_loss']:.3f} "
+             f"nats/token vs the unigram baseline {r['unigram_cross_entropy']:.3f};")
+  return line.rstrip(";") + ("." if stages else "")

@@ -14,8 +14,8 @@ one resumes from its checkpoints.
    the whole target group instead (P* shared, one u_t, v_t per task); `MPTConfig.few_shot = (4, 16, 32)` adapts
    on k examples per class for every seed in `few_shot_seeds`.
 
-`run_ablations` trains the paper's ablation rows (Table 6 and Sec. 4.3) from one set of teachers; `run_length_sweep`
-reruns the pipeline per prompt length. Numbers from these runs come from whatever backbone
+`pipelines.mpt_ablations` trains the paper's ablation rows (Table 6 and Sec. 4.3) from one set of teachers and
+reruns the pipeline per prompt length. Every stage folder is a `training.stages` stage (its `result.json`). Numbers from these runs come from whatever backbone
 `TrainConfig.initial_checkpoint` names (a random-weight one when None) and are labelled so by `mpt_report`.
 """
 import dataclasses
@@ -25,7 +25,6 @@ import math
 import os
 from typing import Any, Optional, Sequence
 
-import gin
 import jax
 import numpy as np
 
@@ -42,89 +41,12 @@ from xprompt_jax.training import loop
 from xprompt_jax.training import optim
 from xprompt_jax.training import partitioning
 from xprompt_jax.training import run_configs
+from xprompt_jax.training import stages
 
-SUPER_GLUE_TARGETS = ("super_glue_multirc_v102", "super_glue_boolq_v102", "super_glue_wic_v102",
-                      "super_glue_wsc_v102_simple_train", "super_glue_cb_v102")
-TARGET_UPDATES = ("both", "shared_only", "task_only")
-TARGET_UV_INITS = ("mean", "matching_source", "ones")
+from xprompt_jax.pipelines.mpt_config import TARGET_UPDATES, TARGET_UV_INITS, MPTConfig
+
 SOURCE_EXPORT = "mpt_source.npz"
 TARGET_EXPORT = "mpt_target.npz"
-RESULT_FILE = "result.json"
-
-
-class Preempted(RuntimeError):
-  """A stage was preempted (SIGTERM) and saved; rerunning the same command resumes it."""
-
-
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class MPTConfig:
-  """The pipeline's settings; paper defaults (T5-Base: L = 100, 6 source tasks, 5 source epochs)."""
-  source_tasks: tuple[str, ...] = mixtures.MPT_SOURCE_TASKS
-  source_rates: Optional[tuple[float, ...]] = None  # None: examples-proportional mixing.
-  target_tasks: tuple[str, ...] = SUPER_GLUE_TARGETS
-  prompt_length: int = 100
-  rank: int = 1
-  prompt_init: str = "sampled_vocab"
-  # 1. Teachers (plain prompt tuning).
-  teacher_steps: int = 30_000
-  teacher_learning_rate: float = 0.3
-  # The split the source-side stages (teachers, distillation) are evaluated on; each task on its evaluation tasks
-  # for it (`registry_utils.evaluation_tasks`: MNLI's "validation" is its matched and mismatched sets). Offline,
-  # MNLI and QQP have no official validation file: "resplit_dev" (the held-out part of the local GLUE re-split
-  # train, which MNLI itself has) monitors them.
-  source_eval_split: str = "validation"
-  # 2. Source training.
-  source_epochs: float = 5.0
-  source_steps: Optional[int] = None  # None: `source_epochs` passes over the (capped) source mixture.
-  source_learning_rate: float = 0.3
-  student_uv_init: str = "normal"  # The paper initialises the students randomly.
-  # 3. Target adaptation.
-  target_steps: int = 30_000
-  shared_learning_rate: float = 0.3
-  u_learning_rate: float = 0.3
-  v_learning_rate: float = 0.3
-  target_uv_init: str = "mean"  # "mean" of the sources' u_k, v_k | "matching_source" (same-named source) | "ones".
-  target_update: str = "both"  # "both" | "shared_only" (u, v removed) | "task_only" (P* frozen).
-  target_multitask: bool = False  # One MPT over the target group (P* shared across it).
-  few_shot: tuple[int, ...] = ()  # k examples per class, e.g. (4, 16, 32); () trains on the full split.
-  few_shot_seeds: tuple[int, ...] = (0, 1, 2)
-  # Ablation extras.
-  extended_source_tasks: tuple[str, ...] = mixtures.MPT_EXTRA_SOURCE_TASKS  # The `sources_12` ablation's extra tasks.
-  lengths: tuple[int, ...] = ()  # Prompt lengths of `run_length_sweep`.
-
-  def __post_init__(self):
-    if not self.source_tasks:
-      raise ValueError("MPTConfig.source_tasks is empty")
-    if not self.target_tasks:
-      raise ValueError("MPTConfig.target_tasks is empty")
-    if self.source_rates is not None and len(self.source_rates) != len(self.source_tasks):
-      raise ValueError(f"MPTConfig.source_rates has {len(self.source_rates)} rates for "
-                       f"{len(self.source_tasks)} source tasks {list(self.source_tasks)}")
-    for field in ("prompt_length", "rank", "teacher_steps", "target_steps"):
-      value = getattr(self, field)
-      if not isinstance(value, int) or value <= 0:
-        raise ValueError(f"MPTConfig.{field} must be a positive int, got {value!r}")
-    if self.target_update not in TARGET_UPDATES:
-      raise ValueError(f"MPTConfig.target_update={self.target_update!r}; known: {', '.join(TARGET_UPDATES)}")
-    if self.target_uv_init not in TARGET_UV_INITS:
-      raise ValueError(f"MPTConfig.target_uv_init={self.target_uv_init!r}; known: {', '.join(TARGET_UV_INITS)}")
-    for field in ("teacher_learning_rate", "source_learning_rate"):
-      if not getattr(self, field) > 0:
-        raise ValueError(f"MPTConfig.{field} must be > 0, got {getattr(self, field)}")
-    for field in ("shared_learning_rate", "u_learning_rate", "v_learning_rate"):
-      if not getattr(self, field) >= 0:
-        raise ValueError(f"MPTConfig.{field} must be >= 0 (0 freezes), got {getattr(self, field)}")
-    if any(not isinstance(k, int) or k <= 0 for k in self.few_shot):
-      raise ValueError(f"MPTConfig.few_shot must hold positive ints (examples per class), got {self.few_shot}")
-    if self.few_shot and not self.few_shot_seeds:
-      raise ValueError("MPTConfig.few_shot is set but few_shot_seeds is empty")
-    if self.few_shot and self.target_multitask:
-      raise ValueError("MPTConfig.few_shot and MPTConfig.target_multitask are exclusive: few-shot adaptation runs "
-                       "one target task at a time")
-
-  def replace(self, **kwargs) -> "MPTConfig":
-    return dataclasses.replace(self, **kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,9 +114,7 @@ def _train(model_dir: str, base: Base, frozen: Frozen, *, method, task: str, ste
                                                                         eval_tasks=eval_tasks),
                       loss_cfg=base.loss, eval_cfg=eval_cfg, frozen=frozen.params, frozen_ref=frozen.ref,
                       eval_task_ids=eval_task_ids, **kwargs)
-  if result.get("preempted"):
-    raise Preempted(f"preempted in {model_dir} at step {result['step']}; rerun the same command to resume")
-  return result
+  return stages.check_preempted(result, model_dir)
 
 
 def check_tasks(cfg: MPTConfig, extended: bool = False) -> None:
@@ -220,28 +140,35 @@ def group_mixture(tasks: Sequence[str], rates: Optional[Sequence[float]] = None,
 
 def train_teachers(workdir: str, cfg: MPTConfig, base: Base, frozen: Frozen,
                    tasks: Optional[Sequence[str]] = None) -> tuple[np.ndarray, dict]:
-  """Stacked teacher prompts [T, L, D] (one prompt-tuning run per task, in order) and their eval metrics."""
+  """Stacked teacher prompts [T, L, D] (one prompt-tuning run per task, in order, in `<workdir>/teachers/<task>`)
+  and their eval metrics."""
   prompts, evals = [], {}
   for task in tasks or cfg.source_tasks:
-    model_dir = os.path.join(workdir, "teachers", task)
-    done = jsonl_io.read_json_if_exists(os.path.join(model_dir, RESULT_FILE))
-    prompt_path = os.path.join(model_dir, "prompt.npy")
-    if done is None or not os.path.exists(prompt_path):
-      method = PromptTuning(length=cfg.prompt_length, prompt_init=cfg.prompt_init)
-      opt = dataclasses.replace(base.opt, learning_rate=cfg.teacher_learning_rate, label_learning_rates=None)
-      result = _train(model_dir, base, frozen, method=method, task=task, steps=cfg.teacher_steps, opt=opt,
-                      evaluated=(task,), eval_split=cfg.source_eval_split)
-      np.save(prompt_path, _host(result["state"]["trainable"]["prompt"]))
-      done = {"task": task, "step": result["step"], "eval": result["eval"]}
-      jsonl_io.write_json_atomic(os.path.join(model_dir, RESULT_FILE), done)
-    prompt = np.load(prompt_path)
-    if prompt.shape != (cfg.prompt_length, base.config.emb_dim):
-      raise ValueError(f"teacher prompt {prompt_path} has shape {prompt.shape}; this run needs "
-                       f"[{cfg.prompt_length}, {base.config.emb_dim}] (MPTConfig.prompt_length, T5Config.emb_dim): "
-                       "use another work dir for another prompt length or model")
+    prompt, done = train_teacher(os.path.join(workdir, "teachers", task), cfg, base, frozen, task)
     prompts.append(prompt)
     evals[task] = done["eval"]
   return np.stack(prompts), evals
+
+
+def train_teacher(model_dir: str, cfg: MPTConfig, base: Base, frozen: Frozen, task: str) -> tuple[np.ndarray, dict]:
+  """One teacher: plain prompt tuning on `task` in `model_dir` (a stage) -> (its prompt [L, D], its record)."""
+  prompt_path = os.path.join(model_dir, "prompt.npy")
+
+  def train() -> dict:
+    method = PromptTuning(length=cfg.prompt_length, prompt_init=cfg.prompt_init)
+    opt = dataclasses.replace(base.opt, learning_rate=cfg.teacher_learning_rate, label_learning_rates=None)
+    result = _train(model_dir, base, frozen, method=method, task=task, steps=cfg.teacher_steps, opt=opt,
+                    evaluated=(task,), eval_split=cfg.source_eval_split)
+    np.save(prompt_path, _host(result["state"]["trainable"]["prompt"]))
+    return {"task": task, "step": result["step"], "eval": result["eval"]}
+
+  done = stages.run(model_dir, train)
+  prompt = np.load(prompt_path)
+  if prompt.shape != (cfg.prompt_length, base.config.emb_dim):
+    raise ValueError(f"teacher prompt {prompt_path} has shape {prompt.shape}; this run needs "
+                     f"[{cfg.prompt_length}, {base.config.emb_dim}] (MPTConfig.prompt_length, T5Config.emb_dim): "
+                     "use another work dir for another prompt length or model")
+  return prompt, done
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -272,13 +199,21 @@ def load_source_export(path: str) -> dict:
 
 def train_source(workdir: str, cfg: MPTConfig, base: Base, frozen: Frozen, teachers: np.ndarray, *,
                  variant: str = "", tasks: Optional[Sequence[str]] = None) -> tuple[dict, dict]:
-  """Distilled multitask source training; returns (the export, the final source-task metrics)."""
-  tasks = list(tasks or cfg.source_tasks)
+  """Distilled multitask source training in `<workdir>/source[_<variant>]`; returns (the export, the final
+  source-task metrics)."""
   model_dir = os.path.join(workdir, f"source_{variant}" if variant else "source")
-  export_path = os.path.join(model_dir, SOURCE_EXPORT)
-  done = jsonl_io.read_json_if_exists(os.path.join(model_dir, RESULT_FILE))
-  if done is not None and os.path.exists(export_path):
-    return load_source_export(export_path), done["eval"]
+  return source_stage(model_dir, cfg, base, frozen, teachers, tasks)
+
+
+def source_stage(model_dir: str, cfg: MPTConfig, base: Base, frozen: Frozen, teachers: np.ndarray,
+                 tasks: Optional[Sequence[str]] = None) -> tuple[dict, dict]:
+  """The source training stage in `model_dir`: (the export `mpt_source.npz`, the final source-task metrics)."""
+  tasks = list(tasks or cfg.source_tasks)
+  done = stages.run(model_dir, lambda: _distill_sources(model_dir, cfg, base, frozen, teachers, tasks))
+  return load_source_export(os.path.join(model_dir, SOURCE_EXPORT)), done["eval"]
+
+
+def _distill_sources(model_dir, cfg, base, frozen, teachers, tasks) -> dict:
   method = MPT(length=cfg.prompt_length, num_tasks=len(tasks), rank=cfg.rank, prompt_init=cfg.prompt_init,
                uv_init=cfg.student_uv_init)
   distill.check_teachers(teachers, method, base.config, tasks)
@@ -291,12 +226,10 @@ def train_source(workdir: str, cfg: MPTConfig, base: Base, frozen: Frozen, teach
                   aux={distill.TEACHERS_KEY: np.asarray(teachers)},
                   loss_fn=loss_fn, batches_fn=mpt_data.make_sampled_batches_fn(tasks, base.sampling, rates))
   trainable = _host(result["state"]["trainable"])
-  np.savez(export_path, shared_prompt=trainable["shared_prompt"], u=trainable["u"], v=trainable["v"],
-           task_names=np.asarray(tasks))
-  done = {"tasks": tasks, "step": result["step"], "eval": result["eval"], "distill": dataclasses.asdict(base.distill),
+  np.savez(os.path.join(model_dir, SOURCE_EXPORT), shared_prompt=trainable["shared_prompt"], u=trainable["u"],
+           v=trainable["v"], task_names=np.asarray(tasks))
+  return {"tasks": tasks, "step": result["step"], "eval": result["eval"], "distill": dataclasses.asdict(base.distill),
           "sampling": dataclasses.asdict(base.sampling)}
-  jsonl_io.write_json_atomic(os.path.join(model_dir, RESULT_FILE), done)
-  return load_source_export(export_path), done["eval"]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -336,11 +269,14 @@ def target_learning_rates(cfg: MPTConfig, update: str) -> tuple[tuple[str, float
 def adapt_target(model_dir: str, cfg: MPTConfig, base: Base, frozen: Frozen, export: dict,
                  targets: Sequence[str], *, update: str = "both", shots: Optional[int] = None,
                  seed: int = 0) -> dict:
-  """Target adaptation of one task (or, with several, one multitask MPT over them); returns per-task metrics."""
+  """Target adaptation of one task (or, with several, one multitask MPT over them) in `model_dir` (a stage);
+  returns per-task metrics."""
   targets = list(targets)
-  done = jsonl_io.read_json_if_exists(os.path.join(model_dir, RESULT_FILE))
-  if done is not None:
-    return done["per_task"]
+  return stages.run(model_dir, lambda: _adapt(model_dir, cfg, base, frozen, export, targets, update, shots,
+                                              seed))["per_task"]
+
+
+def _adapt(model_dir, cfg, base, frozen, export, targets, update, shots, seed) -> dict:
   if shots is not None and len(targets) != 1:
     raise ValueError(f"few-shot adaptation takes one target task at a time, got {targets}")
   init = target_initial_trainable(export, targets, cfg.target_uv_init, update)
@@ -364,10 +300,8 @@ def adapt_target(model_dir: str, cfg: MPTConfig, base: Base, frozen: Frozen, exp
   per_task = per_task_metrics(result["eval"], targets, base.eval.split)
   trainable = _host(result["state"]["trainable"])
   np.savez(os.path.join(model_dir, TARGET_EXPORT), **trainable, task_names=np.asarray(targets))
-  jsonl_io.write_json_atomic(os.path.join(model_dir, RESULT_FILE), {
-      "targets": targets, "update": update, "shots": shots, "seed": seed, "step": result["step"],
-      "per_task": per_task})
-  return per_task
+  return {"targets": targets, "update": update, "shots": shots, "seed": seed, "step": result["step"],
+          "per_task": per_task}
 
 
 def per_task_metrics(eval_results: dict, tasks: Sequence[str],
@@ -429,85 +363,3 @@ def run_pipeline(workdir: str, cfg: MPTConfig, base: Base, frozen: Optional[Froz
             "average": float(np.mean([task_score(m) for m in targets.values()])), "backbone": frozen.ref["path"]}
   jsonl_io.write_json_atomic(os.path.join(workdir, "results.json"), result)
   return result
-
-
-@dataclasses.dataclass(frozen=True)
-class Ablation:
-  """One row of the ablation table: how its source training and its target adaptation differ from full MPT."""
-  name: str
-  description: str
-  distill: dict = dataclasses.field(default_factory=dict)  # DistillConfig overrides.
-  sampling: dict = dataclasses.field(default_factory=dict)  # SamplingConfig overrides.
-  update: str = "both"
-  extended_sources: bool = False
-
-  @property
-  def source_variant(self) -> str:
-    """Rows that train the same source prompt share it (the target-side ablations reuse the full source)."""
-    if self.distill or self.sampling or self.extended_sources:
-      return self.name
-    return ""
-
-  @property
-  def target_variant(self) -> str:
-    """The full row's target runs are the plain pipeline's (`target/`), so a finished pipeline is reused."""
-    return "" if self.name == "full" else self.name
-
-
-ABLATIONS = (
-    Ablation("full", "MPT (distillation: logits + hidden states, task sampling, P* and u, v tuned)"),
-    Ablation("no_hidden", "without the hidden-state loss", distill={"objective": "logits"}),
-    Ablation("distance", "prompt-distance (MSE) loss instead of logits + hidden distillation",
-             distill={"objective": "distance"}),
-    Ablation("shared_only", "target: only P* updated (task-specific vectors removed)", update="shared_only"),
-    Ablation("task_only", "target: only u, v updated (P* frozen)", update="task_only"),
-    Ablation("no_task_sampling", "without stochastic task sampling", sampling={"stochastic": False}),
-    Ablation("sources_12", "12 source tasks (MPTConfig.extended_source_tasks)", extended_sources=True),
-)
-
-
-def run_ablations(workdir: str, cfg: MPTConfig, base: Base, names: Optional[Sequence[str]] = None,
-                  frozen: Optional[Frozen] = None) -> dict[str, dict]:
-  """Every ablation row from one set of teachers: {row name: {"targets", "average", "description"}}."""
-  if names is None:  # Every row; the 12-task one only when its extra tasks are configured.
-    rows = [a for a in ABLATIONS if a.name != "sources_12" or cfg.extended_source_tasks]
-  else:
-    rows = [a for a in ABLATIONS if a.name in names]
-  unknown = sorted(set(names or ()) - {a.name for a in ABLATIONS})
-  if unknown:
-    raise ValueError(f"unknown MPT ablations {unknown}; known: {[a.name for a in ABLATIONS]}")
-  check_tasks(cfg, extended=any(a.extended_sources for a in rows))
-  frozen = frozen or Frozen.load(base)
-  results = {}
-  for row in rows:
-    tasks = list(cfg.source_tasks)
-    if row.extended_sources:
-      if not cfg.extended_source_tasks:
-        raise ValueError("the 'sources_12' ablation needs MPTConfig.extended_source_tasks (the extra tasks)")
-      tasks += [t for t in cfg.extended_source_tasks if t not in tasks]
-    row_base = dataclasses.replace(base, distill=dataclasses.replace(base.distill, **row.distill),
-                                   sampling=dataclasses.replace(base.sampling, **row.sampling))
-    teachers, _ = train_teachers(workdir, cfg, row_base, frozen, tasks)
-    export, source_eval = train_source(workdir, cfg, row_base, frozen, teachers, variant=row.source_variant,
-                                       tasks=tasks)
-    targets = adapt_targets(workdir, cfg, row_base, frozen, export, variant=row.target_variant, update=row.update)
-    results[row.name] = {"description": row.description, "targets": targets, "source": source_eval,
-                         "average": float(np.mean([task_score(m) for m in targets.values()]))}
-  jsonl_io.write_json_atomic(os.path.join(workdir, "ablations.json"), {"backbone": frozen.ref["path"], "rows": results})
-  return results
-
-
-def run_length_sweep(workdir: str, cfg: MPTConfig, base: Base, lengths: Optional[Sequence[int]] = None,
-                     frozen: Optional[Frozen] = None) -> dict[int, dict]:
-  """The whole pipeline per prompt length (teachers included: they must match the student's length)."""
-  lengths = list(lengths or cfg.lengths)
-  if not lengths:
-    raise ValueError("run_length_sweep: no prompt lengths (bind MPTConfig.lengths, e.g. (50, 100, 200, 300))")
-  frozen = frozen or Frozen.load(base)
-  out = {}
-  for length in lengths:
-    out[int(length)] = run_pipeline(os.path.join(workdir, f"length_{length}"), cfg.replace(prompt_length=length),
-                                    base, frozen)
-  jsonl_io.write_json_atomic(os.path.join(workdir, "lengths.json"),
-                             {"backbone": frozen.ref["path"], "lengths": {str(k): v for k, v in out.items()}})
-  return out

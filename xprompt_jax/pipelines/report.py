@@ -31,9 +31,10 @@ def backbone_note(frozen_ref: dict) -> str:
   return RANDOM_NOTE if path.startswith("random-init") else f"Frozen backbone: {path}."
 
 
-def _read(path: str) -> dict:
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+def _read(stage_dir: str) -> Optional[dict]:
+  """The stage's record (`training.stages`), None while it is not finished."""
+  from xprompt_jax.training import stages
+  return stages.read_result(stage_dir)
 
 
 def _row(variant: str, ratio: float, summary: dict, stage: str, emb_dim: int, backbone: str, **extra) -> dict:
@@ -46,22 +47,23 @@ def _row(variant: str, ratio: float, summary: dict, stage: str, emb_dim: int, ba
 
 def collect_rows(model_dir: str, ratios: Sequence[float], emb_dim: int, backbone: str) -> list[dict]:
   """Every finished variant of the run, PT first."""
-  from xprompt_jax.pipelines.xprompt import ratio_tag  # Local: xprompt imports this module lazily too.
+  from xprompt_jax.pipelines.xprompt_parts import ratio_tag
+  from xprompt_jax.training import stages
   rows = []
-  pt = _read(os.path.join(model_dir, "pt", "final.json"))
+  pt = _read(os.path.join(model_dir, "pt"))
   rows.append(_row("prompt_tuning", 0.0, pt, "pt", emb_dim, backbone, best_step=pt["best_step"]))
   sweep = {}
   for ratio in ratios:
-    path = os.path.join(model_dir, "sweep", ratio_tag(ratio), "eval.json")
-    if os.path.exists(path):
-      sweep[ratio] = _read(path)
+    point = _read(os.path.join(model_dir, "sweep", ratio_tag(ratio)))
+    if point is not None:
+      sweep[ratio] = point
       rows.append(_row("pruned_only", ratio, sweep[ratio], f"sweep/{ratio_tag(ratio)}", emb_dim, backbone))
-  for path in sorted(glob.glob(os.path.join(model_dir, "rewind_r*", "final.json"))):
-    s = _read(path)
+  for path in sorted(glob.glob(os.path.join(model_dir, "rewind_r*", stages.RESULT))):
+    s = _read(os.path.dirname(path))
     rows.append(_row("xprompt", s["ratio"], s, s["stage"], emb_dim, backbone, best_step=s["best_step"],
                      pruned_metric=sweep.get(s["ratio"], {}).get("metric")))
-  for path in sorted(glob.glob(os.path.join(model_dir, "controls", "*", "final.json"))):
-    s = _read(path)
+  for path in sorted(glob.glob(os.path.join(model_dir, "controls", "*", stages.RESULT))):
+    s = _read(os.path.dirname(path))
     rows.append(_row(s["variant"], s["ratio"], s, s["stage"], emb_dim, backbone, best_step=s["best_step"],
                      pruned_metric=s.get("pruned_metric")))
   return rows
@@ -102,7 +104,8 @@ def nearest_words(prompt: np.ndarray, embedding: np.ndarray, vocabulary: Any, ke
 
 def write_report(run) -> list[dict]:
   """Writes everything under `<model_dir>/report/` for a `pipelines.xprompt._Run`; returns the table rows."""
-  from xprompt_jax.pipelines import xprompt as pipeline
+  from xprompt_jax.methods.xprompt import active_pieces
+  from xprompt_jax.pipelines import xprompt_parts as pipeline
   from xprompt_jax.training import data as data_lib
   out_dir = run.path("report")
   os.makedirs(out_dir, exist_ok=True)
@@ -122,7 +125,7 @@ def write_report(run) -> list[dict]:
     jsonl_io.write_json_atomic(os.path.join(out_dir, "final.json"), {
         "stage": best["stage"], "ratio": best["ratio"], "metric": best["metric"], "note": note})
     vocabulary = data_lib.get_task(run.data_cfg.mixture_or_task_name).output_features["inputs"].vocabulary
-    kept = pipeline.active_pieces(masks).any(axis=1)
+    kept = active_pieces(masks).any(axis=1)
     words = nearest_words(final, np.asarray(embedding_table(run.frozen)), vocabulary, kept, run.cfg.nearest_words)
     jsonl_io.write_json_atomic(os.path.join(out_dir, "nearest_words.json"), {"note": note, "tokens": words})
     table += (f"\nFinal prompt: {best['stage']} (ratio {best['ratio']:.0%}, {best['kept_tokens']} tokens, "

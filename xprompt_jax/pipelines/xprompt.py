@@ -3,16 +3,16 @@
     xprompt-jax xprompt --gin_file=runs/xprompt_smoke_cpu.gin --model_dir=/tmp/xprompt_cb
 
 Every stage is an ordinary `training.loop.train()` call (or a little host algorithm) writing into its own
-subfolder of `model_dir`; a stage is done when its marker file exists, so rerunning the command resumes (and a
-stage interrupted mid-training resumes from its own checkpoints):
+subfolder of `model_dir`, a `training.stages` stage (done when its `result.json` exists; a preempted one leaves
+none), so rerunning the command resumes at the first unfinished stage, from its own checkpoints:
 
-  pt/                     1. prompt tuning of the full prompt (the masks are all ones)      pt/final.json
-  importance/             2. I = E_x |∂L(x)/∂γ| for the token and piece masks at γ = 1     importance.npz
-  sweep/r0.30/            3. hierarchical pruning of the post-PT prompt at each ratio, the   eval.json
-                             pruned prompt evaluated on the validation split (no training)
-  rewind_r0.30/           4. rewinding: surviving entries reset to their post-PT values     final.json
-                             (bit-exact), masks fixed, retrained with the PT recipe
-  controls/<variant>/     Reversed / Random / token-only / piece-only / Length prompts     final.json
+  pt/                     1. prompt tuning of the full prompt (the masks are all ones)
+  importance/             2. I = E_x |∂L(x)/∂γ| for the token and piece masks at γ = 1 (importance.npz)
+  sweep/r0.30/            3. hierarchical pruning of the post-PT prompt at each ratio, the pruned prompt
+                             evaluated on the validation split (no training)
+  rewind_r0.30/           4. rewinding: surviving entries reset to their post-PT values (bit-exact), masks
+                             fixed, retrained with the PT recipe
+  controls/<variant>/     Reversed / Random / token-only / piece-only / Length prompts
   report/                 5. results table, pruning curve, importance heatmap, nearest words, final prompt
 
 What the paper does and what we do. The paper searches the pruning ratios {10 %, ..., 90 %} linearly, repeating
@@ -32,12 +32,9 @@ piece-only pruning (the granularity ablation), each rewound and retrained like X
 with as many tokens as XPrompt keeps, trained from scratch). The 32-shot setting trains (and scores importance) on
 `num_shots` training examples drawn with `shots_seed`; XPrompt Transfer starts the prompt-tuning stage from a
 finished source run's pruned prompt (values and masks; the masks stay fixed, later pruning removes a fraction of
-what survives). Prompt length and initialisation variants are the gin bindings `XPrompt.length` and
-`XPrompt.prompt_init` of separate runs.
+what survives). Prompt length and initialisation: `XPrompt.length` and `XPrompt.prompt_init` of separate runs.
 """
 import dataclasses
-import json
-import math
 import os
 from typing import Any, Optional
 
@@ -47,17 +44,20 @@ import numpy as np
 
 from xprompt_jax import jsonl_io
 from xprompt_jax.evaluation import metric_keys
-from xprompt_jax.methods.xprompt import (GRANULARITIES, MASKS_KEY, XPrompt, XPromptMasks, active_pieces,
-                                       check_pieces, prune_to_ratio)
+from xprompt_jax.methods.xprompt import (GRANULARITIES, MASKS_KEY, XPrompt, XPromptMasks, check_pieces,
+                                       prune_to_ratio)
 from xprompt_jax.models import t5
 from xprompt_jax.models.config import T5Config
 from xprompt_jax.pipelines import examples as examples_lib
 from xprompt_jax.pipelines import importance as importance_lib
+from xprompt_jax.pipelines.xprompt_parts import (choose_ratios, kept_counts, load_masks, load_transfer, ratio_tag,
+                                                 rewind, save_array, save_masks, stage_steps)
 from xprompt_jax.training import checkpointing
 from xprompt_jax.training import data as data_lib
 from xprompt_jax.training import loop
 from xprompt_jax.training import optim
 from xprompt_jax.training import partitioning
+from xprompt_jax.training import stages
 from xprompt_jax.training import step as step_lib
 
 STAGES = ("pt", "importance", "sweep", "rewind", "controls", "report")
@@ -120,96 +120,8 @@ class XPromptPipelineConfig:
 
 
 class StopPipeline(Exception):
-  """Raised inside `run_xprompt` to end a run early (stop_after, preemption); not an error."""
-
-
-def ratio_tag(ratio: float) -> str:
-  return f"r{ratio:.2f}"
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Files.
-
-
-def read_json(path: str) -> Any:
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
-
-
-def save_masks(path: str, masks: XPromptMasks) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + ".tmp.npz"
-  np.savez(tmp, token=np.asarray(masks.token), piece=np.asarray(masks.piece))
-  os.replace(tmp, path)
-
-
-def load_masks(path: str) -> XPromptMasks:
-  with np.load(path) as f:
-    return XPromptMasks(token=jnp.asarray(f["token"]), piece=jnp.asarray(f["piece"]))
-
-
-def save_array(path: str, array: np.ndarray) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + ".tmp.npy"
-  np.save(tmp, np.asarray(array))
-  os.replace(tmp, path)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Pure pieces of the algorithm.
-
-
-def rewind(pt_prompt: np.ndarray, masks: XPromptMasks) -> np.ndarray:
-  """The post-PT prompt on the surviving entries (bit-exact copies) and 0 on the pruned ones."""
-  pt_prompt = np.asarray(pt_prompt)
-  length, emb_dim = pt_prompt.shape
-  keep = np.repeat(active_pieces(masks), emb_dim // np.shape(masks.piece)[1], axis=1)
-  if keep.shape != pt_prompt.shape:
-    raise ValueError(f"rewind: masks of {np.shape(masks.piece)} pieces do not fit a prompt of shape {pt_prompt.shape}")
-  return np.where(keep, pt_prompt, np.zeros((), pt_prompt.dtype))
-
-
-def kept_counts(masks: XPromptMasks) -> dict[str, int]:
-  """Surviving tokens (with at least one active piece), pieces, and prompt scalars."""
-  active = active_pieces(masks)
-  return {"kept_tokens": int(np.count_nonzero(active.any(axis=1))), "kept_pieces": int(np.count_nonzero(active)),
-          "total_tokens": int(active.shape[0]), "total_pieces": int(active.size)}
-
-
-def choose_ratios(sweep: dict[float, float], num: int) -> list[float]:
-  """The `num` ratios with the best metric, best first; equal metrics prefer the larger ratio (smaller prompt)."""
-  return sorted(sweep, key=lambda r: (-sweep[r], -r))[:num]
-
-
-def stage_steps(num_epochs: Optional[float], num_examples: int, batch_size: int, default: int) -> int:
-  """ceil(num_epochs · N / batch) training steps, or `default` without `num_epochs`."""
-  if num_epochs is None:
-    return default
-  return max(1, math.ceil(num_epochs * num_examples / batch_size))
-
-
-def load_transfer(source_dir: str, length: int, emb_dim: int, pieces: int) -> tuple[np.ndarray, XPromptMasks]:
-  """A finished source run's final prompt and masks (its `report/`), checked against this run's prompt shape."""
-  prompt_path = os.path.join(source_dir, "report", "final_prompt.npy")
-  masks_path = os.path.join(source_dir, "report", "final_masks.npz")
-  for path in (prompt_path, masks_path):
-    if not os.path.exists(path):
-      raise FileNotFoundError(f"XPrompt transfer: {path} does not exist; transfer_from must be the model_dir of a "
-                              "finished xprompt run")
-  prompt = np.load(prompt_path)
-  if prompt.shape != (length, emb_dim):
-    raise ValueError(f"XPrompt transfer: the source prompt {prompt_path} has shape {prompt.shape}, but this run's "
-                     f"prompt is [{length}, {emb_dim}] (XPrompt.length={length}, emb_dim={emb_dim}); transfer needs "
-                     "the same prompt length and model width")
-  masks = load_masks(masks_path)
-  if np.shape(masks.piece) != (length, pieces):
-    raise ValueError(f"XPrompt transfer: the source masks {masks_path} have piece shape {np.shape(masks.piece)}; "
-                     f"this run needs ({length}, {pieces}) (XPrompt.pieces={pieces})")
-  return prompt, masks
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# The run.
+  """Raised inside `run_xprompt` to end a run early after a stage (stop_after); not an error. A preempted stage
+  raises `training.stages.Preempted` instead."""
 
 
 @dataclasses.dataclass
@@ -263,11 +175,11 @@ class _Run:
 
   def train_stage(self, subdir: str, method: XPrompt, masks: XPromptMasks,
                   initial_prompt: Optional[np.ndarray] = None, extra: Optional[dict] = None) -> dict:
-    """Trains (or resumes) one stage and returns its `final.json` summary (the best checkpoint's prompt is in
-    `<subdir>/prompt.npy`, the masks in `<subdir>/masks.npz`)."""
-    final_path = self.path(subdir, "final.json")
-    if os.path.exists(final_path):
-      return read_json(final_path)
+    """Trains (or resumes) one stage through the stage runner and returns its record (`<subdir>/result.json`; the
+    best checkpoint's prompt is in `<subdir>/prompt.npy`, the masks in `<subdir>/masks.npz`)."""
+    return stages.run(self.path(subdir), lambda: self._train_stage(subdir, method, masks, initial_prompt, extra))
+
+  def _train_stage(self, subdir, method, masks, initial_prompt, extra) -> dict:
     stage_dir = self.path(subdir)
     save_masks(os.path.join(stage_dir, "masks.npz"), masks)
     if initial_prompt is not None:
@@ -279,16 +191,13 @@ class _Run:
         mesh_cfg=self.mesh_cfg, train_cfg=train_cfg, loss_cfg=self.loss_cfg, eval_cfg=self.eval_cfg,
         aux={MASKS_KEY: masks}, batches_fn=self.batches_fn, frozen=self.frozen, frozen_ref=self.frozen_ref,
         initial_trainable=None if initial_prompt is None else {"prompt": jnp.asarray(initial_prompt)})
-    if result.get("preempted"):
-      raise StopPipeline(f"preempted during stage {subdir}; rerun the same command to resume")
+    stages.check_preempted(result, f"XPrompt stage {subdir}")
     best_step, prompt, best_metrics = self.best_checkpoint(stage_dir)
     save_array(os.path.join(stage_dir, "prompt.npy"), prompt)
-    summary = {"stage": subdir, "best_step": best_step, "last_step": int(result["step"]),
-               "best_metrics": best_metrics, "metric": self.metric(best_metrics, subdir),
-               "last_metrics": {k: float(v) for k, v in result["eval"].items()}, "prompt_length": method.length,
-               **kept_counts(masks), **(extra or {})}
-    jsonl_io.write_json_atomic(final_path, summary)
-    return summary
+    return {"stage": subdir, "best_step": best_step, "last_step": int(result["step"]),
+            "best_metrics": best_metrics, "metric": self.metric(best_metrics, subdir),
+            "last_metrics": {k: float(v) for k, v in result["eval"].items()}, "prompt_length": method.length,
+            **kept_counts(masks), **(extra or {})}
 
   def best_checkpoint(self, stage_dir: str) -> tuple[int, np.ndarray, dict]:
     ckpt = checkpointing.TrainCheckpointer(stage_dir, read_only=True, best_metric=self.metric_key,
@@ -327,7 +236,8 @@ def run_xprompt(model_dir: str, *, pipeline_cfg: Optional[XPromptPipelineConfig]
                 mesh_cfg: Optional[partitioning.MeshConfig] = None, train_cfg: Optional[loop.TrainConfig] = None,
                 loss_cfg: Optional[step_lib.LossConfig] = None, eval_cfg: Any = None) -> dict[str, Any]:
   """Runs (or resumes) the whole procedure in `model_dir`; returns {"rows": the results table rows, "stopped":
-  the stage it stopped after or None}. Arguments left None come from gin (the method: `XPrompt()`)."""
+  the stage it stopped after or None, "preempted": whether a stage was preempted (its checkpoint saved; rerun to
+  resume)}. Arguments left None come from gin (the method: `XPrompt()`)."""
   from xprompt_jax.evaluation import evaluator as eval_lib
   pipeline_cfg = pipeline_cfg or XPromptPipelineConfig()
   config = config or T5Config()
@@ -355,12 +265,12 @@ def run_xprompt(model_dir: str, *, pipeline_cfg: Optional[XPromptPipelineConfig]
   _prepare_data(run)
   try:
     _run_stages(run)
-  except StopPipeline as e:
+  except (StopPipeline, stages.Preempted) as e:
     print(f"xprompt: {e}")
-    return {"rows": None, "stopped": str(e)}
+    return {"rows": None, "stopped": str(e), "preempted": isinstance(e, stages.Preempted)}
   from xprompt_jax.pipelines import report as report_lib
   rows = report_lib.write_report(run)
-  return {"rows": rows, "stopped": None}
+  return {"rows": rows, "stopped": None, "preempted": False}
 
 
 def check_select_metric(cfg: XPromptPipelineConfig, train_cfg: loop.TrainConfig, data_cfg: data_lib.DataConfig,
@@ -381,7 +291,7 @@ def _prepare_data(run: _Run) -> None:
     run.batches_fn = examples_lib.cycling_batches_fn(examples, run.data_cfg.seed)
     run.train_examples, num_train = examples, cfg.num_shots
   else:
-    if not os.path.exists(run.path("importance", "importance.npz")):
+    if not stages.is_done(run.path("importance")):
       run.train_examples = examples_lib.load_examples(run.data_cfg, cfg.importance_max_examples)
     complete = run.train_examples is not None and cfg.importance_max_examples is None
     num_train = (examples_lib.num_rows(run.train_examples) if complete
@@ -425,8 +335,11 @@ def _run_stages(run: _Run) -> None:
 
 def _importance_stage(run: _Run, pt_prompt: np.ndarray) -> XPromptMasks:
   path = run.path("importance", "importance.npz")
-  if os.path.exists(path):
-    return load_masks(path)
+  stages.run(run.path("importance"), lambda: _importance(run, pt_prompt, path))
+  return load_masks(path)
+
+
+def _importance(run: _Run, pt_prompt: np.ndarray, path: str) -> dict:
   examples = run.train_examples
   if run.cfg.importance_max_examples is not None:  # The k-shot draw is loaded whole.
     n = min(run.cfg.importance_max_examples, examples_lib.num_rows(examples))
@@ -437,17 +350,18 @@ def _importance_stage(run: _Run, pt_prompt: np.ndarray) -> XPromptMasks:
       config=run.config, loss_cfg=run.loss_cfg, frozen=run.frozen, prompt=jnp.asarray(pt_prompt),
       masks=run.start_masks)
   save_masks(path, scores)
-  jsonl_io.write_json_atomic(run.path("importance", "final.json"), {"num_examples": count})
-  return load_masks(path)
+  return {"num_examples": count}
 
 
 def _sweep_point(run: _Run, pt_prompt: np.ndarray, importance: XPromptMasks, ratio: float, *,
                  granularity: Optional[str] = None, policy: str = "lowest", subdir: Optional[str] = None) -> dict:
   """Masks at `ratio` and the validation metrics of the pruned (not retrained) post-PT prompt."""
   subdir = subdir or os.path.join("sweep", ratio_tag(ratio))
-  done = run.path(subdir, "eval.json")
-  if os.path.exists(done):
-    return read_json(done)
+  return stages.run(run.path(subdir), lambda: _prune_and_evaluate(run, pt_prompt, importance, ratio, granularity,
+                                                                  policy, subdir))
+
+
+def _prune_and_evaluate(run: _Run, pt_prompt, importance, ratio, granularity, policy, subdir) -> dict:
   masks = prune_to_ratio(run.start_masks, importance, ratio, granularity=granularity or run.cfg.granularity,
                          token_share=run.cfg.token_share, policy=policy, seed=run.cfg.control_seed)
   save_masks(run.path(subdir, "masks.npz"), masks)
@@ -456,7 +370,6 @@ def _sweep_point(run: _Run, pt_prompt: np.ndarray, importance: XPromptMasks, rat
              "metrics": metrics, "metric": run.metric(metrics, subdir), **kept_counts(masks)}
   print(f"xprompt: pruned at {ratio:.0%} ({summary['kept_tokens']} tokens, {summary['kept_pieces']} pieces): "
         f"{run.metric_key}={summary['metric']:.4g}")
-  jsonl_io.write_json_atomic(done, summary)
   return summary
 
 
@@ -474,8 +387,10 @@ def _controls(run: _Run, pt_prompt: np.ndarray, importance: XPromptMasks, ratio:
     if not getattr(run.cfg, flag):
       continue
     subdir = os.path.join("controls", f"{variant}_{tag}")
-    pruned = _sweep_point(run, pt_prompt, importance, ratio, granularity=granularity, policy=policy, subdir=subdir)
-    masks = load_masks(run.path(subdir, "masks.npz"))
+    pruned_dir = os.path.join(subdir, "pruned")  # Its own stage: the pruned, not retrained, prompt's evaluation.
+    pruned = _sweep_point(run, pt_prompt, importance, ratio, granularity=granularity, policy=policy,
+                          subdir=pruned_dir)
+    masks = load_masks(run.path(pruned_dir, "masks.npz"))
     run.train_stage(subdir, run.method, masks, initial_prompt=rewind(pt_prompt, masks),
                     extra={"variant": variant, "ratio": ratio, "pruned_metric": pruned["metric"]})
   if run.cfg.length_control:
