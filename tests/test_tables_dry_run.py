@@ -36,16 +36,40 @@ def test_lester_dry_run_trains_five_prompts_and_ensembles_them(tmp_path):
   assert "(train)" not in again and "6/48 runs finished" in again
 
 
-def test_prefix_vs_prompt_dry_run_trains_both_methods(tmp_path):
-  result, out = _table(tmp_path, "prefix_vs_prompt", "paper/prefix_tuning_base.gin", "*/WSC/seed0")
-  assert "method: prefix" in out and "method: prompt" in out
+def test_prefix_vs_prompt_dry_run_trains_prefix_tuning(tmp_path):
+  _, out = _table(tmp_path, "prefix_vs_prompt", "paper/prefix_tuning_base.gin", "prefix/WSC/seed0")
+  assert "method: prefix" in out
   assert "super_glue_wsc_v102_simple_eval" in out  # WSC trains on simple_train and is decoded on simple_eval.
+
+
+def test_xprompt_dry_run_runs_every_stage_of_one_run(tmp_path):
+  result, out = _table(tmp_path, "xprompt_fewshot", "paper/xprompt_large.gin", "RTE/seed0")
+  for stage in ("stage pt", "stage importance", "pruned at 90%", "stage rewind_r"):
+    assert stage in out, stage
+  record = json.loads((tmp_path / "RTE" / "seed0" / "result.json").read_text())
+  assert set(record["variants"]) == {"prompt_tuning", "xprompt"}
+  assert len(json.loads((tmp_path / "RTE" / "seed0" / "shots.json").read_text())["indices"]) == 32
+  assert result["quote_columns"] == ["paper (quoted)"]
+
+
+def test_mpt_dry_run_chains_teachers_source_and_a_target(tmp_path):
+  result, out = _table(tmp_path, "mpt_glue_superglue", "paper/mpt_base.gin", "teachers/*", "seed0/source",
+                       "seed0/MNLI")
+  assert out.count("(mpt_teacher)") == 6 and "seed0/source (mpt_source)" in out
+  record = json.loads((tmp_path / "seed0" / "MNLI" / "result.json").read_text())
+  assert set(record["eval"]) == {"glue_mnli_matched_v002", "glue_mnli_mismatched_v002"}  # As T5 reports MNLI.
+  assert (tmp_path / "seed0" / "source" / "mpt_source.npz").exists()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("table,gin_file", [("lester_superglue", "paper/prompt_tuning_xxl.gin"),
-                                            ("prefix_vs_prompt", "paper/prefix_tuning_small.gin")])
+                                            ("prefix_vs_prompt", "paper/prefix_tuning_small.gin"),
+                                            ("xprompt_superglue", "paper/xprompt_xxl.gin"),
+                                            ("xprompt_fewshot", "paper/xprompt_xl.gin"),
+                                            ("xprompt_controls", "paper/xprompt_xl.gin"),
+                                            ("mpt_glue_superglue", "paper/mpt_base.gin"),
+                                            ("mpt_ablations", "paper/mpt_base.gin")])
 def test_whole_table_dry_run_fills_every_cell(tmp_path, table, gin_file):
-  result, out = _table(tmp_path, table, gin_file, timeout=5400)
+  result, out = _table(tmp_path, table, gin_file, timeout=7200)
   assert result["unfinished"] == [] and result["failures"] == [], out[-3000:]
   assert not [c for r in result["rows"] for c in r["cells"] if base.MISSING in c.split("/")]

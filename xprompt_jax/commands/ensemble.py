@@ -14,13 +14,15 @@ from xprompt_jax.commands import common
 common.define_gin_flags()
 common.define_once(flags.DEFINE_list, "prompts", None, "NAME=SOURCE (or SOURCE), at least two.")
 common.define_once(flags.DEFINE_string, "step", "latest", "Checkpoint of run sources: latest, best or a step number.")
-common.define_once(flags.DEFINE_string, "task", None, "Task to evaluate (default: DataConfig.mixture_or_task_name).")
+common.define_once(flags.DEFINE_string, "task", None, "Task to evaluate (default: the evaluation tasks of "
+                   "DataConfig.mixture_or_task_name, e.g. MNLI matched and mismatched).")
 common.define_once(flags.DEFINE_string, "output", None, "Also write the metrics as json here.")
 
 
 def evaluate_runs(sources, tasks=None, step: str = "latest"):
   """{task: metrics} of the prompts `sources` ({name: run dir, PEFT adapter or prompt file}) ensembled on each
-  of `tasks` (None: DataConfig.mixture_or_task_name) with the gin-configured frozen model and evaluation, plus
+  of `tasks` (None: the evaluation tasks of DataConfig.mixture_or_task_name, as training evaluates it: MNLI on
+  matched + mismatched, WSC simple_train on simple_eval) with the gin-configured frozen model and evaluation, plus
   (eval_cfg, prompts array) for the printout. `ensemble/<metric>`, `<name>/<metric>`, `mean/...`, `best/...`."""
   from xprompt_jax.evaluation import ensemble
   from xprompt_jax.evaluation import evaluator as eval_lib
@@ -38,8 +40,11 @@ def evaluate_runs(sources, tasks=None, step: str = "latest"):
   names = list(loaded)
   prompts = ensemble.stack_prompts([loaded[n][0] for n in names], names, config.emb_dim)
   eval_cfg = loop.eval_lib_defaults(eval_lib.EvalConfig(), data_cfg)
+  if not tasks:
+    from xprompt_jax.tasks import registry_utils
+    tasks = registry_utils.evaluation_tasks(data_cfg.mixture_or_task_name, eval_cfg.split)
   out = {}
-  for task in tasks or [data_cfg.mixture_or_task_name]:
+  for task in tasks:
     evaluator = eval_lib.make_evaluator(task, t5.T5(config), config, eval_cfg)
     if not isinstance(evaluator, eval_lib.TaskEvaluator):
       raise ValueError(f"--task={task!r} must name a single task (not a mixture) for ensembling")
@@ -58,12 +63,14 @@ def main(argv):
   sources = run_prompts.parse_named_sources(flags.FLAGS.prompts)
   results, eval_cfg, prompts = evaluate_runs(sources, [flags.FLAGS.task] if flags.FLAGS.task else None,
                                              flags.FLAGS.step)
-  (task, metrics), = results.items()
-  width = max(map(len, metrics))
-  print(f"{len(sources)} prompts ({prompts.shape[1]}x{prompts.shape[2]}) on {task} "
-        f"[{eval_cfg.split}, {eval_cfg.mode}], one batch of {len(sources)}x{eval_cfg.batch_size} rows:")
-  print("\n".join(f"  {k:<{width}}  {v:.4g}" for k, v in metrics.items()))
+  for task, metrics in results.items():
+    width = max(map(len, metrics))
+    print(f"{len(sources)} prompts ({prompts.shape[1]}x{prompts.shape[2]}) on {task} "
+          f"[{eval_cfg.split}, {eval_cfg.mode}], one batch of {len(sources)}x{eval_cfg.batch_size} rows:")
+    print("\n".join(f"  {k:<{width}}  {v:.4g}" for k, v in metrics.items()))
   if flags.FLAGS.output:
+    (task, metrics), *more = results.items()
+    record = {"task": task, "prompts": sources, "metrics": metrics}  # The first task's, as before; all of them:
     with open(flags.FLAGS.output, "w", encoding="utf-8") as f:
-      json.dump({"task": task, "prompts": sources, "metrics": metrics}, f, indent=2)
+      json.dump({**record, "tasks": results} if more else record, f, indent=2)
     print(f"wrote {flags.FLAGS.output}")

@@ -65,6 +65,11 @@ def main(argv):
     raise ValueError("--results_dir is required")
   from xprompt_jax.tables import runner
   selected = runner.select(jobs, f.runs)
+  local_only = sorted({j.kind for j in selected} & set(runner.LOCAL_FILE_KINDS))
+  if f.results_dir.startswith("gs://") and local_only:
+    raise ValueError(f"--results_dir={f.results_dir}: the {', '.join(local_only)} runs of --table={table.name} write "
+                     "their stage files (prompts, masks, exports) with local file I/O; mount the bucket with gcsfuse "
+                     "and pass the mounted folder (docs/paper_tables.md)")
   if f.multihost:
     import jax
     jax.distributed.initialize()
@@ -84,7 +89,7 @@ def _run(table, size, jobs, selected):
   context = contextlib.nullcontext()
   if f.dry_run:
     from xprompt_jax.models.config import T5Config
-    bindings += dry.bindings(T5Config(), dry.write_backbone(f.results_dir, T5Config()))
+    bindings += dry.bindings(T5Config(), dry.write_backbone(f.results_dir, T5Config()), table.dry_run_batch_size)
     context = dry.data_sources()
   if not f.results_dir.startswith("gs://"):  # On a pod, JAX_COMPILATION_CACHE_DIR may name a bucket folder.
     _enable_compilation_cache(os.path.join(f.results_dir, "jax_cache"))

@@ -43,11 +43,8 @@ def ensemble_job(job: base.Job, run_dir: str, results_dir: str) -> dict:
   del run_dir
   from xprompt_jax.checkpoints import storage
   from xprompt_jax.commands import ensemble
-  from xprompt_jax.evaluation import evaluator as eval_lib
-  from xprompt_jax.tasks import registry_utils
   sources = {need: storage.join(results_dir, need) for need in job.needs}
-  split = eval_lib.EvalConfig().split
-  results, _, _ = ensemble.evaluate_runs(sources, registry_utils.evaluation_tasks(job.task, split))
+  results, _, _ = ensemble.evaluate_runs(sources)  # The job's task's evaluation tasks.
   out = {}
   for task, metrics in results.items():
     grouped: dict[str, dict] = {}
@@ -70,6 +67,7 @@ EXECUTORS: dict[str, Callable[[base.Job, str, str], Any]] = {  # (job, its model
     "train": train_job,
     "ensemble": ensemble_job,
     "xprompt": _lazy("xprompt_jax.commands.table_jobs_xprompt", "xprompt_job"),
+    "mpt_teacher": _lazy("xprompt_jax.commands.table_jobs_mpt", "mpt_teacher_job"),
     "mpt_source": _lazy("xprompt_jax.commands.table_jobs_mpt", "mpt_source_job"),
     "mpt_target": _lazy("xprompt_jax.commands.table_jobs_mpt", "mpt_target_job"),
 }

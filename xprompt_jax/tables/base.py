@@ -57,6 +57,7 @@ class PaperTable:
   gin_pattern: str = ""  # The per-run paper config the table reads, with {size}.
   sizes: Sequence[str] = SIZES
   seed_file: str = ""  # ../shared/seeds file the quoted numbers come from.
+  dry_run_batch_size: int = 2  # The batch of `--dry_run` (the smallest every stage of the table accepts).
 
   def jobs(self) -> list[Job]:
     raise NotImplementedError
@@ -75,7 +76,11 @@ class PaperTable:
 
 
 def fmt(value: Optional[float]) -> str:
-  return MISSING if value is None or not np.isfinite(value) else f"{value:.1f}"
+  """One cell: MISSING for no run, "nan" for a metric that is undefined on the predictions (a correlation of
+  constant predictions, as T5 reports it), else one decimal."""
+  if value is None:
+    return MISSING
+  return f"{value:.1f}" if np.isfinite(value) else "nan"
 
 
 def fmt_pair(values: Sequence[Optional[float]]) -> str:

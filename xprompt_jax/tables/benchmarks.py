@@ -30,6 +30,17 @@ SUPER_GLUE = (
     Column("super_glue_wsc_v102_simple_train", "WSC", ("accuracy",), "acc"),
 )
 
+GLUE = (
+    Column("glue_mnli_v002", "MNLI", ("accuracy",), "acc, m/mm mean"),
+    Column("glue_qqp_v002", "QQP", ("accuracy", "f1"), "acc/F1"),
+    Column("glue_qnli_v002", "QNLI", ("accuracy",), "acc"),
+    Column("glue_sst2_v002", "SST-2", ("accuracy",), "acc"),
+    Column("glue_stsb_v002", "STS-B", ("pearson_corrcoef", "spearman_corrcoef"), "Pearson/Spearman"),
+    Column("glue_mrpc_v002", "MRPC", ("accuracy", "f1"), "acc/F1"),
+    Column("glue_rte_v002", "RTE", ("accuracy",), "acc"),
+    Column("glue_cola_v002", "CoLA", ("matthews_corrcoef",), "MCC"),
+)
+
 
 def by_label(columns: Sequence[Column], labels: Sequence[str]) -> tuple[Column, ...]:
   known = {c.label: c for c in columns}

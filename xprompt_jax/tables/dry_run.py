@@ -19,7 +19,7 @@ TINY = {"emb_dim": 16, "num_heads": 2, "head_dim": 4, "mlp_dim": 32, "num_encode
 CAPS = (
     "TrainConfig.num_train_steps = 2", "TrainConfig.eval_period = 2", "TrainConfig.checkpoint_period = 2",
     "TrainConfig.log_period = 1", "TrainConfig.progress_bar = False",
-    "DataConfig.batch_size = 2", "DataConfig.inputs_length = 64", "EvalConfig.inputs_length = 64",
+    "DataConfig.inputs_length = 64", "EvalConfig.inputs_length = 64",
     "EvalConfig.max_examples = 4", "EvalConfig.batch_size = 4",
     "XPromptPipelineConfig.num_epochs = None", "XPromptPipelineConfig.importance_max_examples = 4",
     "MPTConfig.teacher_steps = 2", "MPTConfig.source_steps = 2", "MPTConfig.target_steps = 2",
@@ -44,22 +44,29 @@ def write_backbone(results_dir: str, config: T5Config) -> str:
   return path
 
 
-def bindings(config: T5Config, backbone: str) -> list[str]:
-  """The gin bindings of a dry run on top of the paper config: the tiny model, its checkpoint, the caps."""
+def bindings(config: T5Config, backbone: str, batch_size: int = 2) -> list[str]:
+  """The gin bindings of a dry run on top of the paper config: the tiny model, its checkpoint, the caps (the batch:
+  the table's `dry_run_batch_size`, the smallest its stages accept)."""
   tiny = tiny_config(config)
   model = [f"T5Config.{k} = {getattr(tiny, k)!r}" for k in (*TINY, "name")]
-  return [*model, f"INITIAL_CHECKPOINT_PATH = {backbone!r}", f"TrainConfig.initial_checkpoint = {backbone!r}", *CAPS]
+  return [*model, f"INITIAL_CHECKPOINT_PATH = {backbone!r}", f"TrainConfig.initial_checkpoint = {backbone!r}", *CAPS,
+          f"DataConfig.batch_size = {batch_size}"]
 
 
 @contextlib.contextmanager
 def data_sources():
   """Local files where ../shared has the split, TFDS mock data (real feature specs) for the rest."""
+  from unittest import mock
+  import seqio
   import tensorflow_datasets as tfds
+  from xprompt_jax.tables import mock_rows
   from xprompt_jax.tasks import sources
   previous = os.environ.get(sources.ENV_VAR)
   sources.set_data_source("auto")
-  try:
-    with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES, policy=tfds.testing.MockPolicy.USE_CODE):
+  try:  # Mocked splits have no TFDS metadata: their size (for examples-proportional mixing) is the mock's.
+    with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES, policy=tfds.testing.MockPolicy.USE_CODE), \
+        mock.patch.object(seqio.TfdsDataSource, "num_input_examples", lambda self, split: MOCK_EXAMPLES), \
+        mock_rows.structured(MOCK_EXAMPLES):
       yield
   finally:
     sources.set_data_source(None)

@@ -32,8 +32,8 @@ def prompt_bindings(task: str, seed: int) -> tuple[str, ...]:
   if task in FREE_TEXT:
     out.append("PromptTuning.prompt_init = 'sampled_vocab'")
   else:
-    from xprompt_jax.pipelines import compare
-    out.append(f"CLASS_LABELS = {compare.class_labels(task)!r}")
+    from xprompt_jax.tasks import registry_utils
+    out.append(f"CLASS_LABELS = {registry_utils.class_labels(task)!r}")
   return tuple(out)
 
 

@@ -1,0 +1,64 @@
+"""The MPT tables without training: the job graph (teachers -> source -> targets, the ablation rows' sources shared
+where they agree), the cells gathered from synthetic records, and the structured mock rows of the dry run."""
+import pytest
+
+from xprompt_jax import tables
+from xprompt_jax.tables import benchmarks
+from xprompt_jax.tables import mpt_tables
+from xprompt_jax.tasks import mixtures
+
+
+def test_main_table_jobs_chain_teachers_sources_and_13_targets_per_seed():
+  jobs = {j.folder: j for j in tables.get_table("mpt_glue_superglue").jobs()}
+  assert len(jobs) == 6 + 3 * (1 + 13)
+  source = jobs["seed1/source"]
+  assert source.kind == "mpt_source" and source.needs == tuple(f"teachers/{t}" for t in mixtures.MPT_SOURCE_TASKS)
+  assert "TrainConfig.seed = 1" in source.bindings
+  mnli = jobs["seed1/MNLI"]
+  assert mnli.kind == "mpt_target" and mnli.needs == ("seed1/source",) and mnli.task == "glue_mnli_v002"
+
+
+def test_ablation_jobs_share_the_full_source_for_target_only_rows():
+  jobs = {j.folder: j for j in tables.get_table("mpt_ablations").jobs()}
+  assert sorted(f for f in jobs if f.startswith("source/")) == [
+      "source/distance", "source/full", "source/no_hidden", "source/no_task_sampling", "source/sources_12"]
+  assert jobs["task_only/CB"].needs == ("source/full",) and jobs["shared_only/WSC"].needs == ("source/full",)
+  assert jobs["no_hidden/CB"].needs == ("source/no_hidden",)
+  assert len(jobs["source/sources_12"].needs) == 12 and len(jobs["source/full"].needs) == 6
+  assert dict(jobs["task_only/CB"].options)["ablation"] == "task_only"
+
+
+def _target(column, value):
+  return {"eval": {n: {k: value for k in column.metrics} for n in benchmarks.eval_tasks(column)}}
+
+
+def test_main_gather_glue_and_superglue_averages():
+  table = tables.get_table("mpt_glue_superglue")
+  records = {f"seed{s}/{c.label}": _target(c, 60.0 + s) for c in table.columns() for s in mpt_tables.SEEDS}
+  grid = table.gather(records, "base")
+  (label, cells), = grid.rows
+  assert cells[0] == "61.0" and cells[-2:] == ["61.0", "61.0"] and grid.empty_cells() == []
+  assert "74.1" in grid.quotes["MPT"][0]
+  records["seed2/CoLA"] = _target(benchmarks.GLUE[-1], float("nan"))  # An undefined metric is shown, not missing.
+  assert table.gather(records, "base").rows[0][1][7] == "nan"
+
+
+def test_ablation_gather_quotes_the_base_averages():
+  table = tables.get_table("mpt_ablations")
+  records = {f"full/{c.label}": _target(c, 70.0) for c in mpt_tables.super_glue_targets()}
+  grid = table.gather(records, "base")
+  full = grid.rows[0]
+  assert full[1][-1] == "70.0" and grid.quotes[full[0]] == ["74.1"]
+  assert table.gather(records, "small").quote_columns == []
+
+
+def test_structured_mock_rows_are_valid_multiple_choice_examples():
+  pytest.importorskip("tensorflow_datasets")
+  import seqio
+  import tasks  # noqa: F401  (registers the tasks)
+  from xprompt_jax.tables import dry_run
+  with dry_run.data_sources():
+    for name in ("race_high_v200", "ai2_arc_challenge_v100", "hellaswag_v110"):
+      ds = seqio.get_mixture_or_task(name).get_dataset({"inputs": 64, "targets": 4}, split="train", shuffle=False)
+      rows = list(ds.as_numpy_iterator())
+      assert rows and all(r["targets_pretokenized"] in (b"A", b"B", b"C", b"D") for r in rows), name

@@ -1,0 +1,136 @@
+"""MPT (Wang et al. 2023): the GLUE + SuperGLUE table and the ablation table, each one command.
+
+    xprompt-jax table --table=mpt_glue_superglue --gin_file=paper/mpt_base.gin --results_dir=gs://B/mpt_base
+    xprompt-jax table --table=mpt_ablations --gin_file=paper/mpt_base.gin --results_dir=gs://B/mpt_ablations_base
+
+Jobs, each its own folder and stage (`training.stages`): `teachers/<source task>` (plain prompt tuning on one
+source task, `mpt_teacher`), `<...>source` (distilled multitask source training from those teachers, `mpt_source`),
+and one `mpt_target` job per target task, adapting from its source job's export. The main table runs the 6 source
+teachers once (seed 0; the seeds do not say whether teachers are re-trained per seed), then per seed k = 0, 1, 2
+the source prompt `seed<k>/source` and the 13 targets `seed<k>/<Task>` (GLUE 8 + SuperGLUE 5, as the paper's
+Tables 1-2). The ablation table (Table 6, Sec. 4.3, Table 7) trains, with seed 0 (the seed gives no seed count for
+it), one source prompt per row that changes source training (`source/<row>`; rows that change only target
+adaptation reuse `source/full`) and every row's 5 SuperGLUE targets (`<row>/<Task>`); `sources_12` adds the 6 extra
+source tasks' teachers. Each target counts at its last evaluation (the MPT pipeline's record).
+"""
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from xprompt_jax.tables import base
+from xprompt_jax.tables import benchmarks
+
+SEEDS = (0, 1, 2)
+SUPER_GLUE_TARGETS = ("MultiRC", "BoolQ", "WiC", "WSC", "CB")  # The paper's order.
+# Quoted from ../shared/seeds/001_fef52c401daa09d3.txt (T5-Base).
+QUOTE_MAIN = "SuperGLUE average 74.1 (T5-Base), +16.3 % over vanilla prompt tuning"
+QUOTE_ABLATIONS = {"full": "74.1", "no_hidden": "73.7", "distance": "73.6", "shared_only": "62.5",
+                   "task_only": "71.3", "no_task_sampling": "73.7"}
+
+
+def super_glue_targets() -> tuple[benchmarks.Column, ...]:
+  return benchmarks.by_label(benchmarks.SUPER_GLUE, SUPER_GLUE_TARGETS)
+
+
+def teacher_folder(task: str) -> str:
+  return f"teachers/{task}"
+
+
+def seed_bindings(seed: int) -> tuple[str, ...]:
+  return (f"TrainConfig.seed = {seed}", f"DataConfig.seed = {seed}")
+
+
+def target_metrics(record: Optional[Mapping[str, Any]], column: benchmarks.Column) -> Optional[list[float]]:
+  return None if record is None else benchmarks.task_metrics(column, record["eval"])
+
+
+def source_tasks(extended: bool = False) -> tuple[str, ...]:
+  """The paper's 6 source tasks (and, `extended`, the 12-task variant's 6 extra ones), as `recipes/mpt_paper.gin`
+  binds them; the source job checks that the config it runs binds the same."""
+  from xprompt_jax.tasks import mixtures
+  return (*mixtures.MPT_SOURCE_TASKS, *(mixtures.MPT_EXTRA_SOURCE_TASKS if extended else ()))
+
+
+class _MPTTable(base.PaperTable):
+  gin_pattern = "paper/mpt_{size}.gin"
+
+  seed_file = "001_fef52c401daa09d3.txt"
+  dry_run_batch_size = 12  # Stochastic task sampling draws up to every source task (12 for sources_12) per batch.
+
+  def teacher_jobs(self, tasks: Sequence[str]) -> list[base.Job]:
+    return [base.Job(teacher_folder(t), "mpt_teacher", seed_bindings(0), task=t) for t in tasks]
+
+  def source_job(self, folder: str, tasks: Sequence[str], seed: int, ablation: str = "full") -> base.Job:
+    return base.Job(folder, "mpt_source", seed_bindings(seed), needs=tuple(teacher_folder(t) for t in tasks),
+                    seed=seed, options=(("source_tasks", tuple(tasks)), ("ablation", ablation)))
+
+  def target_job(self, folder: str, column: benchmarks.Column, source: str, seed: int,
+                 ablation: str = "full") -> base.Job:
+    return base.Job(folder, "mpt_target", seed_bindings(seed), needs=(source,), task=column.task, seed=seed,
+                    options=(("source", source), ("ablation", ablation)))
+
+
+class MPTGlueSuperGlue(_MPTTable):
+  name = "mpt_glue_superglue"
+  title = "MPT on GLUE and SuperGLUE (dev) (Wang et al. 2023, Tables 1-2)"
+
+  def columns(self) -> tuple[benchmarks.Column, ...]:
+    return (*benchmarks.GLUE, *super_glue_targets())
+
+  def jobs(self) -> list[base.Job]:
+    tasks = source_tasks()
+    jobs = self.teacher_jobs(tasks)
+    for seed in SEEDS:
+      jobs.append(self.source_job(f"seed{seed}/source", tasks, seed))
+      jobs += [self.target_job(f"seed{seed}/{c.label}", c, f"seed{seed}/source", seed) for c in self.columns()]
+    return jobs
+
+  def gather(self, records: Mapping[str, Any], size: str) -> base.Grid:
+    cells, glue, sglue = [], [], []
+    for column in self.columns():
+      values = [target_metrics(records.get(f"seed{s}/{column.label}"), column) for s in SEEDS]
+      mean = None if any(v is None for v in values) else [float(x) for x in np.mean(np.asarray(values), axis=0)]
+      cells.append(base.fmt_pair(mean) if mean else base.MISSING)
+      (glue if column in benchmarks.GLUE else sglue).append(benchmarks.score(mean))
+    row = cells + [base.fmt(benchmarks.benchmark_score(glue)), base.fmt(benchmarks.benchmark_score(sglue))]
+    columns = [c.header() for c in self.columns()] + ["GLUE avg", "SuperGLUE avg"]
+    notes = [f"Mean over seeds {list(SEEDS)} (source training and targets per seed; the teachers once, seed 0) of "
+             "each target's last evaluation; an average is the mean of the task scores.",
+             f"Quoted from ../shared/seeds/{self.seed_file} (Wang et al. 2023)"
+             + (" at T5-Base." if size == "base" else f"; the seeds quote T5-Base only, not {size}.")]
+    quote = {"MPT": [QUOTE_MAIN]} if size == "base" else {}
+    return base.Grid(f"{self.title} — {size}", columns, [("MPT", row)],
+                     quote_columns=["paper (quoted)"] if quote else [], quotes=quote, notes=notes)
+
+
+class MPTAblations(_MPTTable):
+  name = "mpt_ablations"
+  title = "MPT ablations, SuperGLUE average (Wang et al. 2023, Table 6, Sec. 4.3, Table 7)"
+
+  def jobs(self) -> list[base.Job]:
+    from xprompt_jax.pipelines import mpt_ablations
+    jobs = self.teacher_jobs(source_tasks(extended=True))
+    for row in mpt_ablations.ABLATIONS:
+      if row.source_variant or row.name == "full":
+        jobs.append(self.source_job(f"source/{row.name}", source_tasks(row.extended_sources), 0, row.name))
+    for row in mpt_ablations.ABLATIONS:
+      source = f"source/{row.source_variant or 'full'}"
+      jobs += [self.target_job(f"{row.name}/{c.label}", c, source, 0, row.name) for c in super_glue_targets()]
+    return jobs
+
+  def gather(self, records: Mapping[str, Any], size: str) -> base.Grid:
+    from xprompt_jax.pipelines import mpt_ablations
+    rows = []
+    for row in mpt_ablations.ABLATIONS:
+      values = [target_metrics(records.get(f"{row.name}/{c.label}"), c) for c in super_glue_targets()]
+      cells = [base.fmt_pair(v) if v else base.MISSING for v in values]
+      rows.append((f"{row.name}: {row.description}",
+                   cells + [base.fmt(benchmarks.benchmark_score([benchmarks.score(v) for v in values]))]))
+    quotes = {label: [QUOTE_ABLATIONS[r.name]] for (label, _), r in zip(rows, mpt_ablations.ABLATIONS)
+              if r.name in QUOTE_ABLATIONS} if size == "base" else {}
+    notes = ["Seed 0 (the seeds give no seed count for the ablations); each target at its last evaluation; the last "
+             "column is the mean of the task scores.",
+             f"Quoted from ../shared/seeds/{self.seed_file} (Wang et al. 2023, T5-Base SuperGLUE averages; none for "
+             "the 12-source-task row)" + ("." if size == "base" else f"; no number at {size}.")]
+    return base.Grid(f"{self.title} — {size}", [c.header() for c in super_glue_targets()] + ["SuperGLUE avg"], rows,
+                     quote_columns=["paper (quoted): SuperGLUE avg"] if quotes else [], quotes=quotes, notes=notes)
