@@ -21,6 +21,7 @@ from typing import Callable, Optional, Sequence
 
 GCLOUD = "gcloud"
 LIBTPU_FIND_LINKS = "https://storage.googleapis.com/jax-releases/libtpu_releases.html"
+MOUNT_ROOT = "/mnt/"  # Where docs/launch.md mounts the bucket with gcsfuse (XPrompt / MPT tables).
 COMMANDS = ("train", "table", "xprompt", "mpt")  # What `run` may start on the workers.
 REMOTE_GIN_DIR = "xprompt_gin"  # Relative to the worker's home, where `gcloud ... ssh --command` starts.
 DEFAULT_LOG_FILE = "xprompt_train.log"
@@ -173,9 +174,10 @@ class TrainJob:
       raise LaunchError(f"--command={self.command!r} is not one of {', '.join(COMMANDS)}")
     if not self.gin_files:
       raise LaunchError("run needs at least one --gin_file (e.g. models/t5_1_1_xxl.gin and recipes/lester.gin)")
-    if not self.model_dir.startswith("gs://"):
-      raise LaunchError(f"--model_dir={self.model_dir!r} must be a gs:// path: the workers of a slice share no "
-                        "disk, and the VM's disk is lost when the slice is deleted or preempted")
+    if not self.model_dir.startswith(("gs://", MOUNT_ROOT)):
+      raise LaunchError(f"--model_dir={self.model_dir!r} must be a gs:// path (or a bucket folder gcsfuse-mounted "
+                        f"under {MOUNT_ROOT} on every worker): the workers of a slice share no disk, and the VM's disk "
+                        "is lost when the slice is deleted or preempted")
     for binding in self.gin_bindings:
       if "=" not in binding or not binding.split("=", 1)[0].strip():
         raise LaunchError(f"gin binding {binding!r} is not NAME=VALUE")

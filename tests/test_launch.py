@@ -131,6 +131,8 @@ def test_train_job_validation():
     tv.TrainJob((), "gs://b/x")
   with pytest.raises(tv.LaunchError, match=r"--model_dir='/tmp/run' must be a gs:// path"):
     tv.TrainJob(("recipes/lester.gin",), "/tmp/run")
+  assert tv.TrainJob(("paper/xprompt_xl.gin",), "/mnt/bucket/xprompt_xl", command="table").model_dir == \
+      "/mnt/bucket/xprompt_xl"  # A gcsfuse-mounted bucket folder (the XPrompt / MPT tables).
   with pytest.raises(tv.LaunchError, match=r"gin binding 'steps' is not NAME=VALUE"):
     tv.TrainJob(("recipes/lester.gin",), "gs://b/x", ("steps",))
 

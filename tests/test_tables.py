@@ -140,3 +140,11 @@ def test_select_by_glob_and_a_pattern_matching_nothing_is_an_error():
 def test_unknown_job_kind_is_refused_before_anything_runs(tmp_path):
   with pytest.raises(ValueError, match=r"table job x: unknown kind 'fit'"):
     runner.run_jobs(str(tmp_path), [base.Job("x", "fit")], [], lambda j, d: {})
+
+
+def test_xprompt_and_mpt_tables_refuse_a_gs_results_dir_up_front():
+  from cli_helpers import run_cli
+  code, out = run_cli("table", "--table=xprompt_fewshot", "--gin_file=paper/xprompt_xl.gin",
+                      "--results_dir=gs://bucket/xprompt", "--runs=RTE/seed0", timeout=300)
+  assert code == 1 and "the xprompt runs of --table=xprompt_fewshot write their stage files" in out, out[-2000:]
+  assert "gcsfuse" in out and "Traceback" not in out

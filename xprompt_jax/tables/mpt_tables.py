@@ -1,7 +1,7 @@
 """MPT (Wang et al. 2023): the GLUE + SuperGLUE table and the ablation table, each one command.
 
-    xprompt-jax table --table=mpt_glue_superglue --gin_file=paper/mpt_base.gin --results_dir=gs://B/mpt_base
-    xprompt-jax table --table=mpt_ablations --gin_file=paper/mpt_base.gin --results_dir=gs://B/mpt_ablations_base
+    xprompt-jax table --table=mpt_glue_superglue --gin_file=paper/mpt_base.gin --results_dir=/mnt/B/mpt_base
+    xprompt-jax table --table=mpt_ablations --gin_file=paper/mpt_base.gin --results_dir=/mnt/B/mpt_ablations_base
 
 Jobs, each its own folder and stage (`training.stages`): `teachers/<source task>` (plain prompt tuning on one
 source task, `mpt_teacher`), `<...>source` (distilled multitask source training from those teachers, `mpt_source`),

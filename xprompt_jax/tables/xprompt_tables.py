@@ -1,8 +1,8 @@
 """XPrompt (Ma et al. 2022): the SuperGLUE table, the 32-shot table and the control tables, each one command.
 
-    xprompt-jax table --table=xprompt_superglue --gin_file=paper/xprompt_xxl.gin --results_dir=gs://B/xprompt_xxl
-    xprompt-jax table --table=xprompt_fewshot --gin_file=paper/xprompt_xl.gin --results_dir=gs://B/xprompt_32shot
-    xprompt-jax table --table=xprompt_controls --gin_file=paper/xprompt_xl.gin --results_dir=gs://B/xprompt_controls
+    xprompt-jax table --table=xprompt_superglue --gin_file=paper/xprompt_xxl.gin --results_dir=/mnt/B/xprompt_xxl
+    xprompt-jax table --table=xprompt_fewshot --gin_file=paper/xprompt_xl.gin --results_dir=/mnt/B/xprompt_32shot
+    xprompt-jax table --table=xprompt_controls --gin_file=paper/xprompt_xl.gin --results_dir=/mnt/B/xprompt_controls
 
 Each job is one whole `xprompt-jax xprompt` run (prompt tuning, importance, the pruning sweep, rewinding, the
 controls it enables, the report) in its own folder, on one task and seed. A variant counts at its best checkpoint
