@@ -146,5 +146,8 @@ def test_xprompt_and_mpt_tables_refuse_a_gs_results_dir_up_front():
   from cli_helpers import run_cli
   code, out = run_cli("table", "--table=xprompt_fewshot", "--gin_file=paper/xprompt_xl.gin",
                       "--results_dir=gs://bucket/xprompt", "--runs=RTE/seed0", timeout=300)
-  assert code == 1 and "the xprompt runs of --table=xprompt_fewshot write their stage files" in out, out[-2000:]
+  assert code == 1 and "is refused for the xprompt runs of --table=xprompt_fewshot: its stage files" in out, \
+      out[-2000:]
   assert "gcsfuse" in out and "Traceback" not in out
+  code, out = run_cli("mpt", "--gin_file=paper/mpt_base.gin", "--model_dir=gs://bucket/mpt", timeout=300)
+  assert code == 1 and "--model_dir=gs://bucket/mpt is refused for MPT" in out and "Traceback" not in out, out[-2000:]

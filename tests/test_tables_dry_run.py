@@ -58,7 +58,7 @@ def test_mpt_dry_run_chains_teachers_source_and_a_target(tmp_path):
   assert out.count("(mpt_teacher)") == 6 and "seed0/source (mpt_source)" in out
   record = json.loads((tmp_path / "seed0" / "MNLI" / "result.json").read_text())
   assert set(record["eval"]) == {"glue_mnli_matched_v002", "glue_mnli_mismatched_v002"}  # As T5 reports MNLI.
-  assert (tmp_path / "seed0" / "source" / "mpt_source.npz").exists()
+  assert (tmp_path / "seed0" / "source" / "stage" / "mpt_source.npz").exists()
 
 
 @pytest.mark.slow

@@ -110,6 +110,15 @@ def define_run_flags():
   flags.DEFINE_integer("process_id", None, "This process's index (multi-host off Cloud TPU).")
 
 
+def refuse_gcs(path: str, flag: str, pipeline: str) -> None:
+  """XPrompt and MPT write their stage files with local file I/O: a gs:// folder is a one-line error naming the
+  gcsfuse mount that works (their stage markers would go to the bucket and their prompts to local disk)."""
+  if path and path.startswith("gs://"):
+    raise ValueError(f"{flag}={path} is refused for {pipeline}: its stage files (prompts, masks, exports) are "
+                     "written with local file I/O; mount the bucket with gcsfuse and pass the mounted folder, e.g. "
+                     "/mnt/BUCKET/run (docs/launch.md)")
+
+
 def init_run(argv):
   """Common start of train/eval/infer: no stray arguments, distributed init, gin parsed, --model_dir given."""
   if len(argv) > 1:

@@ -2,7 +2,7 @@
 
     xprompt-jax mpt --gin_file=runs/mpt_smoke_cpu.gin --model_dir=/tmp/mpt_smoke
     xprompt-jax mpt --gin_file=recipes/mpt_paper.gin --gin.TrainConfig.initial_checkpoint="'gs://...'" \
-      --model_dir=gs://bucket/mpt --stage=ablations
+      --model_dir=/mnt/bucket/mpt --stage=ablations
 
 --stage: `all` (teachers -> source -> targets; few-shot when MPTConfig.few_shot is set), `teachers`, `source`,
 `targets` (needs the source export), `ablations` (the paper's ablation table from one command), `lengths` (the
@@ -25,6 +25,7 @@ flags.DEFINE_list("ablations", [], "Ablation rows to run with --stage=ablations 
 
 
 def main(argv):
+  common.refuse_gcs(flags.FLAGS.model_dir, "--model_dir", "MPT")
   common.init_run(argv)
   from xprompt_jax.pipelines import mpt
   from xprompt_jax.pipelines import mpt_ablations

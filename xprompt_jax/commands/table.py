@@ -40,6 +40,11 @@ class TableError(ValueError):
 
 def _gin_config(gin_files, bindings):
   import gin
+  # Every configurable a run may construct is registered before the config is parsed and locked (a module imported
+  # later, inside a run, could not register its own).
+  import importlib
+  for module in ("compare", "mpt", "xprompt"):
+    importlib.import_module(f"xprompt_jax.pipelines.{module}")
   gin.clear_config()
   common.parse_gin(gin_files, bindings, flags.FLAGS.gin_search_paths)
 
@@ -66,10 +71,9 @@ def main(argv):
   from xprompt_jax.tables import runner
   selected = runner.select(jobs, f.runs)
   local_only = sorted({j.kind for j in selected} & set(runner.LOCAL_FILE_KINDS))
-  if f.results_dir.startswith("gs://") and local_only:
-    raise ValueError(f"--results_dir={f.results_dir}: the {', '.join(local_only)} runs of --table={table.name} write "
-                     "their stage files (prompts, masks, exports) with local file I/O; mount the bucket with gcsfuse "
-                     "and pass the mounted folder (docs/paper_tables.md)")
+  if local_only and not f.gather_only:
+    common.refuse_gcs(f.results_dir, "--results_dir",
+                      f"the {', '.join(local_only)} runs of --table={table.name}")
   if f.multihost:
     import jax
     jax.distributed.initialize()

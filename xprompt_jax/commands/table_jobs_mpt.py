@@ -2,7 +2,7 @@
 in the job's folder, on the gin config `xprompt-jax mpt` would read (`MPTConfig`, `DistillConfig`, ...).
 
 A source job reads its teachers' prompts from their folders, a target job its source job's export
-(`mpt_source.npz`); the table runs those first (`Job.needs`). A job's `ablation` option names the row of
+(`<source job>/stage/mpt_source.npz`); the table runs those first (`Job.needs`). A job's `ablation` option names the row of
 `pipelines.mpt_ablations.ABLATIONS` whose distillation / task-sampling overrides and target update it applies.
 """
 import dataclasses
@@ -10,6 +10,10 @@ import dataclasses
 import numpy as np
 
 from xprompt_jax.tables import base
+
+# The pipeline's own stage (its checkpoints, export and record) sits in this subfolder of a source or target job, so
+# the job folder's result.json is only ever the table's record (a teacher's record is the same for both: its folder).
+STAGE = "stage"
 
 
 def _setup(job: base.Job):
@@ -52,7 +56,7 @@ def mpt_source_job(job: base.Job, run_dir: str, results_dir: str) -> dict:
   frozen = mpt.Frozen.load(base_cfg)
   teachers = np.stack([mpt.train_teacher(storage.join(results_dir, need), cfg, base_cfg, frozen, task)[0]
                        for need, task in zip(job.needs, tasks)])
-  _, evals = mpt.source_stage(run_dir, cfg, base_cfg, frozen, teachers, tasks)
+  _, evals = mpt.source_stage(storage.join(run_dir, STAGE), cfg, base_cfg, frozen, teachers, tasks)
   return {"tasks": tasks, "ablation": row.name, "eval": evals}
 
 
@@ -62,8 +66,8 @@ def mpt_target_job(job: base.Job, run_dir: str, results_dir: str) -> dict:
   from xprompt_jax.checkpoints import storage
   from xprompt_jax.tasks import registry_utils
   mpt, cfg, base_cfg, row = _setup(job)
-  export = mpt.load_source_export(storage.join(results_dir, job.option("source"), mpt.SOURCE_EXPORT))
-  per_task = mpt.adapt_target(run_dir, cfg, base_cfg, mpt.Frozen.load(base_cfg), export, [job.task],
+  export = mpt.load_source_export(storage.join(results_dir, job.option("source"), STAGE, mpt.SOURCE_EXPORT))
+  per_task = mpt.adapt_target(storage.join(run_dir, STAGE), cfg, base_cfg, mpt.Frozen.load(base_cfg), export, [job.task],
                               update=row.update)[job.task]
   names = registry_utils.evaluation_tasks(job.task, base_cfg.eval.split)
   if len(names) == 1:

@@ -2,7 +2,7 @@
 
     xprompt-jax xprompt --gin_file=runs/xprompt_smoke_cpu.gin --model_dir=/tmp/xprompt_cb
     xprompt-jax xprompt --gin_file=models/t5_1_1_xl.gin --gin_file=recipes/xprompt_paper.gin \
-      --gin.MIXTURE_OR_TASK_NAME="'super_glue_wsc_v102_simple_train'" --model_dir=gs://bucket/xprompt_wsc
+      --gin.MIXTURE_OR_TASK_NAME="'super_glue_wsc_v102_simple_train'" --model_dir=/mnt/bucket/xprompt_wsc
 
 WSC trains on `simple_train` (correct referents only) and is evaluated on `simple_eval` (`evaluation_tasks`),
 whose predictions are free-text referents: the recipe's `EvalConfig.mode='auto'` decodes it (it cannot be
@@ -21,6 +21,7 @@ common.define_run_flags()
 
 
 def main(argv):
+  common.refuse_gcs(flags.FLAGS.model_dir, "--model_dir", "XPrompt")
   common.init_run(argv)
   from xprompt_jax.evaluation import evaluator
   from xprompt_jax.pipelines import xprompt

@@ -1,7 +1,7 @@
 """MPT's ablation table (Wang et al. 2023, Table 6 and Sec. 4.3) and prompt-length sweep: whole `pipelines.mpt`
 pipelines per row / length, sharing one set of teachers (and the full source prompt) where the rows agree.
 
-    xprompt-jax mpt --gin_file=paper/mpt_base.gin --model_dir=gs://BUCKET/mpt_base --stage=ablations
+    xprompt-jax mpt --gin_file=paper/mpt_base.gin --model_dir=/mnt/BUCKET/mpt_base --stage=ablations
 """
 import dataclasses
 import os
