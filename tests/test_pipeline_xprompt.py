@@ -16,6 +16,7 @@ from xprompt_jax.methods.xprompt import (MASKS_KEY, XPrompt, XPromptMasks, activ
 from xprompt_jax.models.config import T5Config
 from xprompt_jax.models.t5 import T5, init_params
 from xprompt_jax.pipelines import xprompt as px
+from xprompt_jax.pipelines import xprompt_config
 from xprompt_jax.training import data as data_lib
 from xprompt_jax.training import loop, optim, partitioning
 from xprompt_jax.training import step as step_lib
@@ -262,7 +263,7 @@ def test_shipped_gin_configs_bind_the_paper_recipe_and_the_smoke_run():
     assert (method.name, method.length, method.pieces, method.prompt_init) == ("xprompt", 20, 16, "sampled_vocab")
     assert (opt.optimizer, opt.learning_rate, opt.weight_decay_rate, data.batch_size) == ("adafactor", 0.3, 1e-5, 16)
     cfg = px.XPromptPipelineConfig()
-    assert cfg.num_epochs == 100 and cfg.ratios == px.PAPER_RATIOS
+    assert cfg.num_epochs == 100 and cfg.ratios == xprompt_config.PAPER_RATIOS
     gin.clear_config()
     common.parse_gin(["runs/xprompt_smoke_cpu.gin"], [], finalize=False)
     cfg = px.XPromptPipelineConfig()

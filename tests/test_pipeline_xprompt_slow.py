@@ -13,6 +13,7 @@ import pytest
 from test_pipeline_xprompt import check_saved_masks, tiny_run_kwargs
 from xprompt_jax.methods.xprompt import active_pieces
 from xprompt_jax.pipelines import xprompt as px
+from xprompt_jax.pipelines import xprompt_config
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +22,7 @@ def test_full_sweep_with_every_control(shared, tmp_path):
   del shared
   model_dir = str(tmp_path / "cb")
   result = px.run_xprompt(model_dir, **tiny_run_kwargs(
-      ratios=px.PAPER_RATIOS, reversed_control=True, random_control=True, length_control=True, token_only=True,
+      ratios=xprompt_config.PAPER_RATIOS, reversed_control=True, random_control=True, length_control=True, token_only=True,
       piece_only=True))
   rows = result["rows"]
   variants = [r["variant"] for r in rows]
@@ -29,7 +30,7 @@ def test_full_sweep_with_every_control(shared, tmp_path):
                                                                   "reversed", "token_only"])
   assert all(r["best_step"] > 0 for r in rows if r["variant"] != "pruned_only")  # Each control was retrained.
   sweep = {r["ratio"]: r for r in rows if r["variant"] == "pruned_only"}
-  assert [sweep[r]["kept_pieces"] for r in px.PAPER_RATIOS] == [round((1 - r) * 32) for r in px.PAPER_RATIOS]
+  assert [sweep[r]["kept_pieces"] for r in xprompt_config.PAPER_RATIOS] == [round((1 - r) * 32) for r in xprompt_config.PAPER_RATIOS]
   chosen = json.load(open(os.path.join(model_dir, "sweep", "chosen.json")))["ratios"][0]
   assert chosen == px.choose_ratios({r: sweep[r]["metric"] for r in sweep}, 1)[0]
   tag = px.ratio_tag(chosen)
