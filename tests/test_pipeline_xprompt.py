@@ -14,6 +14,7 @@ from xprompt_jax.evaluation.evaluator import EvalConfig
 from xprompt_jax.methods.xprompt import (MASKS_KEY, XPrompt, XPromptMasks, active_pieces, apply_masks, ones_masks,
                                        prune_to_ratio)
 from xprompt_jax.models.config import T5Config
+from xprompt_jax.pipelines import xprompt_parts
 from xprompt_jax.models.t5 import T5, init_params
 from xprompt_jax.pipelines import xprompt as px
 from xprompt_jax.pipelines import xprompt_config
@@ -45,6 +46,11 @@ def test_rewind_restores_surviving_entries_bit_exactly_and_zeroes_the_rest():
 
 def test_ratio_choice_steps_and_bad_config():
   assert px.choose_ratios({0.1: 50.0, 0.5: 60.0, 0.7: 60.0, 0.9: 40.0}, 2) == [0.7, 0.5]  # Ties: larger ratio.
+  rows = [{"variant": "xprompt", "ratio": 0.3, "metric": 70.0}, {"variant": "xprompt", "ratio": 0.6, "metric": 70.0},
+          {"variant": "pruned_only", "ratio": 0.9, "metric": 99.0}, {"variant": "reversed", "ratio": 0.6, "metric": 50.0},
+          {"variant": "reversed", "ratio": 0.3, "metric": 55.0}]
+  best = xprompt_parts.best_per_variant(rows)  # The table job and the method comparison both choose this way.
+  assert {v: r["ratio"] for v, r in best.items()} == {"xprompt": 0.6, "reversed": 0.3}
   assert px.stage_steps(100, 250, 16, default=7) == 1563 and px.stage_steps(None, 250, 16, default=7) == 7
   for bad in ((0.0,), (0.5, 1.0), (1.5,), (-0.1,)):
     with pytest.raises(ValueError, match="must be in the open interval"):

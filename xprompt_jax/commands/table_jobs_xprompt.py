@@ -22,14 +22,9 @@ def by_eval_task(flat: dict[str, float], names) -> dict[str, dict[str, float]]:
 def variants(run_dir: str, rows, names) -> dict[str, Any]:
   """{variant: {"stage", "ratio", "metric", "eval"}} of the best row of each variant (pruned-only points left out)."""
   from xprompt_jax.checkpoints import storage
+  from xprompt_jax.pipelines import xprompt_parts
   from xprompt_jax.training import stages
-  best: dict[str, dict] = {}
-  for row in rows:
-    if row["variant"] == "pruned_only":
-      continue
-    if row["variant"] not in best or (row["metric"], row["ratio"]) > (best[row["variant"]]["metric"],
-                                                                      best[row["variant"]]["ratio"]):
-      best[row["variant"]] = row
+  best = xprompt_parts.best_per_variant(rows)
   out = {}
   for variant, row in best.items():
     stage = stages.read_result(storage.join(run_dir, row["stage"]))

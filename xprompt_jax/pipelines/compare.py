@@ -253,6 +253,7 @@ def run_xprompt(run_dir: str, settings: Settings, cfg: CompareConfig, task: str,
   """XPrompt with every control -> one record per variant (`xprompt/<variant>`, the best ratio per variant)."""
   from xprompt_jax.methods.xprompt import XPrompt
   from xprompt_jax.pipelines import xprompt as xprompt_lib
+  from xprompt_jax.pipelines import xprompt_parts
   s = settings.for_run(task, seed, cfg.inputs_lengths.get(task))
   pipeline_cfg = xprompt_lib.XPromptPipelineConfig(
       ratios=tuple(cfg.xprompt_ratios), reversed_control=True, random_control=True, length_control=True,
@@ -265,12 +266,7 @@ def run_xprompt(run_dir: str, settings: Settings, cfg: CompareConfig, task: str,
     raise stages.Preempted(out["stopped"])
   if out["rows"] is None:
     raise RuntimeError(f"XPrompt stopped early: {out['stopped']}")
-  best: dict[str, dict] = {}
-  for row in out["rows"]:
-    if row["variant"] == "pruned_only":
-      continue
-    if row["variant"] not in best or row["metric"] > best[row["variant"]]["metric"]:
-      best[row["variant"]] = row
+  best = xprompt_parts.best_per_variant(out["rows"])
   return [{"method": f"xprompt/{variant}", "task": task, "seed": seed,
            "metrics": {compare_report.SCORE_METRIC: float(row["metric"])}, "ratio": row["ratio"]}
           for variant, row in best.items()]

@@ -64,6 +64,19 @@ def choose_ratios(sweep: dict[float, float], num: int) -> list[float]:
   return sorted(sweep, key=lambda r: (-sweep[r], -r))[:num]
 
 
+def best_per_variant(rows) -> dict[str, dict]:
+  """{variant: its best row} of a run's report rows (the pruned-only points left out): the highest metric, equal
+  metrics preferring the larger ratio (smaller prompt), as `choose_ratios` does."""
+  best: dict[str, dict] = {}
+  for row in rows:
+    if row["variant"] == "pruned_only":
+      continue
+    held = best.get(row["variant"])
+    if held is None or (row["metric"], row["ratio"]) > (held["metric"], held["ratio"]):
+      best[row["variant"]] = row
+  return best
+
+
 def stage_steps(num_epochs: Optional[float], num_examples: int, batch_size: int, default: int) -> int:
   """ceil(num_epochs · N / batch) training steps, or `default` without `num_epochs`."""
   if num_epochs is None:
