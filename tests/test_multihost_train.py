@@ -108,3 +108,40 @@ def test_each_host_reads_its_own_shard(monkeypatch):
     assert all(b["encoder_input_tokens"].shape == (2, 32) for b in batches)
     rows.append({tuple(r) for b in batches for r in b["encoder_input_tokens"]})
   assert len(rows[0]) > 30 and len(rows[1]) > 30 and not rows[0] & rows[1]
+
+
+@pytest.mark.usefixtures("shared")
+def test_sigterm_on_one_host_stops_every_host_at_the_same_step(tmp_path):
+  """Host 1 is signalled alone, host 0 a moment later (a `stop` or a preemption reaches hosts at different steps):
+  the hosts agree on one step in a collective, both save it and exit 0; neither is left waiting in a collective."""
+  import os
+  import signal
+  import time
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  flags = tiny_flags(400, 1, 1000, "--gin.TrainConfig.progress_bar=False", "--gin.train.batches_fn=@recorded_batches")
+  env = _env(tmp_path / "batches")
+  env["XPROMPT_TEST_BATCH_SLEEP"] = "0.1"
+  procs = [subprocess.Popen([sys.executable, WORKER, "train", *flags, f"--model_dir={tmp_path / 'run'}", "--multihost",
+                             f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) for i in range(2)]
+  log1 = tmp_path / "batches.1"
+  deadline = time.time() + 600
+  while not (log1.exists() and len(log1.read_text().splitlines()) >= 4):
+    assert all(p.poll() is None for p in procs) and time.time() < deadline, procs[0].communicate()[0][-3000:]
+    time.sleep(0.1)
+  procs[1].send_signal(signal.SIGTERM)
+  time.sleep(0.3)
+  if procs[0].poll() is None:
+    os.kill(procs[0].pid, signal.SIGTERM)
+  outs = [p.communicate(timeout=300)[0] for p in procs]
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-4000:]
+  saved = [int(line.split()[3]) for line in outs[0].splitlines() if line.startswith("preempted: saved step")]
+  assert len(saved) == 1 and 4 <= saved[0] < 400, outs[0][-3000:]
+  from xprompt_jax.training import checkpointing
+  with checkpointing.TrainCheckpointer(str(tmp_path / "run"), read_only=True) as ckpt:
+    assert ckpt.all_steps() == saved and ckpt.read_meta()["process_count"] == 2
+  taken = [len((tmp_path / f"batches.{i}").read_text().splitlines()) for i in range(2)]
+  assert taken[0] == taken[1], taken  # Both hosts trained the same steps.

@@ -66,7 +66,12 @@ class NonFiniteError(FloatingPointError):
 
 
 class _Preemption:
-  """SIGTERM (spot preemption, `kill`) → save at the next step boundary and exit cleanly."""
+  """SIGTERM (spot preemption, `stop`, `kill`) -> save at the next step boundary and exit cleanly.
+
+  On several hosts the decision is one collective per step: each host's SIGTERM flag is gathered from every host,
+  and all of them stop when any of them was signalled (or the Cloud TPU preemption service reached its sync
+  point). So every host saves the same step and exits; a host that acted on its own flag alone would leave the
+  others waiting in the next step's collectives."""
 
   def __init__(self):
     self.requested = False
@@ -89,7 +94,16 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
   def check(self, step: int) -> bool:
-    if self.requested:
+    """True on every host at the same step once any host was signalled."""
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      votes = np.asarray(multihost_utils.process_allgather(np.int32(self.requested)))
+      if votes.any():
+        if not self.requested:
+          logging.warning("host(s) %s received SIGTERM: saving step %d with them, then exiting",
+                          np.flatnonzero(votes).tolist(), step)
+        return True
+    elif self.requested:
       return True
     try:  # Cloud TPU preemption notice, synchronised across hosts (needs jax.distributed).
       from jax.experimental import multihost_utils
