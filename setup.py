@@ -41,7 +41,7 @@ EXTRAS = {
     "tpu": ["jax[tpu]>=0.10,<0.11"],
     "aot": [LIBTPU],
     "bench": PEFT,
-    "test": ["pytest>=8", "pytest-timeout>=2.3", "safetensors>=0.4", LIBTPU, *PEFT],
+    "test": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5", "safetensors>=0.4", LIBTPU, *PEFT],
 }
 
 setuptools.setup(
