@@ -14,10 +14,10 @@ from xprompt_jax.evaluation.evaluator import EvalConfig
 from xprompt_jax.methods.xprompt import (MASKS_KEY, XPrompt, XPromptMasks, active_pieces, apply_masks, ones_masks,
                                        prune_to_ratio)
 from xprompt_jax.models.config import T5Config
-from xprompt_jax.pipelines import xprompt_parts
 from xprompt_jax.models.t5 import T5, init_params
 from xprompt_jax.pipelines import xprompt as px
 from xprompt_jax.pipelines import xprompt_config
+from xprompt_jax.pipelines import xprompt_parts
 from xprompt_jax.training import data as data_lib
 from xprompt_jax.training import loop, optim, partitioning
 from xprompt_jax.training import step as step_lib

@@ -95,18 +95,18 @@ class _Preemption:
 
   def check(self, step: int) -> bool:
     """True on every host at the same step once any host was signalled."""
+    from jax.experimental import multihost_utils
+    requested = self.requested  # Read once: the handler may set it while this step decides.
     if jax.process_count() > 1:
-      from jax.experimental import multihost_utils
-      votes = np.asarray(multihost_utils.process_allgather(np.int32(self.requested)))
+      votes = np.asarray(multihost_utils.process_allgather(np.int32(requested)))
       if votes.any():
-        if not self.requested:
+        if not requested:
           logging.warning("host(s) %s received SIGTERM: saving step %d with them, then exiting",
                           np.flatnonzero(votes).tolist(), step)
         return True
-    elif self.requested:
+    elif requested:
       return True
     try:  # Cloud TPU preemption notice, synchronised across hosts (needs jax.distributed).
-      from jax.experimental import multihost_utils
       return bool(multihost_utils.reached_preemption_sync_point(step))
     except Exception:  # pylint: disable=broad-except  (no preemption service on CPU / single process)
       return False
