@@ -77,14 +77,16 @@ def test_packed_batch_gives_unpacked_losses_and_gradients():
   examples = _examples([(5, 3), (9, 2), (3, 4), (7, 3), (4, 2)], seed=3)
   batch = next(packing.packed_batches(examples, 2, encoder_length=24, decoder_length=9, prompt_length=P))
   assert packing.num_segments(batch) == 5
-  packed = _per_example_packed(model, method, frozen, trainable, batch, 4)
-  got = np.asarray(packed)[np.asarray(packed) != 0]
-  want = _per_example_unpacked(model, method, frozen, trainable, examples, 9, 4)
+  # Compiled, as the train step is (op by op, the two passes and their gradients took over a minute on CPU).
+  packed_fn = jax.jit(lambda t: _per_example_packed(model, method, frozen, t, batch, 4))
+  unpacked_fn = jax.jit(lambda t: _per_example_unpacked(model, method, frozen, t, examples, 9, 4))
+  packed = np.asarray(packed_fn(trainable))
+  got = packed[packed != 0]
+  want = unpacked_fn(trainable)
   numerics.assert_close(got, want)  # Forward passes of one network, rows laid out differently.
 
-  g_packed = jax.grad(lambda t: jnp.sum(_per_example_packed(model, method, frozen, t, batch, 4)))(trainable)
-  g_unpacked = jax.grad(lambda t: jnp.sum(_per_example_unpacked(model, method, frozen, t, examples, 9, 4)))(
-      trainable)
+  g_packed = jax.jit(jax.grad(lambda t: jnp.sum(packed_fn(t))))(trainable)
+  g_unpacked = jax.jit(jax.grad(lambda t: jnp.sum(unpacked_fn(t))))(trainable)
   numerics.assert_close(g_packed["prompt"], g_unpacked["prompt"])  # Backward passes: near-zero entries included.
 
 

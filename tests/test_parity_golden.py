@@ -4,8 +4,6 @@ Scores go through the real `xprompt-jax score` console script; logits, encoder o
 prompted logits go through the HF loader and the model directly.
 """
 import json
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +11,7 @@ import numpy as np
 import pytest
 
 import numerics
+from cli_helpers import run_cli
 from xprompt_jax import checkpoints
 from xprompt_jax.models.injection import Injection
 from xprompt_jax.models.t5 import T5
@@ -62,10 +61,9 @@ def test_prompted_logits_through_the_prompt_hook(golden):
 def test_scores_through_the_score_command(golden, tmp_path):
   root, rows, _, _, _ = golden
   out = tmp_path / "scores.jsonl"
-  cmd = [sys.executable, "-m", "xprompt_jax.cli", "score", f"--checkpoint={root / 't5_1_1_mini'}",
-         f"--inputs={root / 'pairs.jsonl'}", f"--output={out}", "--batch_size=4"]
-  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  code, log = run_cli("score", f"--checkpoint={root / 't5_1_1_mini'}", f"--inputs={root / 'pairs.jsonl'}",
+                      f"--output={out}", "--batch_size=4", timeout=600)
+  assert code == 0, log[-3000:]
   got = [json.loads(l) for l in open(out)]
   assert len(got) == len(rows)
   for g, r in zip(got, rows):

@@ -1,18 +1,15 @@
 """`xprompt-jax score` on T5X checkpoints via gin, bucketing, and its bad-input errors (nothing written)."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from cli_helpers import run_cli
 from xprompt_jax import jsonl_io
 
 
 def _run(*args):
-  proc = subprocess.run([sys.executable, "-m", "xprompt_jax.cli", "score", *args], capture_output=True, text=True,
-                        timeout=600)
-  return proc.returncode, proc.stdout + proc.stderr
+  return run_cli("score", *args, timeout=600)
 
 
 def test_read_rows_reports_every_bad_line(tmp_path):

@@ -169,7 +169,7 @@ def test_scan_and_remat_give_the_same_logits_and_gradients(params, scan, remat):
   got = _apply(p, cfg, x, _shift(t), injection=Injection(prompt=prompt))
   numerics.assert_close(got, ref)
   loss = lambda c, pp: lambda pr: T5(c).apply({"params": pp}, x, _shift(t), injection=Injection(prompt=pr)).sum()
-  numerics.assert_close(jax.grad(loss(cfg, p))(prompt), jax.grad(loss(CFG, params))(prompt))
+  numerics.assert_close(jax.jit(jax.grad(loss(cfg, p)))(prompt), jax.jit(jax.grad(loss(CFG, params)))(prompt))
 
 
 def test_dropout_is_off_by_default_and_uses_the_rng(params):

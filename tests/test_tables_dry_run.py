@@ -1,7 +1,11 @@
 """The paper-table commands, run as a user runs them with `--dry_run`: the same configs and code path, a tiny random
 T5 of the config's family written as a T5X checkpoint, capped steps/rows/batch, local ../shared data or TFDS mock
-data. The default suite runs a subset of each table that exercises every kind of stage; the whole tables are
-`slow` (their durations on 2 cores are in docs/paper_tables.md)."""
+data.
+
+Every table has a part here that runs each kind of stage it has (`paper_table`): the Lester, prefix-vs-prompt and
+32-shot XPrompt parts in the default suite, the longer XPrompt SuperGLUE / controls and MPT parts `slow`, which
+`.ci/run` runs after the default suite (`-m "paper_table and slow"`). The whole tables are `slow` and outside CI
+(hours on 2 cores; their durations are in docs/paper_tables.md)."""
 import json
 
 import pytest
@@ -25,6 +29,7 @@ def _cells(result, label):
   return dict((r["label"], r["cells"]) for r in result["rows"])[label]
 
 
+@pytest.mark.paper_table
 def test_lester_dry_run_trains_five_prompts_and_ensembles_them(tmp_path):
   result, out = _table(tmp_path, "lester_superglue", "paper/prompt_tuning_xxl.gin", "CB/*")
   assert out.count("(train)") == 5 and "table: CB/ensemble (ensemble)" in out
@@ -36,13 +41,15 @@ def test_lester_dry_run_trains_five_prompts_and_ensembles_them(tmp_path):
   assert "(train)" not in again and "6/48 runs finished" in again
 
 
+@pytest.mark.paper_table
 def test_prefix_vs_prompt_dry_run_trains_prefix_tuning(tmp_path):
   _, out = _table(tmp_path, "prefix_vs_prompt", "paper/prefix_tuning_base.gin", "prefix/WSC/seed0")
   assert "method: prefix" in out
   assert "super_glue_wsc_v102_simple_eval" in out  # WSC trains on simple_train and is decoded on simple_eval.
 
 
-def test_xprompt_dry_run_runs_every_stage_of_one_run(tmp_path):
+@pytest.mark.paper_table
+def test_xprompt_fewshot_dry_run_runs_every_stage_of_one_run(tmp_path):
   result, out = _table(tmp_path, "xprompt_fewshot", "paper/xprompt_large.gin", "RTE/seed0")
   for stage in ("stage pt", "stage importance", "pruned at 90%", "stage rewind_r"):
     assert stage in out, stage
@@ -52,6 +59,44 @@ def test_xprompt_dry_run_runs_every_stage_of_one_run(tmp_path):
   assert result["quote_columns"] == ["paper (quoted)"]
 
 
+@pytest.mark.paper_table
+@pytest.mark.slow
+def test_xprompt_superglue_dry_run_selects_multircs_best_checkpoint_by_f1a(tmp_path):
+  result, out = _table(tmp_path, "xprompt_superglue", "paper/xprompt_xxl.gin", "MultiRC/seed0")
+  assert "stage rewind_r" in out
+  record = json.loads((tmp_path / "MultiRC" / "seed0" / "result.json").read_text())
+  assert set(record["variants"]) == {"prompt_tuning", "xprompt"}  # Controls are off in the SuperGLUE table.
+  assert set(record["variants"]["xprompt"]["eval"]["super_glue_multirc_v102"]) >= {"f1a", "exact_match"}
+  assert result["quote_columns"] == ["paper (quoted)"]  # XXL: the paper's best scores, labelled as a quote.
+
+
+@pytest.mark.paper_table
+@pytest.mark.slow
+def test_xprompt_controls_dry_run_runs_every_control_and_the_random_uniform_init(tmp_path):
+  result, _ = _table(tmp_path, "xprompt_controls", "paper/xprompt_xl.gin", "CB/*")
+  record = json.loads((tmp_path / "CB" / "seed0" / "result.json").read_text())
+  assert set(record["variants"]) == {"prompt_tuning", "xprompt", "reversed", "random", "length", "token_only",
+                                     "piece_only"}
+  uniform = json.loads((tmp_path / "CB" / "random_uniform_seed0" / "result.json").read_text())
+  assert set(uniform["variants"]) == {"prompt_tuning", "xprompt"}
+  cells = [c for label, c in ((r["label"], r["cells"]) for r in result["rows"])]
+  assert len(cells) == 9 and all(base.MISSING not in row[0] for row in cells)  # CB's column, every row.
+
+
+@pytest.mark.paper_table
+@pytest.mark.slow
+def test_mpt_ablations_dry_run_trains_a_source_variant_and_its_target(tmp_path):
+  result, out = _table(tmp_path, "mpt_ablations", "paper/mpt_base.gin", "teachers/glue_*", "teachers/squad_*",
+                       "teachers/super_glue_*", "source/distance", "distance/MultiRC")
+  assert out.count("(mpt_teacher)") == 6 and "source/distance (mpt_source)" in out
+  record = json.loads((tmp_path / "distance" / "MultiRC" / "result.json").read_text())
+  assert "f1a" in record["eval"]["super_glue_multirc_v102"]
+  row = _cells(result, "distance: prompt-distance (MSE) loss instead of logits + hidden distillation")
+  assert base.MISSING not in row[0]  # MultiRC, the first target column.
+
+
+@pytest.mark.paper_table
+@pytest.mark.slow
 def test_mpt_dry_run_chains_teachers_source_and_a_target(tmp_path):
   result, out = _table(tmp_path, "mpt_glue_superglue", "paper/mpt_base.gin", "teachers/*", "seed0/source",
                        "seed0/MNLI")

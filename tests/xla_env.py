@@ -22,9 +22,16 @@ def flags(device_count: Optional[int] = None, current: Optional[str] = None) -> 
   return " ".join(head + dashed + bare)
 
 
+CACHE_VAR = "XPROMPT_TEST_XLA_CACHE"  # Set by tests/conftest.py: the run's compilation cache for its subprocesses.
+
+
 def env(device_count: Optional[int] = None, base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-  """A copy of `base` (default os.environ) whose XLA_FLAGS ask for `device_count` devices (None: XLA's one)."""
+  """A copy of `base` (default os.environ) whose XLA_FLAGS ask for `device_count` devices (None: XLA's one), and
+  which, when the suite made one, points jax's persistent compilation cache at the run's cache folder."""
   out = dict(os.environ if base is None else base)
+  if out.get(CACHE_VAR) and "JAX_COMPILATION_CACHE_DIR" not in out:
+    out.update(JAX_COMPILATION_CACHE_DIR=out[CACHE_VAR], JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
   out["XLA_FLAGS"] = flags(device_count, out.get("XLA_FLAGS", ""))
   if not out["XLA_FLAGS"]:
     del out["XLA_FLAGS"]

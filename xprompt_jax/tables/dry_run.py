@@ -3,7 +3,8 @@
 What changes, and nothing else: the frozen model is a tiny random-weight T5 of the paper config's own family (its
 activations, embedding tying and relative-position settings kept; widths and depths shrunk) written as a T5X
 checkpoint (msgpack + zarr) under `<results_dir>/dry_run_backbone/` and bound as INITIAL_CHECKPOINT_PATH; steps,
-evaluation rows, batch and lengths are capped (`CAPS`); every task reads its local ../shared file where one exists
+evaluation rows, batch, lengths and the shuffle buffer are capped (`CAPS`; a paper config's 10,000-row buffer would
+tokenize a whole local train file before a dry run's first step); every task reads its local ../shared file where one exists
 for the split and TFDS mock data with the builder's real feature names and types otherwise (BoolQ train, ReCoRD,
 SQuAD, MNLI/QQP dev, ...). Numbers from a dry run say nothing about the methods: they show every stage runs.
 """
@@ -19,7 +20,7 @@ TINY = {"emb_dim": 16, "num_heads": 2, "head_dim": 4, "mlp_dim": 32, "num_encode
 CAPS = (
     "TrainConfig.num_train_steps = 2", "TrainConfig.eval_period = 2", "TrainConfig.checkpoint_period = 2",
     "TrainConfig.log_period = 1", "TrainConfig.progress_bar = False",
-    "DataConfig.inputs_length = 64", "EvalConfig.inputs_length = 64",
+    "DataConfig.inputs_length = 64", "EvalConfig.inputs_length = 64", "DataConfig.shuffle_buffer_size = 64",
     "EvalConfig.max_examples = 4", "EvalConfig.batch_size = 4",
     "XPromptPipelineConfig.num_epochs = None", "XPromptPipelineConfig.importance_max_examples = 4",
     "MPTConfig.teacher_steps = 2", "MPTConfig.source_steps = 2", "MPTConfig.target_steps = 2",
