@@ -51,8 +51,9 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",  # jax 0.10 has wheels for Python 3.11+ only (the newest jaxlib for 3.10 is 0.6.2).
-    packages=setuptools.find_packages(include=["xprompt_jax", "xprompt_jax.*"]) + ["xprompt_jax.tasks", "xprompt_jax.gin"],
-    package_dir={"xprompt_jax.tasks": "tasks", "xprompt_jax.gin": "gin"},
+    packages=setuptools.find_packages(include=["xprompt_jax", "xprompt_jax.*"])
+    + ["xprompt_jax.tasks", "xprompt_jax.gin", "xprompt_jax.launch"],
+    package_dir={"xprompt_jax.tasks": "tasks", "xprompt_jax.gin": "gin", "xprompt_jax.launch": "launch"},
     package_data={"xprompt_jax.gin": ["*.gin", "*/*.gin", "*/*/*.gin"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,

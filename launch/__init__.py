@@ -1,1 +1,2 @@
-"""Cloud TPU launch tooling (`python -m launch.tpu_vm ...`); not part of the installed package."""
+"""Cloud TPU launch tooling: `xprompt-jax launch ...` (installed as `xprompt_jax.launch`), or `python -m launch.tpu_vm ...`
+from the repository root."""

@@ -23,6 +23,7 @@ COMMANDS = {
     "ensemble": "Evaluate N prompts in one replicated batch with majority-vote ensembling.",
     "table": "Run one paper table (every task x seed x stage) and write it next to the paper's numbers.",
     "pretrain": "Pretrain all parameters of a T5 (span corruption, then LM adaptation) and export it as T5X.",
+    "launch": "Create a Cloud TPU VM slice, install, run, follow logs, stop and delete (gcloud; docs/launch.md).",
 }
 MODULES = {"import": "import_"}  # Command names that are Python keywords.
 
@@ -49,6 +50,10 @@ def run(argv=None):
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     print(f"xprompt-jax: unknown command {name!r}.{hint}\n\n{_usage()}", file=sys.stderr)
     return 2
+  if name == "launch":  # Its own flags and no JAX: the launching machine needs only gcloud and absl.
+    from xprompt_jax.launch import tpu_vm
+    tpu_vm.run([f"xprompt-jax {name}"] + argv[2:])
+    return 0
   try:
     module = importlib.import_module(f"xprompt_jax.commands.{MODULES.get(name, name)}")
   except ModuleNotFoundError as e:
