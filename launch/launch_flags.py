@@ -1,6 +1,8 @@
 """The launcher's command-line flags (absl) and the `LaunchOptions` they make."""
-from . import remote
 from .slices import Network
+from .tpu_vm import COMMANDS, LaunchOptions
+
+DEFAULTS = LaunchOptions()  # The flags' defaults are the options' own.
 
 
 def define_flags(flags) -> None:
@@ -24,7 +26,7 @@ def define_flags(flags) -> None:
   flags.DEFINE_list("copy_gin", [], "setup: local gin files/folders copied to ~/xprompt_gin on every worker.")
   flags.DEFINE_multi_string("gin_file", [], "run: gin files (shipped names like recipes/lester.gin, or copied).")
   flags.DEFINE_multi_string("gin_bindings", [], "run: NAME=VALUE gin bindings; `--gin.NAME=VALUE` works too.")
-  flags.DEFINE_enum("command", "train", ("train", "table", "xprompt", "mpt"),
+  flags.DEFINE_enum("command", DEFAULTS.command, COMMANDS,
                     "run: the xprompt-jax command the workers run (`table`: a whole paper table, --model_dir being "
                     "its --results_dir; give --train_flag=--table=NAME).")
   flags.DEFINE_string("model_dir", "", "run: gs:// folder for checkpoints, summaries and the workers' logs.")
@@ -32,13 +34,13 @@ def define_flags(flags) -> None:
   flags.DEFINE_multi_string("env", [], "run: NAME=VALUE environment variable for the command (repeatable).")
   flags.DEFINE_string("run_id", "", "run: names the workers' logs (~/xprompt_logs/RUN_ID.workerN.log, copied to "
                       "MODEL_DIR/logs/); default: the launch time. logs: whose logs (default: the newest).")
-  flags.DEFINE_string("worker", "all", "logs: `all` or one worker's index.")
-  flags.DEFINE_integer("lines", 100, "logs: lines of each log to print.")
-  flags.DEFINE_integer("follow_s", 0, "logs: keep following for this many seconds, then return (0: print and "
-                       "return).")
-  flags.DEFINE_integer("stop_wait_s", 300, "stop: seconds to wait after SIGTERM (the checkpoint save) before "
-                       "SIGKILL.")
-  flags.DEFINE_string("python", remote.VENV_PYTHON, "Python interpreter on the workers (setup's venv).")
+  flags.DEFINE_string("worker", DEFAULTS.worker, "logs: `all` or one worker's index.")
+  flags.DEFINE_integer("lines", DEFAULTS.lines, "logs: lines of each log to print.")
+  flags.DEFINE_integer("follow_s", DEFAULTS.follow_s, "logs: keep following for this many seconds, then return "
+                       "(0: print and return).")
+  flags.DEFINE_integer("stop_wait_s", DEFAULTS.stop_wait_s, "stop: seconds to wait after SIGTERM (the checkpoint "
+                       "save) before SIGKILL.")
+  flags.DEFINE_string("python", DEFAULTS.python, "Python interpreter on the workers (setup's venv).")
   flags.DEFINE_string("queued_id", "", "queued-*: queued-resource id; empty = NAME-qr.")
   flags.DEFINE_string("valid_until_duration", "", "queued-create: give up after this long, e.g. 6h.")
   flags.DEFINE_integer("attempts", 5, "Attempts of each ssh/scp/describe command before the launch fails.")
@@ -49,8 +51,7 @@ def define_flags(flags) -> None:
   flags.mark_flags_as_required(["name", "zone"])
 
 
-def options_from_flags(f, default_run_id: str):
-  from .tpu_vm import LaunchOptions
+def options_from_flags(f, default_run_id: str) -> LaunchOptions:
   network = Network(internal_ips=f.internal_ips, network=f.network, subnetwork=f.subnetwork,
                     service_account=f.service_account, scopes=tuple(f.scopes))
   return LaunchOptions(
@@ -58,5 +59,5 @@ def options_from_flags(f, default_run_id: str):
       copy_gin=tuple(f.copy_gin), gin_files=tuple(f.gin_file), model_dir=f.model_dir,
       gin_bindings=tuple(f.gin_bindings), extra_train_flags=tuple(f.train_flag), python=f.python,
       env=tuple(f.env), queued_id=f.queued_id, valid_until_duration=f.valid_until_duration, command=f.command,
-      network=network, run_id=f.run_id or default_run_id, log_run_id=f.run_id, worker=f.worker, lines=f.lines, follow_s=f.follow_s,
-      stop_wait_s=f.stop_wait_s)
+      network=network, run_id=f.run_id or default_run_id, log_run_id=f.run_id, worker=f.worker, lines=f.lines,
+      follow_s=f.follow_s, stop_wait_s=f.stop_wait_s)

@@ -4,8 +4,9 @@
   Python 3.10, for which jax 0.10 has no wheels; the system Python is left alone), and the package with
   `jax[tpu]` installed into it at one pinned commit or file.
 - `run_script`: starts the command detached, once per worker and model_dir (a second `run` while one is running
-  does nothing, so retrying a failed ssh cannot start it twice), logging to `~/xprompt_logs/<run_id>.worker<N>.log` and copying
-  that log to `<model_dir>/logs/` every minute and when the command ends, with its exit status appended.
+  does nothing, so retrying a failed ssh cannot start it twice), logging to `~/xprompt_logs/<run_id>.worker<N>.log`
+  and copying that log to `<model_dir>/logs/` every minute and when the command ends, with its exit status
+  appended.
 - `logs_script`: prints (or follows for a while) the newest log of a run on the workers it is sent to, each line
   prefixed with the worker, and returns.
 - `stop_script`: SIGTERM (the trainer saves a checkpoint, every host at the same step), waits, SIGKILLs what is
@@ -33,7 +34,7 @@ WORKER_ID = ("$(curl -sf -H Metadata-Flavor:Google http://metadata.google.intern
 def install_script(requirement: str, *, python_version: str = PYTHON_VERSION) -> str:
   """uv (into ~/.local/bin, shell profiles untouched), a Python `python_version` venv, the pinned package."""
   return " && ".join([
-      f"mkdir -p {REMOTE_GIN_DIR} {LOG_DIR}",
+      f"mkdir -p {REMOTE_GIN_DIR}",
       f"(test -x {UV} || curl -LsSf {UV_INSTALLER} | env UV_INSTALL_DIR=$HOME/.local/bin INSTALLER_NO_MODIFY_PATH=1 "
       "sh)",
       f"{UV} venv --allow-existing --python {python_version} {VENV}",
@@ -49,21 +50,17 @@ def _copy(source: str, destination: str) -> str:
   return f"mkdir -p $(dirname {destination}) && cp {source} {destination}"
 
 
-def log_path(run_id: str) -> str:
-  return f"{LOG_DIR}/{run_id}.worker$w.log"
-
-
 def run_script(argv: Sequence[str], model_dir: str, run_id: str, env: Sequence[str] = ()) -> str:
   """The detached command of `run` on one worker (see the module docstring)."""
-  log = log_path(run_id)
+  name = f"{run_id}.worker$w.log"  # $w: set by the wrapper below.
+  log, remote_log = f"{LOG_DIR}/{name}", f"{model_dir.rstrip('/')}/logs/{name}"
   pid_file = f"{LOG_DIR}/{re.sub(r'[^A-Za-z0-9]+', '_', model_dir).strip('_')}.pid"
-  remote_log = f"{model_dir.rstrip('/')}/logs/{run_id}.worker$w.log"
   command = shlex.join((["env", *env] if env else []) + list(argv))
   # `trap true TERM`: `stop` signals this wrapper too (its command line holds the command's); it then waits for the
   # command to save and exit and still appends the status and copies the log (a trap, unlike an ignored signal,
   # is not inherited by the command).
   body = "; ".join([
-      "trap true TERM", f"w={WORKER_ID}", f"mkdir -p {LOG_DIR}",
+      "trap true TERM", f"w={WORKER_ID}",
       f"(while sleep 60; do {_copy(log, remote_log)}; done) & copier=$!",
       f"{command} > {log} 2>&1 < /dev/null; status=$?",
       f'echo "xprompt-jax exit status $status" >> {log}', "kill $copier",
@@ -76,10 +73,8 @@ def run_script(argv: Sequence[str], model_dir: str, run_id: str, env: Sequence[s
 
 def logs_script(run_id: str = "", *, lines: int = 100, follow_s: int = 0) -> str:
   """The newest log (of `run_id`, or of any run) on this worker, each line prefixed with the worker."""
-  pattern = f"{LOG_DIR}/{run_id or ''}*.log"
-  tail = f"tail -n {int(lines)} -F \"$f\"" if follow_s else f"tail -n {int(lines)} \"$f\""
-  if follow_s:
-    tail = f"timeout {int(follow_s)} {tail}"
+  pattern = f"{LOG_DIR}/{run_id}*.log"
+  tail = f"timeout {int(follow_s)} tail -n {int(lines)} -F \"$f\"" if follow_s else f"tail -n {int(lines)} \"$f\""
   return (f"f=$(ls -t {pattern} 2>/dev/null | head -n 1); if test -z \"$f\"; then echo \"$(hostname): no log "
           f"{pattern}\" >&2; exit 1; fi; {tail} | sed \"s|^|[$(hostname)] |\"; true")
 

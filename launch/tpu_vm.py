@@ -177,7 +177,8 @@ class LaunchOptions:
                     self.python, tuple(self.env), self.command)
 
 
-def _ssh(command: list[str]) -> list[Step]:
+def _retried(command: list[str]) -> list[Step]:
+  """A step that is safe to repeat (ssh, scp, describe)."""
   return [Step(tuple(command), retry=True)]
 
 
@@ -187,17 +188,17 @@ STEPS: dict[str, Callable[[TpuSlice, LaunchOptions], list[Step]]] = {
                                  creates=True, cleanup=tuple(gcloud.delete_command(t)))],
     "setup": lambda t, o: setup_commands(t, git_url=o.git_url, git_ref=o.git_ref, sdist=o.sdist,
                                          gin_files=o.copy_gin, network=o.network),
-    "preflight": lambda t, o: _ssh(preflight_command(t, o.network)),
-    "run": lambda t, o: _ssh(run_command(t, o.job(), o.run_id, o.network)),
-    "logs": lambda t, o: _ssh(logs_command(t, o.log_run_id, worker=o.worker,
+    "preflight": lambda t, o: _retried(preflight_command(t, o.network)),
+    "run": lambda t, o: _retried(run_command(t, o.job(), o.run_id, o.network)),
+    "logs": lambda t, o: _retried(logs_command(t, o.log_run_id, worker=o.worker,
                                            lines=o.lines, follow_s=o.follow_s, network=o.network)),
-    "stop": lambda t, o: _ssh(stop_command(t, o.stop_wait_s, o.network)),
-    "describe": lambda t, o: _ssh(gcloud.describe_command(t)),
+    "stop": lambda t, o: _retried(stop_command(t, o.stop_wait_s, o.network)),
+    "describe": lambda t, o: _retried(gcloud.describe_command(t)),
     "delete": lambda t, o: [Step(tuple(gcloud.delete_command(t)))],
     "queued-create": lambda t, o: [Step(tuple(gcloud.queued_create_command(
         t, queued_id=o.queued_id, spot=o.spot, valid_until_duration=o.valid_until_duration, network=o.network)),
         creates=True, cleanup=tuple(gcloud.queued_delete_command(t, queued_id=o.queued_id)))],
-    "queued-describe": lambda t, o: _ssh(gcloud.queued_describe_command(t, queued_id=o.queued_id)),
+    "queued-describe": lambda t, o: _retried(gcloud.queued_describe_command(t, queued_id=o.queued_id)),
     "queued-delete": lambda t, o: [Step(tuple(gcloud.queued_delete_command(t, queued_id=o.queued_id)))],
 }
 

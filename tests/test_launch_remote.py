@@ -38,7 +38,8 @@ echo "$@" >> "$HOME/uv_calls"
 if [ "$1" = "venv" ]; then
   mkdir -p xprompt_venv/bin
   printf '%s\n' '#!/bin/bash' 'if [ "$1" = "-c" ]; then echo "fake: ok"; exit 0; fi' \
-    'echo "trainer argv: $*"; echo "TFDS_DATA_DIR=$TFDS_DATA_DIR"; sleep "${FAKE_TRAIN_S:-1}"; echo "trainer done"' > xprompt_venv/bin/python
+    'echo "trainer argv: $*"; echo "TFDS_DATA_DIR=$TFDS_DATA_DIR"' \
+    'sleep "${FAKE_TRAIN_S:-1}"; echo "trainer done"' > xprompt_venv/bin/python
   chmod +x xprompt_venv/bin/python
 fi
 '''

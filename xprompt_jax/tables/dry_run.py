@@ -4,8 +4,8 @@ What changes, and nothing else: the frozen model is a tiny random-weight T5 of t
 activations, embedding tying and relative-position settings kept; widths and depths shrunk) written as a T5X
 checkpoint (msgpack + zarr) under `<results_dir>/dry_run_backbone/` and bound as INITIAL_CHECKPOINT_PATH; steps,
 evaluation rows, batch, lengths and the shuffle buffer are capped (`CAPS`; a paper config's 10,000-row buffer would
-tokenize a whole local train file before a dry run's first step); every task reads its local ../shared file where one exists
-for the split and TFDS mock data with the builder's real feature names and types otherwise (BoolQ train, ReCoRD,
+tokenize a whole local train file before a dry run's first step); every task reads its local ../shared file where one
+exists for the split and TFDS mock data with the builder's real feature names and types otherwise (BoolQ train, ReCoRD,
 SQuAD, MNLI/QQP dev, ...). Numbers from a dry run say nothing about the methods: they show every stage runs.
 """
 import contextlib
