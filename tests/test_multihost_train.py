@@ -112,10 +112,13 @@ def test_each_host_reads_its_own_shard(monkeypatch):
 
 @pytest.mark.usefixtures("shared")
 def test_sigterm_on_one_host_stops_every_host_at_the_same_step(tmp_path):
-  """Host 1 is signalled alone, host 0 a moment later (a `stop` or a preemption reaches hosts at different steps):
-  the hosts agree on one step in a collective, both save it and exit 0; neither is left waiting in a collective."""
+  """Host 1 is signalled alone, host 0 only once it has saved with host 1 and is exiting (a `stop` or a preemption
+  reaches hosts at different steps):
+  the hosts agree on one step in a collective, both save it and exit with the preempted status (75, which the
+  launcher's `supervise` resumes); neither is left waiting in a collective."""
   import os
   import signal
+  import threading
   import time
   with socket.socket() as s:
     s.bind(("localhost", 0))
@@ -131,13 +134,22 @@ def test_sigterm_on_one_host_stops_every_host_at_the_same_step(tmp_path):
   while not (log1.exists() and len(log1.read_text().splitlines()) >= 4):
     assert all(p.poll() is None for p in procs) and time.time() < deadline, procs[0].communicate()[0][-3000:]
     time.sleep(0.1)
+  lines = []
+  reader = threading.Thread(target=lambda: lines.extend(procs[0].stdout), daemon=True)
+  reader.start()
   procs[1].send_signal(signal.SIGTERM)
-  time.sleep(0.3)
+  # Host 0's own SIGTERM comes late: after it has saved with host 1 and is on its way out (it must still exit 75).
+  while procs[0].poll() is None and not any(line.startswith("preempted: saved step") for line in lines):
+    assert time.time() < deadline
+    time.sleep(0.01)
   if procs[0].poll() is None:
     os.kill(procs[0].pid, signal.SIGTERM)
-  outs = [p.communicate(timeout=300)[0] for p in procs]
+  reader.join(timeout=300)
+  outs = ["".join(lines), procs[1].communicate(timeout=300)[0]]
+  procs[0].wait(timeout=300)
+  from xprompt_jax import exit_status
   for p, out in zip(procs, outs):
-    assert p.returncode == 0, out[-4000:]
+    assert p.returncode == exit_status.PREEMPTED, out[-4000:]
   saved = [int(line.split()[3]) for line in outs[0].splitlines() if line.startswith("preempted: saved step")]
   assert len(saved) == 1 and 4 <= saved[0] < 400, outs[0][-3000:]
   from xprompt_jax.training import checkpointing

@@ -64,7 +64,8 @@ def test_sigterm_resume_is_bitwise_identical(tmp_path):
     time.sleep(0.05)
   interrupted.send_signal(signal.SIGTERM)
   rc, log = _finish(interrupted)
-  assert rc == 0, log[-3000:]
+  from xprompt_jax import exit_status
+  assert rc == exit_status.PREEMPTED, log[-3000:]  # Not 0: a supervisor must not take it for a finished run.
   stopped = len(_lines(metrics, "train"))
   assert 3 <= stopped < STEPS and f"preempted: saved step {stopped} to {run_dir}" in log, log[-3000:]
   assert not _lines(metrics, "eval")  # Exited at the step boundary, before the final evaluation.

@@ -15,6 +15,7 @@ import os
 
 from absl import flags
 
+from xprompt_jax import exit_status
 from xprompt_jax.commands import common
 
 common.define_gin_flags()
@@ -72,7 +73,7 @@ def main(argv):
       sections.append(("Prompt length sweep", body))
   except stages.Preempted as e:
     print(str(e))
-    return
+    return exit_status.PREEMPTED
   for heading, body in sections[1:]:
     print(f"\n{heading}\n{body}")
   plots = report.plot_all_stages(workdir)

@@ -20,6 +20,7 @@ import time
 
 from absl import flags
 
+from xprompt_jax import exit_status
 from xprompt_jax.commands import common
 
 common.define_gin_flags()
@@ -77,7 +78,7 @@ def main(argv):
   if f.multihost:
     import jax
     jax.distributed.initialize()
-  _run(table, size, jobs, selected)
+  return _run(table, size, jobs, selected)
 
 
 def _run(table, size, jobs, selected):
@@ -112,7 +113,7 @@ def _run(table, size, jobs, selected):
         records, failures, waiting = runner.run_jobs(f.results_dir, jobs, selected, execute)
       except stages.Preempted as e:
         print(f"table: {e}")
-        return
+        return exit_status.PREEMPTED
   grid = table.gather(records, size)
   unfinished = [j.folder for j in jobs if j.folder not in records]
   command = "xprompt-jax table " + " ".join(a for a in sys.argv[2:] if not a.startswith("--verbosity"))

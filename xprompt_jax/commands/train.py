@@ -11,6 +11,7 @@ an error naming the keys it will report (`evaluation.metric_keys`).
 """
 from absl import flags
 
+from xprompt_jax import exit_status
 from xprompt_jax.commands import common
 
 common.define_gin_flags()
@@ -34,5 +35,5 @@ def main(argv):
   except (checkpointing.CheckpointingError, loop.NonFiniteError, OSError) as e:
     raise TrainError(str(e)) from e
   if result.get("preempted"):
-    return
+    return exit_status.PREEMPTED  # Saved; rerunning resumes (the launcher's `supervise` does).
   print(f"done: step {result['step']}, checkpoints and metrics in {flags.FLAGS.model_dir}")

@@ -14,6 +14,7 @@ and `exact_match`) or an `EvalConfig.mode` a task cannot be evaluated in is a on
 """
 from absl import flags
 
+from xprompt_jax import exit_status
 from xprompt_jax.commands import common
 
 common.define_gin_flags()
@@ -32,5 +33,5 @@ def main(argv):
                               evaluator.EvalConfig())
   result = xprompt.run_xprompt(flags.FLAGS.model_dir)
   if result["stopped"]:
-    return
+    return exit_status.PREEMPTED if result["preempted"] else 0
   print(f"done: results in {flags.FLAGS.model_dir}/report/results.md (and results.jsonl, plots, final prompt)")

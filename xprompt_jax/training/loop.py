@@ -75,6 +75,7 @@ class _Preemption:
 
   def __init__(self):
     self.requested = False
+    self.stopping = False  # This process decided to save and exit.
     self._previous = None
 
   def __enter__(self):
@@ -90,11 +91,20 @@ class _Preemption:
     self.requested = True
 
   def __exit__(self, *exc):
-    if self._previous is not None:
+    if self._previous is None:
+      return
+    if self.stopping and jax.process_count() > 1:  # Saved and on the way out: a host's own SIGTERM arriving now
+      # (the others' vote stopped it first) must not kill it with status 143, which a supervisor reads as a crash.
+      signal.signal(signal.SIGTERM, lambda signum, frame: logging.warning("SIGTERM while exiting: already saved"))
+    else:
       signal.signal(signal.SIGTERM, self._previous)
 
   def check(self, step: int) -> bool:
     """True on every host at the same step once any host was signalled."""
+    self.stopping = self._decide(step)
+    return self.stopping
+
+  def _decide(self, step: int) -> bool:
     from jax.experimental import multihost_utils
     requested = self.requested  # Read once: the handler may set it while this step decides.
     if jax.process_count() > 1:
