@@ -107,6 +107,20 @@ def test_compile_train_step_report():
   assert "AOT compile estimate" in table and "train" in table and "eval" in table
 
 
+@needs_libtpu
+def test_multislice_compile_splits_data_over_two_slices():
+  """MeshConfig.dcn_data=2 compiles for two v5e-4 slices: 8 devices, each slice its own half of `data`, and the
+  gradient all-reduce spans the slices (the hybrid mesh of a `--node_count=2` launch)."""
+  method = get_method("prompt", length=4, prompt_init="class_labels", class_labels=("yes", "no"))
+  report = aot.compile_train_step(TINY, method, optim.OptimizerConfig(),
+                                  partitioning.MeshConfig(model=2, dcn_data=2), 8, 16, 4, "v5e-4", include_eval=False)
+  assert (report["num_devices"], report["num_slices"], report["mesh"]) == (8, 2, {"data": 4, "model": 2})
+  assert report["train"]["fits"] and report["train"]["collectives"]["all-reduce"] > 0
+  assert aot.format_report(report).startswith(f"{TINY.name} prompt on 2 x v5e-4 (8 x ")
+  with pytest.raises(ValueError, match=r"topology 2 x v5e-4 \(8 devices\): .*`data` must be a multiple of dcn_data"):
+    aot.compile_train_step(TINY, method, None, partitioning.MeshConfig(model=8, dcn_data=2), 8, 16, 4, "v5e-4")
+
+
 @pytest.mark.parametrize("message, total", [
     ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries (5.36T) "
      "exceeds available HBM (15.75G).", int(5.36 * (1 << 40))),

@@ -1,4 +1,6 @@
 """Mesh construction, the logical-axis rule table, and batch placement on 8 simulated CPU devices."""
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -44,6 +46,35 @@ def test_mesh_over_given_devices():
   mesh = pt.make_mesh(pt.MeshConfig(data=-1, model=2), devices=devices)
   assert mesh.devices.shape == (2, 2)
   assert set(mesh.devices.flat) == set(devices)
+
+
+@dataclasses.dataclass(frozen=True)
+class _SliceDevice:
+  """A stand-in for a TPU device of a multislice job (CPU devices have no slice_index)."""
+  id: int
+  slice_index: int
+  process_index: int = 0
+  platform: str = "cpu"
+  device_kind: str = "cpu"
+
+
+def test_multislice_mesh_keeps_model_inside_a_slice_and_splits_data_over_slices():
+  devices = [_SliceDevice(i, slice_index=i // 8, process_index=i // 4) for i in range(16)][::-1]  # Any order.
+  grid = pt.device_grid(pt.MeshConfig(data=-1, model=4, dcn_data=2), devices)
+  assert grid.shape == (4, 4)
+  assert [{d.slice_index for d in row} for row in grid] == [{0}, {0}, {1}, {1}]  # model (ICI) within a slice.
+  assert {d.id for d in grid.flat} == set(range(16))
+  with pytest.raises(ValueError, match=r"dcn_data=4 but the devices belong to 2 slices: set it to the launch's "
+                                       r"--node_count"):
+    pt.device_grid(pt.MeshConfig(model=4, dcn_data=4), devices)
+  with pytest.raises(ValueError, match=r"`data` must be a multiple of dcn_data"):
+    pt.device_grid(pt.MeshConfig(model=16, dcn_data=2), devices)
+  with pytest.raises(ValueError, match=r"MeshConfig.dcn_data must be a positive number of slices, got 0"):
+    pt.MeshConfig(dcn_data=0)
+  # Devices without slice_index (CPU, GPU): each process stands for a slice.
+  assert pt.make_mesh(pt.MeshConfig(model=2), jax.devices()[:4]).devices.shape == (2, 2)
+  with pytest.raises(ValueError, match=r"belong to 1 processes \(no slice_index on these devices\)"):
+    pt.make_mesh(pt.MeshConfig(model=2, dcn_data=2), jax.devices()[:4])
 
 
 # A T5X-like parameter tree (a scanned encoder block, an unscanned decoder block, prompt parameters).

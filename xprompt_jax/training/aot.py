@@ -138,8 +138,9 @@ def libtpu_available() -> bool:
   return importlib.util.find_spec("libtpu") is not None
 
 
-def topology_devices(topology: Union[str, TpuTopology]) -> list:
-  """Compile-only devices of a TPU slice (one per chip, megacore on v4/v5p), ordered by device id."""
+def topology_devices(topology: Union[str, TpuTopology], num_slices: int = 1) -> list:
+  """Compile-only devices of `num_slices` TPU slices (one per chip, megacore on v4/v5p), ordered by device id;
+  with several slices each device has its `slice_index` (multislice over DCN)."""
   topo = parse_topology(topology) if isinstance(topology, str) else topology
   if not libtpu_available():
     raise LibtpuUnavailableError(
@@ -150,11 +151,11 @@ def topology_devices(topology: Union[str, TpuTopology]) -> list:
   from jax.experimental import topologies
   desc = topologies.get_topology_desc(
       topology_name=topo.topology_name, platform="tpu", chip_config_name=topo.chip_config_name,
-      chips_per_host_bounds=topo.chips_per_host_bounds, num_slices=1, wrap=topo.wrap)
+      chips_per_host_bounds=topo.chips_per_host_bounds, num_slices=num_slices, wrap=topo.wrap)
   devices = sorted(desc.devices, key=lambda d: d.id)
-  if len(devices) != topo.num_devices:
-    raise RuntimeError(f"libtpu describes {topo.topology_name} ({topo.chip_config_name}) with {len(devices)} "
-                       f"devices; expected {topo.num_devices}")
+  if len(devices) != topo.num_devices * num_slices:
+    raise RuntimeError(f"libtpu describes {num_slices} x {topo.topology_name} ({topo.chip_config_name}) with "
+                       f"{len(devices)} devices; expected {topo.num_devices * num_slices}")
   return devices
 
 
@@ -319,11 +320,11 @@ def compile_train_step(config: T5Config, method: Method, optimizer_cfg: Optional
                        ("targets_length", targets_length)):
     if not isinstance(value, int) or value <= 0:
       raise ValueError(f"compile_train_step: {field} must be a positive int, got {value!r}")
-  devices = topology_devices(topo)
+  devices = topology_devices(topo, num_slices=mesh_cfg.dcn_data)  # MeshConfig.dcn_data > 1: that many slices.
   try:
     mesh = partitioning.make_mesh(mesh_cfg, devices)
   except ValueError as e:
-    raise ValueError(f"topology {topo.name} ({topo.num_devices} devices): {e}") from e
+    raise ValueError(f"topology {mesh_cfg.dcn_data} x {topo.name} ({len(devices)} devices): {e}") from e
   if mesh.devices.size != len(devices):
     raise ValueError(f"topology {topo.name}: the mesh data={mesh.shape['data']} x model={mesh.shape['model']} "
                      f"uses {mesh.devices.size} of its {len(devices)} devices; an AOT estimate must use the "
@@ -351,7 +352,8 @@ def compile_train_step(config: T5Config, method: Method, optimizer_cfg: Optional
   model = t5.T5(config)
   report = {
       "kind": "aot_compile_estimate", "topology": topo.name, "topology_name": topo.topology_name,
-      "device_kind": devices[0].device_kind, "num_devices": len(devices), "hbm_bytes_per_device": topo.hbm_bytes,
+      "device_kind": devices[0].device_kind, "num_devices": len(devices), "num_slices": mesh_cfg.dcn_data,
+      "hbm_bytes_per_device": topo.hbm_bytes,
       "mesh": {"data": int(mesh.shape["data"]), "model": int(mesh.shape["model"])}, "rules": mesh_cfg.rules,
       "model": config.name, "method": method.name, "frozen_params": config.num_params(),
       "trainable_params": count_params(trainable_abstract), "batch_size": batch_size,
@@ -382,7 +384,8 @@ def _gib(n) -> str:
 
 def format_report(report: dict) -> str:
   """A small human-readable table of one `compile_train_step` report (what `xprompt-jax compile` prints)."""
-  head = (f"{report['model']} {report['method']} on {report['topology']} ({report['num_devices']} x "
+  slices = f"{report['num_slices']} x " if report.get("num_slices", 1) > 1 else ""
+  head = (f"{report['model']} {report['method']} on {slices}{report['topology']} ({report['num_devices']} x "
           f"{report['device_kind']}, {_gib(report['hbm_bytes_per_device'])} GiB HBM each), mesh data="
           f"{report['mesh']['data']} x model={report['mesh']['model']}, rules={report['rules']}, scan_layers="
           f"{report['scan_layers']}, remat={report['remat_policy']}, batch {report['batch_size']} x "

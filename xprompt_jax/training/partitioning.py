@@ -95,9 +95,14 @@ class MeshConfig:
   model: int = 1
   rules: str = "default"
   replicate_indivisible: bool = False
+  # Multislice (`xprompt-jax launch ... --node_count=N`): `data` is split into dcn_data groups, one per slice, over
+  # the data-centre network; the rest of `data` and all of `model` stay inside a slice (ICI). 1: one slice.
+  dcn_data: int = 1
 
   def __post_init__(self):
     get_rules(self.rules)  # A misspelt rule-set name fails when the config is built, not at the first shard.
+    if not isinstance(self.dcn_data, int) or isinstance(self.dcn_data, bool) or self.dcn_data < 1:
+      raise ValueError(f"MeshConfig.dcn_data must be a positive number of slices, got {self.dcn_data!r}")
 
 
 def get_rules(rules: Union[str, Sequence[tuple[str, Any]]] = "default") -> Rules:
@@ -147,11 +152,35 @@ def make_mesh(cfg: Optional[MeshConfig] = None, devices: Optional[Sequence[Any]]
   """A ('data', 'model') mesh over `devices` (all devices of all processes by default).
 
   A mesh smaller than the device count (it must divide it) uses the first devices; single-process only. Meshes
-  over all devices are laid out with `mesh_utils.create_device_mesh` (ICI-friendly on TPU), else reshaped.
+  over all devices are laid out with `mesh_utils.create_device_mesh` (ICI-friendly on TPU), else reshaped; with
+  `dcn_data > 1` (multislice) by `mesh_utils.create_hybrid_device_mesh`, each slice holding its own rows of `data`.
   """
   cfg = MeshConfig() if cfg is None else cfg
   devices = list(jax.devices() if devices is None else devices)
+  return Mesh(device_grid(cfg, devices), MESH_AXES)
+
+
+def _hybrid_grid(cfg: MeshConfig, devices: Sequence[Any], data: int, model: int) -> np.ndarray:
+  """The (data, model) grid of a multislice job: slice s holds rows s*data/dcn_data ... of `data`."""
+  dcn = cfg.dcn_data
+  if data * model != len(devices) or data % dcn:
+    raise ValueError(f"MeshConfig(data={data}, model={model}, dcn_data={dcn}): a multislice mesh uses every one of "
+                     f"the {len(devices)} devices and `data` must be a multiple of dcn_data (one share per slice)")
+  by_slice = hasattr(devices[0], "slice_index")  # TPU slices; elsewhere each process stands for one.
+  granules = len({getattr(d, "slice_index" if by_slice else "process_index") for d in devices})
+  if granules != dcn:
+    raise ValueError(f"MeshConfig.dcn_data={dcn} but the devices belong to {granules} "
+                     f"{'slices' if by_slice else 'processes (no slice_index on these devices)'}: set it to the "
+                     "launch's --node_count")
+  return mesh_utils.create_hybrid_device_mesh((data // dcn, model), (dcn, 1), devices,
+                                              process_is_granule=not by_slice, allow_split_physical_axes=True)
+
+
+def device_grid(cfg: MeshConfig, devices: Sequence[Any]) -> np.ndarray:
+  """The devices laid out as the (data, model) array of `make_mesh`."""
   data, model = _resolve_shape(cfg, len(devices), multiprocess=jax.process_count() > 1)
+  if cfg.dcn_data > 1:
+    return _hybrid_grid(cfg, devices, data, model)
   if data * model == len(devices):
     try:
       grid = mesh_utils.create_device_mesh((data, model), devices, allow_split_physical_axes=True)
@@ -160,7 +189,7 @@ def make_mesh(cfg: Optional[MeshConfig] = None, devices: Optional[Sequence[Any]]
       grid = np.asarray(devices, dtype=object).reshape(data, model)
   else:
     grid = np.asarray(devices[:data * model], dtype=object).reshape(data, model)
-  return Mesh(grid, MESH_AXES)
+  return grid
 
 
 def _path_str(path) -> str:
