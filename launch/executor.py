@@ -21,11 +21,14 @@ from .slices import LaunchError
 @dataclasses.dataclass(frozen=True)
 class Step:
   """One gcloud command of a plan: `retry` (safe to repeat), `creates` (the slice exists once it succeeded) and
-  `cleanup` (the command that undoes it)."""
+  `cleanup` (the command that undoes it). A step with an `action` (`queued-wait`, `supervise`) runs that instead,
+  as `action(policy, runner, sleep)`; its `command` is the first one it runs, printed by a dry run after `note`."""
   command: tuple[str, ...]
   retry: bool = False
   creates: bool = False
   cleanup: tuple[str, ...] = ()
+  action: Optional[Callable[..., None]] = None
+  note: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +68,9 @@ def execute(steps: Sequence[Step], *, dry_run: bool, policy: RetryPolicy = Retry
             out=None) -> None:
   """Prints (`dry_run`: one shell-quoted command per line, a runnable script) or runs the steps in order."""
   if dry_run:
-    print(gcloud.format_commands([s.command for s in steps]), file=out or sys.stdout)
+    lines = [line for s in steps
+             for line in [f"# {n}" for n in s.note.splitlines()] + [gcloud.format_commands([s.command])]]
+    print("\n".join(lines), file=out or sys.stdout)
     return
   if shutil.which(gcloud.GCLOUD) is None:
     raise LaunchError("`gcloud` was not found on PATH: install the Google Cloud CLI "
@@ -74,7 +79,10 @@ def execute(steps: Sequence[Step], *, dry_run: bool, policy: RetryPolicy = Retry
   created: Optional[Step] = None
   for step in steps:
     try:
-      run_step(step, policy=policy, runner=runner, sleep=sleep)
+      if step.action is not None:
+        step.action(policy, runner, sleep)
+      else:
+        run_step(step, policy=policy, runner=runner, sleep=sleep)
     except LaunchError as e:
       if created is not None and created.cleanup and not keep_on_failure:
         print(f"launch: {e}\nlaunch: deleting the slice this launch created (pass --keep_on_failure to keep it)",

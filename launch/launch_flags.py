@@ -1,5 +1,6 @@
 """The launcher's command-line flags (absl) and the `LaunchOptions` they make."""
 from .slices import Network
+from .supervisor import SuperviseOptions
 from .tpu_vm import COMMANDS, LaunchOptions
 
 DEFAULTS = LaunchOptions()  # The flags' defaults are the options' own.
@@ -41,7 +42,16 @@ def define_flags(flags) -> None:
   flags.DEFINE_integer("stop_wait_s", DEFAULTS.stop_wait_s, "stop: seconds to wait after SIGTERM (the checkpoint "
                        "save) before SIGKILL.")
   flags.DEFINE_string("python", DEFAULTS.python, "Python interpreter on the workers (setup's venv).")
-  flags.DEFINE_string("queued_id", "", "queued-*: queued-resource id; empty = NAME-qr.")
+  flags.DEFINE_integer("node_count", 1, "Slices of --accelerator_type in one multislice job (queued resources "
+                       "only; the mesh then needs --gin.MeshConfig.dcn_data=N).")
+  flags.DEFINE_string("queued_id", "", "queued-*, supervise: queued-resource id; empty = NAME-qr.")
+  sup = SuperviseOptions()
+  flags.DEFINE_float("poll_s", sup.poll_s, "queued-wait, supervise: seconds between two looks at the request/job.")
+  flags.DEFINE_float("wait_s", sup.wait_s, "queued-wait, supervise: longest wait for the request to be ACTIVE.")
+  flags.DEFINE_integer("max_restarts", sup.max_restarts, "supervise: resubmissions after preemptions before "
+                       "giving up.")
+  flags.DEFINE_bool("keep_when_done", sup.keep_when_done, "supervise: keep the slice when the job has finished "
+                    "(default: queued-delete it).")
   flags.DEFINE_string("valid_until_duration", "", "queued-create: give up after this long, e.g. 6h.")
   flags.DEFINE_integer("attempts", 5, "Attempts of each ssh/scp/describe command before the launch fails.")
   flags.DEFINE_float("retry_base_s", 5.0, "Seconds before the first retry; doubled each time, at most 60.")
@@ -58,6 +68,8 @@ def options_from_flags(f, default_run_id: str) -> LaunchOptions:
       spot=f.spot, preemptible=f.preemptible, git_url=f.git_url, git_ref=f.git_ref, sdist=f.sdist,
       copy_gin=tuple(f.copy_gin), gin_files=tuple(f.gin_file), model_dir=f.model_dir,
       gin_bindings=tuple(f.gin_bindings), extra_train_flags=tuple(f.train_flag), python=f.python,
-      env=tuple(f.env), queued_id=f.queued_id, valid_until_duration=f.valid_until_duration, command=f.command,
+      env=tuple(f.env), valid_until_duration=f.valid_until_duration, command=f.command,
       network=network, run_id=f.run_id or default_run_id, log_run_id=f.run_id, worker=f.worker, lines=f.lines,
-      follow_s=f.follow_s, stop_wait_s=f.stop_wait_s)
+      follow_s=f.follow_s, stop_wait_s=f.stop_wait_s,
+      supervision=SuperviseOptions(poll_s=f.poll_s, wait_s=f.wait_s, max_restarts=f.max_restarts,
+                                   keep_when_done=f.keep_when_done))

@@ -7,6 +7,8 @@
   does nothing, so retrying a failed ssh cannot start it twice), logging to `~/xprompt_logs/<run_id>.worker<N>.log`
   and copying that log to `<model_dir>/logs/` every minute and when the command ends, with its exit status
   appended.
+- `status_script`: whether the job of a model_dir runs on each worker, or the status it exited with (what the
+  launcher's `supervise` polls).
 - `logs_script`: prints (or follows for a while) the newest log of a run on the workers it is sent to, each line
   prefixed with the worker, and returns.
 - `stop_script`: SIGTERM (the trainer saves a checkpoint, every host at the same step), waits, SIGKILLs what is
@@ -50,11 +52,17 @@ def _copy(source: str, destination: str) -> str:
   return f"mkdir -p $(dirname {destination}) && cp {source} {destination}"
 
 
+def _job_files(model_dir: str) -> tuple[str, str]:
+  """The pid file of the running job of `model_dir` on a worker, and the file its exit status is written to."""
+  key = f"{LOG_DIR}/{re.sub(r'[^A-Za-z0-9]+', '_', model_dir).strip('_')}"
+  return f"{key}.pid", f"{key}.status"
+
+
 def run_script(argv: Sequence[str], model_dir: str, run_id: str, env: Sequence[str] = ()) -> str:
   """The detached command of `run` on one worker (see the module docstring)."""
   name = f"{run_id}.worker$w.log"  # $w: set by the wrapper below.
   log, remote_log = f"{LOG_DIR}/{name}", f"{model_dir.rstrip('/')}/logs/{name}"
-  pid_file = f"{LOG_DIR}/{re.sub(r'[^A-Za-z0-9]+', '_', model_dir).strip('_')}.pid"
+  pid_file, status_file = _job_files(model_dir)
   command = shlex.join((["env", *env] if env else []) + list(argv))
   # `trap true TERM`: `stop` signals this wrapper too (its command line holds the command's); it then waits for the
   # command to save and exit and still appends the status and copies the log (a trap, unlike an ignored signal,
@@ -63,12 +71,23 @@ def run_script(argv: Sequence[str], model_dir: str, run_id: str, env: Sequence[s
       "trap true TERM", f"w={WORKER_ID}",
       f"(while sleep 60; do {_copy(log, remote_log)}; done) & copier=$!",
       f"{command} > {log} 2>&1 < /dev/null; status=$?",
-      f'echo "xprompt-jax exit status $status" >> {log}', "kill $copier",
+      f'echo "xprompt-jax exit status $status" >> {log}', f"echo $status > {status_file}", "kill $copier",
       f"{_copy(log, remote_log)}; exit $status"])
-  start = f"nohup bash -c {shlex.quote(body)} > /dev/null 2>&1 < /dev/null & echo $! > {pid_file}"
+  start = f"rm -f {status_file}; nohup bash -c {shlex.quote(body)} > /dev/null 2>&1 < /dev/null & echo $! > {pid_file}"
   # A pid file per model_dir, not pgrep: the shell running this very script has the command in its command line.
   return (f"mkdir -p {LOG_DIR}; if test -f {pid_file} && kill -0 $(cat {pid_file}) 2> /dev/null; then echo "
           f"\"$(hostname): xprompt-jax is already running on {model_dir}; not starting another\"; else {start}; fi")
+
+
+JOB_STATUS = "xprompt-job"  # What `status_script` prints before each worker's state.
+
+
+def status_script(model_dir: str) -> str:
+  """One line per worker: `xprompt-job HOST: running`, `... exited STATUS` or `... absent` (never started here)."""
+  pid_file, status_file = _job_files(model_dir)
+  return (f"if test -f {pid_file} && kill -0 $(cat {pid_file}) 2> /dev/null; then s=running; elif test -f "
+          f"{status_file}; then s=\"exited $(cat {status_file})\"; else s=absent; fi; echo \"{JOB_STATUS} "
+          "$(hostname): $s\"")
 
 
 def logs_script(run_id: str = "", *, lines: int = 100, follow_s: int = 0) -> str:

@@ -57,16 +57,28 @@ class TpuSlice:
   accelerator_type: str = "v4-8"
   project: str = ""
   runtime_version: str = ""
+  node_count: int = 1  # > 1: a multislice job, that many slices of `accelerator_type` joined over the DCN.
+  queued_id: str = ""  # The queued-resource request's id ('': NAME-qr).
 
   def __post_init__(self):
     if not _NAME.match(self.name or ""):
       raise LaunchError(f"TPU name {self.name!r} must be 1-63 lowercase letters, digits or '-', starting with a "
                         "letter and not ending with '-'")
+    if not isinstance(self.node_count, int) or self.node_count < 1:
+      raise LaunchError(f"--node_count={self.node_count!r} must be a positive number of slices")
     if not self.zone:
       raise LaunchError("a zone is required (e.g. --zone=us-central2-b for v4, us-west4-a for v5litepod)")
     generation, _ = parse_accelerator_type(self.accelerator_type)
     if not self.runtime_version:
       object.__setattr__(self, "runtime_version", DEFAULT_RUNTIME_VERSIONS[generation])
+
+  @property
+  def queued_resource(self) -> str:
+    return self.queued_id or f"{self.name}-qr"
+
+  @property
+  def multislice(self) -> bool:
+    return self.node_count > 1
 
   @property
   def generation(self) -> str:
@@ -89,6 +101,7 @@ class TpuSlice:
 
   @property
   def hosts(self) -> int:
+    """Workers of one slice (a multislice job has `node_count` times as many)."""
     return self.chips // self.chips_per_host
 
 

@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Callable, Optional, Sequence
 
-from . import gcloud, remote
+from . import gcloud, remote, supervisor
 from .executor import RetryPolicy, Step, execute
 from .slices import LaunchError, Network, TpuSlice
 
@@ -124,9 +124,23 @@ class TrainJob:
             *self.extra_flags]
 
 
+def _with_slices(tpu: TpuSlice, job: TrainJob) -> TrainJob:
+  """A multislice job's mesh spans its slices: `MeshConfig.dcn_data` is the node count (added when not given)."""
+  if not tpu.multislice:
+    return job
+  given = [b.split("=", 1)[1].strip() for b in job.gin_bindings if b.split("=", 1)[0].strip() == "MeshConfig.dcn_data"]
+  if not given:
+    return dataclasses.replace(job, gin_bindings=(*job.gin_bindings, f"MeshConfig.dcn_data={tpu.node_count}"))
+  if given != [str(tpu.node_count)]:
+    raise LaunchError(f"--gin.MeshConfig.dcn_data={given[-1]} but --node_count={tpu.node_count}: the mesh must split "
+                      "'data' over exactly the slices of the job (leave the binding out to get it)")
+  return job
+
+
 def run_command(tpu: TpuSlice, job: TrainJob, run_id: str, network: Network = gcloud.NO_NETWORK) -> list[str]:
   """Starts the job on all workers at once, detached; `--multihost` makes each call `jax.distributed.initialize()`,
-  which on Cloud TPU VMs finds the coordinator and process ids in the TPU metadata."""
+  which on Cloud TPU VMs finds the coordinator and process ids in the TPU metadata (for multislice too)."""
+  job = _with_slices(tpu, job)
   return gcloud.ssh_command(tpu, remote.run_script(job.train_argv(), job.model_dir, run_id, job.env),
                             network=network)
 
@@ -161,7 +175,6 @@ class LaunchOptions:
   extra_train_flags: tuple[str, ...] = ()
   python: str = remote.VENV_PYTHON
   env: tuple[str, ...] = ()
-  queued_id: str = ""
   valid_until_duration: str = ""
   command: str = "train"
   network: Network = gcloud.NO_NETWORK
@@ -171,6 +184,7 @@ class LaunchOptions:
   lines: int = 100
   follow_s: int = 0
   stop_wait_s: int = 300
+  supervision: supervisor.SuperviseOptions = supervisor.SuperviseOptions()
 
   def job(self) -> TrainJob:
     return TrainJob(tuple(self.gin_files), self.model_dir, tuple(self.gin_bindings), tuple(self.extra_train_flags),
@@ -180,6 +194,48 @@ class LaunchOptions:
 def _retried(command: list[str]) -> list[Step]:
   """A step that is safe to repeat (ssh, scp, describe)."""
   return [Step(tuple(command), retry=True)]
+
+
+def _queued_create(t: TpuSlice, o: LaunchOptions) -> Step:
+  return Step(tuple(gcloud.queued_create_command(t, spot=o.spot, valid_until_duration=o.valid_until_duration,
+                                                 network=o.network)),
+              creates=True, cleanup=tuple(gcloud.queued_delete_command(t)))
+
+
+def _queued_wait(t: TpuSlice, o: LaunchOptions) -> list[Step]:
+  return [Step(tuple(gcloud.queued_describe_command(t, state_only=True)), retry=True,
+               note=f"queued-wait: this command every {o.supervision.poll_s:g} s until ACTIVE",
+               action=lambda policy, runner, sleep: supervisor.wait_active(t, o.supervision, runner,
+                                                                           supervisor.Clock(sleep=sleep)))]
+
+
+def _short(command: Sequence[str], width: int = 160) -> str:
+  line = gcloud.format_commands([command])
+  return line if len(line) <= width else line[:width] + " ..."
+
+
+def _supervise(t: TpuSlice, o: LaunchOptions) -> list[Step]:
+  """The whole job as one step (launch.supervisor): request, wait, setup, preflight, run, watch, resubmit."""
+  def start(attempt: int) -> list[Step]:
+    run_id = o.run_id if not attempt else f"{o.run_id}-restart{attempt}"
+    return [*setup_commands(t, git_url=o.git_url, git_ref=o.git_ref, sdist=o.sdist, gin_files=o.copy_gin,
+                            network=o.network),
+            *_retried(preflight_command(t, o.network)), *_retried(run_command(t, o.job(), run_id, o.network))]
+  first = start(0)  # Every flag is checked before anything runs.
+  job = supervisor.Job(start, o.model_dir, _queued_create(t, o))
+  sup = o.supervision
+  polled = [gcloud.queued_describe_command(t, state_only=True), gcloud.ssh_command(t, remote.status_script(
+      o.model_dir), network=o.network)]
+  note = "\n".join([
+      "supervise: this request (unless it exists), then until it is ACTIVE:",
+      f"  {gcloud.format_commands(polled[:1])}", "then:",
+      *[f"  {_short(s.command)}" for s in first],
+      f"then every {sup.poll_s:g} s:", *[f"  {_short(c)}" for c in polled],
+      f"resubmitted after a preemption (at most {sup.max_restarts} times); when every worker exited 0:",
+      f"  {gcloud.format_commands([gcloud.queued_delete_command(t)])}" + (" (--keep_when_done: not run)"
+                                                                          if sup.keep_when_done else "")])
+  return [Step(job.create.command, note=note, action=lambda policy, runner, sleep: supervisor.supervise(
+      t, job, sup, policy, runner, supervisor.Clock(sleep=sleep)))]
 
 
 STEPS: dict[str, Callable[[TpuSlice, LaunchOptions], list[Step]]] = {
@@ -195,11 +251,11 @@ STEPS: dict[str, Callable[[TpuSlice, LaunchOptions], list[Step]]] = {
     "stop": lambda t, o: _retried(stop_command(t, o.stop_wait_s, o.network)),
     "describe": lambda t, o: _retried(gcloud.describe_command(t)),
     "delete": lambda t, o: [Step(tuple(gcloud.delete_command(t)))],
-    "queued-create": lambda t, o: [Step(tuple(gcloud.queued_create_command(
-        t, queued_id=o.queued_id, spot=o.spot, valid_until_duration=o.valid_until_duration, network=o.network)),
-        creates=True, cleanup=tuple(gcloud.queued_delete_command(t, queued_id=o.queued_id)))],
-    "queued-describe": lambda t, o: _retried(gcloud.queued_describe_command(t, queued_id=o.queued_id)),
-    "queued-delete": lambda t, o: [Step(tuple(gcloud.queued_delete_command(t, queued_id=o.queued_id)))],
+    "queued-create": lambda t, o: [_queued_create(t, o)],
+    "queued-wait": _queued_wait,
+    "queued-describe": lambda t, o: _retried(gcloud.queued_describe_command(t)),
+    "queued-delete": lambda t, o: [Step(tuple(gcloud.queued_delete_command(t)))],
+    "supervise": _supervise,
 }
 
 
@@ -210,6 +266,9 @@ def plan(steps: Sequence[str], tpu: TpuSlice, options: LaunchOptions = LaunchOpt
   unknown = [s for s in steps if s not in STEPS]
   if unknown:
     raise LaunchError(f"unknown step(s) {unknown}; steps: {', '.join(STEPS)}")
+  if "supervise" in steps and len(steps) > 1:
+    raise LaunchError(f"supervise runs the whole job itself (queued-create, setup, preflight, run, watching, "
+                      f"resubmitting, queued-delete): give it alone, not with {[s for s in steps if s != 'supervise']}")
   return [command for step in steps for command in STEPS[step](tpu, options)]
 
 
@@ -223,7 +282,7 @@ def main(argv: Sequence[str]) -> int:
   from .launch_flags import options_from_flags
   f = flags.FLAGS
   try:
-    tpu = TpuSlice(f.name, f.zone, f.accelerator_type, f.project, f.runtime_version)
+    tpu = TpuSlice(f.name, f.zone, f.accelerator_type, f.project, f.runtime_version, f.node_count, f.queued_id)
     options = options_from_flags(f, default_run_id=time.strftime("%Y%m%d-%H%M%S"))
     execute(plan(list(argv[1:]), tpu, options), dry_run=f.dry_run, keep_on_failure=f.keep_on_failure,
             policy=RetryPolicy(attempts=f.attempts, base_s=f.retry_base_s))

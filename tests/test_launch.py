@@ -1,5 +1,6 @@
 """Cloud TPU launcher: exact gcloud command lines for every step (no cloud is contacted), validation, dry runs.
 (The worker scripts, retries and cleanup against a fake gcloud: tests/test_launch_remote.py.)"""
+import dataclasses
 import pathlib
 import shlex
 import subprocess
@@ -177,12 +178,38 @@ def test_logs_stop_describe_delete(tpu, loc):
 def test_queued_resources():
   assert gcloud.queued_create_command(V4) == QR + ["create", "pt-v4-qr", *V4_LOC, "--node-id=pt-v4",
                                                    "--accelerator-type=v4-8", "--runtime-version=tpu-ubuntu2204-base"]
-  assert gcloud.queued_create_command(V5E, queued_id="q1", spot=True, valid_until_duration="6h") == QR + [
+  q1 = dataclasses.replace(V5E, queued_id="q1")
+  assert gcloud.queued_create_command(q1, spot=True, valid_until_duration="6h") == QR + [
       "create", "q1", *V5E_LOC, "--node-id=pt-v5e", "--accelerator-type=v5litepod-16",
       "--runtime-version=v2-alpha-tpuv5-lite", "--spot", "--valid-until-duration=6h"]
-  assert gcloud.queued_describe_command(V5E, queued_id="q1") == QR + ["describe", "q1", *V5E_LOC]
-  assert gcloud.queued_describe_command(V5E, queued_id="q1", state_only=True)[-1] == "--format=value(state.state)"
+  assert gcloud.queued_describe_command(q1) == QR + ["describe", "q1", *V5E_LOC]
+  assert gcloud.queued_describe_command(q1, state_only=True)[-1] == "--format=value(state.state)"
   assert gcloud.queued_delete_command(V4) == QR + ["delete", "pt-v4-qr", *V4_LOC, "--force", "--quiet"]
+
+
+def test_multislice_is_a_queued_resource_reached_through_queued_resources_ssh_and_scp():
+  two = slices.TpuSlice("ms", "us-east5-a", "v5p-256", node_count=2)
+  assert two.hosts == 32 and two.multislice
+  assert gcloud.queued_create_command(two, spot=True) == QR + [
+      "create", "ms-qr", "--zone=us-east5-a", "--node-count=2", "--node-prefix=ms", "--accelerator-type=v5p-256",
+      "--runtime-version=v2-alpha-tpuv5", "--spot"]
+  assert gcloud.ssh_command(two, "hostname") == QR + ["ssh", "ms-qr", "--zone=us-east5-a", "--node=all",
+                                                      "--worker=all", "--command=hostname"]
+  assert gcloud.scp_command(two, ["a.gin"], "xprompt_gin/") == QR + [
+      "scp", "a.gin", "ms-qr:xprompt_gin/", "--zone=us-east5-a", "--node=all", "--worker=all", "--recurse"]
+  assert gcloud.describe_command(two) == QR + ["describe", "ms-qr", "--zone=us-east5-a"]
+  with pytest.raises(slices.LaunchError, match="only be requested as a queued resource"):
+    gcloud.create_command(two)
+  with pytest.raises(slices.LaunchError, match="deleted with their request"):
+    gcloud.delete_command(two)
+  script = tv.run_command(two, JOB, "r1")[-1]
+  assert "--gin.MeshConfig.dcn_data=2" in script  # The mesh spans both slices.
+  assert tv.run_command(two, dataclasses.replace(JOB, gin_bindings=("MeshConfig.dcn_data=2",)), "r1")[-1] == \
+      tv.run_command(two, dataclasses.replace(JOB, gin_bindings=()), "r1")[-1]
+  with pytest.raises(slices.LaunchError, match=r"--gin.MeshConfig.dcn_data=4 but --node_count=2"):
+    tv.run_command(two, dataclasses.replace(JOB, gin_bindings=("MeshConfig.dcn_data=4",)), "r1")
+  with pytest.raises(slices.LaunchError, match=r"--node_count=0 must be a positive number of slices"):
+    slices.TpuSlice("ms", "us-east5-a", "v5p-256", node_count=0)
 
 
 def test_plan_orders_steps_marks_retries_and_cleanup_and_rejects_unknown_ones():

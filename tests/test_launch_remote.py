@@ -22,6 +22,28 @@ FAKE_GCLOUD = r'''#!/bin/bash
 # Records every call; fails the first $FAKE_SSH_FAILURES ssh calls as a cold sshd does; runs ssh --command in
 # the fake worker home; `storage cp` copies into $FAKE_GCS.
 printf '%s\n' "$(printf '%q ' "$@")" >> "$FAKE_STATE/calls"
+if [ "$3" = "queued-resources" ] && [ "$4" != "ssh" ]; then  # One request: WAITING, then ACTIVE at the 2nd look.
+  qr="$FAKE_STATE/qr"
+  case "$4" in
+    create) if [ -f "$qr" ]; then echo "ALREADY_EXISTS" >&2; exit 1; fi
+            echo WAITING_FOR_RESOURCES > "$qr"; echo 0 > "$qr.looks"
+            echo $(( $(cat "$FAKE_STATE/creates" 2>/dev/null || echo 0) + 1 )) > "$FAKE_STATE/creates"; exit 0;;
+    delete) rm -f "$qr"; exit 0;;
+    describe) if [ ! -f "$qr" ]; then echo "NOT_FOUND" >&2; exit 1; fi
+              looks=$(( $(cat "$qr.looks") + 1 )); echo $looks > "$qr.looks"
+              if [ "$(cat "$qr")" = WAITING_FOR_RESOURCES ] && [ $looks -ge 2 ]; then echo ACTIVE > "$qr"; fi
+              # $FAKE_PREEMPT_LOOK: the Spot capacity of the first request is reclaimed at that look, once the
+              # trainer has made progress: SIGTERM to the job matching $FAKE_PREEMPT_JOB (the preemption notice),
+              # the VM goes away with its disk (only what reached the bucket is left), the request is SUSPENDED.
+              if [ "$(cat "$FAKE_STATE/creates")" = 1 ] && [ -n "$FAKE_PREEMPT_LOOK" ] \
+                 && [ $looks -ge "$FAKE_PREEMPT_LOOK" ] && [ -s "$FAKE_GCS/step" ]; then
+                pkill -TERM -f "$FAKE_PREEMPT_JOB"
+                for i in $(seq 200); do pgrep -f "$FAKE_PREEMPT_JOB" > /dev/null || break; sleep 0.05; done
+                rm -rf "$FAKE_HOME/xprompt_logs"; echo SUSPENDED > "$qr"
+              fi
+              cat "$qr"; exit 0;;
+  esac
+fi
 if [ "$4" = "ssh" ]; then
   n=$(cat "$FAKE_STATE/ssh_calls" 2>/dev/null || echo 0); echo $((n + 1)) > "$FAKE_STATE/ssh_calls"
   if [ "$n" -lt "${FAKE_SSH_FAILURES:-0}" ]; then echo "ssh: connect to host: Connection refused" >&2; exit 255; fi
@@ -39,7 +61,11 @@ if [ "$1" = "venv" ]; then
   mkdir -p xprompt_venv/bin
   printf '%s\n' '#!/bin/bash' 'if [ "$1" = "-c" ]; then echo "fake: ok"; exit 0; fi' \
     'echo "trainer argv: $*"; echo "TFDS_DATA_DIR=$TFDS_DATA_DIR"' \
-    'sleep "${FAKE_TRAIN_S:-1}"; echo "trainer done"' > xprompt_venv/bin/python
+    'if [ -n "$FAKE_STEPS" ]; then  # Trains FAKE_STEPS steps, resuming from the step saved in the bucket.' \
+    '  step=$(cat "$FAKE_GCS/step" 2>/dev/null || echo 0); echo "resumed from step $step"' \
+    '  trap '"'"'echo "preempted: saved step $step"; exit 75'"'"' TERM' \
+    '  while [ "$step" -lt "$FAKE_STEPS" ]; do sleep 0.1; step=$((step + 1)); echo $step > "$FAKE_GCS/step"; done' \
+    'else sleep "${FAKE_TRAIN_S:-1}"; fi; echo "trainer done"' > xprompt_venv/bin/python
   chmod +x xprompt_venv/bin/python
 fi
 '''
@@ -153,3 +179,34 @@ def test_stop_waits_then_kills_what_ignores_sigterm(ignores_sigterm):
     assert ("SIGKILL" in out) == ignores_sigterm and "stopped; TPU chips free" in out
   finally:
     proc.kill()
+
+
+def test_supervise_survives_transient_failures_and_a_spot_preemption_then_deletes_the_slice(cloud):
+  """docs/launch.md's `supervise` with a fake gcloud: the request waits for capacity, the first ssh calls fail, the
+  Spot slice is preempted mid-training (the trainer saves and exits 75, the VM and its disk go away), the request
+  is made again, the job is set up again and resumes from the saved step, finishes, and the slice is deleted."""
+  env, home, state, gcs = cloud
+  bucket = f"fake-{uuid.uuid4().hex[:8]}"
+  result = _launch({**env, "FAKE_SSH_FAILURES": "2", "FAKE_STEPS": "30", "FAKE_PREEMPT_LOOK": "4",
+                    "FAKE_PREEMPT_JOB": f"[x]prompt_jax.cli .*gs://{bucket}/run"}, "supervise",
+                   "--spot", "--accelerator_type=v4-8", "--git_url=https://github.com/org/xprompt_jax",
+                   f"--git_ref={COMMIT}", "--gin_file=recipes/lester.gin", f"--model_dir=gs://{bucket}/run",
+                   "--run_id=r1", "--poll_s=0.3", "--max_restarts=3")
+  assert result.returncode == 0, result.stderr
+  err = result.stderr
+  assert "pt-v4-qr: WAITING_FOR_RESOURCES" in err and err.count("is ACTIVE after") == 2
+  assert "again: the request went SUSPENDED (preempted); restart 1 of 3" in err and "restart 2" not in err
+  assert "every worker exited 0: the job is done" in err and "deleted pt-v4-qr" in err
+  calls = [c for c in _calls(state) if c[0] == "compute"]
+  requests = [c[3] for c in calls if c[2] == "queued-resources" and c[3] != "describe"]
+  assert requests == ["create", "delete", "create", "delete"] and not (state / "qr").exists()
+  assert all(c[4] == "pt-v4-qr" and "--zone=us-central2-b" in c for c in calls if c[2] == "queued-resources")
+  assert (gcs / "step").read_text().strip() == "30"
+  logs = gcs / bucket / "run" / "logs"  # The preempted VM's own copy is gone with it; the bucket has both.
+  first, second = (logs / f"{r}.worker{socket.gethostname()}.log" for r in ("r1", "r1-restart1"))
+  assert "resumed from step 0" in first.read_text() and first.read_text().endswith("xprompt-jax exit status 75\n")
+  saved = int(first.read_text().split("preempted: saved step ")[1].split()[0])
+  assert 0 < saved < 30 and f"resumed from step {saved}" in second.read_text()
+  assert second.read_text().endswith("trainer done\nxprompt-jax exit status 0\n")
+  uv = (home / "uv_calls").read_text()
+  assert uv.count("venv --allow-existing --python 3.11 xprompt_venv") == 2  # Set up again on the new slice.
