@@ -7,6 +7,7 @@ A deliberate change of a command line is recorded with
 `XPROMPT_RECORD_LAUNCH=1 pytest tests/test_launch_recorded.py` (then read the diff of tests/launch_recorded/
 before committing it)."""
 import os
+import re
 import pathlib
 import shlex
 import subprocess
@@ -77,7 +78,8 @@ def _check_syntax(argv):
   if verb == "scp":
     assert ":" in args[-1] and not any(":" in a for a in args[:-1]), argv  # Local sources, remote NODE:DEST.
   if verb == "ssh":
-    assert any(a.startswith("--command=") for a in rest) and ("--worker=all" in rest or "--worker=0" in rest), argv
+    assert any(a.startswith("--command=") for a in rest), argv
+    assert any(re.fullmatch(r"--worker=(all|\d+)", a) for a in rest), argv  # gcloud: all, or a worker index.
   if (group, verb) == ("queued-resources", "create"):  # (--node-id | --node-count --node-prefix)
     assert ("--node-id" in flags) != ({"--node-count", "--node-prefix"} <= flags), argv
   assert all("=" in a for a in rest if a.startswith("--") and a.split("=")[0] not in
@@ -115,3 +117,43 @@ def test_recordings_hold_what_each_generation_needs():
   assert "--node-count=2 --node-prefix=pt-v5p" in multi and "--gin.MeshConfig.dcn_data=2" in multi
   assert all(" --node=all --worker=all " in line for line in multi.splitlines() if " ssh " in line)
   assert "tpu-vm" not in multi
+
+
+def _documented_launches():
+  """Every `xprompt-jax launch ...` command of docs/launch.md (continuation lines joined, `$L` expanded)."""
+  text = (REPO / "docs" / "launch.md").read_text()
+  blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
+  commands = []
+  for block in blocks:
+    variables = {}
+    for line in block.replace("\\\n", " ").splitlines():
+      line = line.split("  # ")[0].strip()
+      m = re.fullmatch(r'(\w+)="(.*)"', line)
+      if m:
+        variables[m.group(1)] = m.group(2)
+        continue
+      for name, value in variables.items():
+        line = line.replace(f"${name}", value)
+      if line.startswith("xprompt-jax launch "):
+        commands.append(shlex.split(line)[2:])
+  return commands
+
+
+def test_every_launch_in_docs_runs_as_a_dry_run_and_prints_documented_gcloud_syntax(tmp_path):
+  commands = _documented_launches()
+  assert len(commands) >= 20, commands
+  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  for argv in commands:
+    argv = argv + ([] if "--dry_run" in argv else ["--dry_run"])
+    for a in argv:  # The user's own files the page names (gin files to copy, an sdist): here, empty ones.
+      if a.startswith(("--copy_gin=", "--sdist=")):
+        path = tmp_path / a.split("=", 1)[1]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    result = subprocess.run([sys.executable, "-m", "launch.tpu_vm", *argv], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60, env=env)
+    assert result.returncode == 0, (argv, result.stderr)
+    lines = [line for line in result.stdout.splitlines() if line and not line.startswith("#")]
+    assert lines, argv
+    for line in lines:
+      _check_syntax(shlex.split(line))
