@@ -500,10 +500,7 @@ _TWO_PROCESS_WORKER = textwrap.dedent(r'''
 def test_two_processes_save_and_restore_local_shards(tmp_path):
   """Two CPU processes (4 devices each): fingerprint broadcast, only process 0 locks, the NaN check sees the
   other process's shard, and each process restores only its own rows of the prompt."""
-  import socket
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    port = str(s.getsockname()[1])
+  port = str(xla_env.free_port())
   frozen = _frozen_dir(tmp_path, "frozen", b"base weights")
   script = tmp_path / "worker.py"
   script.write_text(_TWO_PROCESS_WORKER)

@@ -10,7 +10,6 @@ The per-host `seqio.ShardInfo` path of `data.dataset` is checked separately: two
 """
 import json
 import pathlib
-import socket
 import subprocess
 import sys
 
@@ -52,9 +51,7 @@ def _final_state(model_dir, like=None):
 def test_two_processes_match_one(tmp_path):
 
   def two_processes(*extra):
-    with socket.socket() as s:
-      s.bind(("localhost", 0))
-      port = s.getsockname()[1]
+    port = xla_env.free_port()
     return [_train(tmp_path / "multi", tmp_path / "multi_batches", "--multihost",
                    f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}", *extra)
             for i in range(2)]
@@ -120,9 +117,7 @@ def test_sigterm_on_one_host_stops_every_host_at_the_same_step(tmp_path):
   import signal
   import threading
   import time
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    port = s.getsockname()[1]
+  port = xla_env.free_port()
   flags = tiny_flags(400, 1, 1000, "--gin.TrainConfig.progress_bar=False", "--gin.train.batches_fn=@recorded_batches")
   env = _env(tmp_path / "batches")
   env["XPROMPT_TEST_BATCH_SLEEP"] = "0.1"

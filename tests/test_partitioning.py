@@ -307,12 +307,9 @@ except ValueError as e:
 
 def test_shard_batch_two_processes(tmp_path):
   """Two CPU processes (4 devices each) build one 4x2 mesh and each feed their own half of the batch."""
-  import socket
   import subprocess
   import sys
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    port = str(s.getsockname()[1])
+  port = str(xla_env.free_port())
   script = tmp_path / "worker.py"
   script.write_text(_TWO_PROCESS_WORKER)
   procs = [subprocess.Popen([sys.executable, str(script), str(i), port], stdout=subprocess.PIPE,

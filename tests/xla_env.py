@@ -36,3 +36,11 @@ def env(device_count: Optional[int] = None, base: Optional[Dict[str, str]] = Non
   if not out["XLA_FLAGS"]:
     del out["XLA_FLAGS"]
   return out
+
+
+def free_port() -> int:
+  """A TCP port on localhost that nothing listens on now (the coordinator of a multi-process test job)."""
+  import socket
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
