@@ -22,6 +22,8 @@ import sys
 import time
 from typing import Callable, Optional, Sequence
 
+from xprompt_jax import exit_status
+
 from . import gcloud, remote, supervisor
 from .executor import RetryPolicy, Step, execute
 from .slices import LaunchError, Network, TpuSlice
@@ -295,12 +297,14 @@ def main(argv: Sequence[str]) -> int:
 def run(argv: Optional[Sequence[str]] = None) -> None:
   """Entry point: `xprompt-jax launch STEP [STEP ...] --flags` (or `python -m launch.tpu_vm ...`)."""
   from absl import app, flags
-  from .launch_flags import define_flags
-  define_flags(flags)
+  from . import launch_flags
+  launch_flags.define_flags(flags)
+  for flag in flags.FLAGS.get_flags_for_module(launch_flags.__name__):  # `--help` lists them.
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
   def parse(args):
     try:
-      return flags.FLAGS(rewrite_gin_flags(args))
+      return exit_status.parse_with_help(flags.FLAGS, rewrite_gin_flags(args))
     except flags.Error as e:  # An unknown or malformed flag: one line, no traceback.
       print(f"launch: {e} (--help lists the flags)", file=sys.stderr)
       sys.exit(1)

@@ -97,8 +97,9 @@ def _reporting_errors(name, main):
 
 def _flags_parser(argv):
   from absl import flags
+  from xprompt_jax import exit_status
   from xprompt_jax.commands import common
-  return flags.FLAGS(common.rewrite_gin_flags(argv))
+  return exit_status.parse_with_help(flags.FLAGS, common.rewrite_gin_flags(argv))
 
 
 if __name__ == "__main__":
