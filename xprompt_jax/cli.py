@@ -89,7 +89,9 @@ def _reporting_errors(name, main):
     except _USER_ERRORS as e:
       if os.environ.get("XPROMPT_TRACEBACK"):
         raise
-      message = e.args[0] if isinstance(e, KeyError) and e.args else e
+      message = str(e.args[0] if isinstance(e, KeyError) and e.args else e)
+      # gin appends "  In call to configurable 'X' (<function ...>)" lines: the message already names the setting.
+      message = "\n".join(line for line in message.splitlines() if not line.startswith("  In call to configurable"))
       print(f"xprompt-jax {name}: error: {message}", file=sys.stderr)
       sys.exit(1)
   return wrapped

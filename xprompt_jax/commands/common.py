@@ -66,6 +66,7 @@ CONFIGURABLE_MODULES = (
     "xprompt_jax.training.optim",
     "xprompt_jax.training.partitioning",
     "xprompt_jax.training.data",
+    "xprompt_jax.training.t5x_macros",
     "xprompt_jax.training.step",
     "xprompt_jax.training.loop",
     "xprompt_jax.evaluation.evaluator",

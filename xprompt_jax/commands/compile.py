@@ -35,14 +35,10 @@ _define(flags.DEFINE_string, "output", None, "Append the report as one JSON line
 
 
 def _data_field(field: str):
-  """The gin binding of `DataConfig.<field>`, else the dataclass default (DataConfig itself is not built: the
-  recipe's task name may be left unbound)."""
-  import gin
+  """`DataConfig.<field>` as gin binds it (macros and T5X's TASK_FEATURE_LENGTHS evaluated); the task name is
+  passed, since a recipe may leave it unbound and no data is read."""
   from xprompt_jax.training import data
-  try:
-    return gin.query_parameter(f"DataConfig.{field}")
-  except ValueError:
-    return data.DataConfig.__dataclass_fields__[field].default
+  return getattr(data.DataConfig(mixture_or_task_name=""), field)
 
 
 def main(argv):
