@@ -72,4 +72,4 @@ def options_from_flags(f, default_run_id: str) -> LaunchOptions:
       network=network, run_id=f.run_id or default_run_id, log_run_id=f.run_id, worker=f.worker, lines=f.lines,
       follow_s=f.follow_s, stop_wait_s=f.stop_wait_s,
       supervision=SuperviseOptions(poll_s=f.poll_s, wait_s=f.wait_s, max_restarts=f.max_restarts,
-                                   keep_when_done=f.keep_when_done))
+                                   keep_when_done=f.keep_when_done, keep_on_failure=f.keep_on_failure))

@@ -4,7 +4,8 @@
   Python 3.10, for which jax 0.10 has no wheels; the system Python is left alone), and the package with
   `jax[tpu]` installed into it at one pinned commit or file.
 - `run_script`: starts the command detached, once per worker and model_dir (a second `run` while one is running
-  does nothing, so retrying a failed ssh cannot start it twice), logging to `~/xprompt_logs/<run_id>.worker<N>.log`
+  does nothing, so retrying a failed ssh cannot start it twice), logging to
+  `~/xprompt_logs/<run_id>.worker<N>.<hostname>.log`
   and copying that log to `<model_dir>/logs/` every minute and when the command ends, with its exit status
   appended.
 - `status_script`: whether the job of a model_dir runs on each worker, or the status it exited with (what the
@@ -28,9 +29,10 @@ LIBTPU_FIND_LINKS = "https://storage.googleapis.com/jax-releases/libtpu_releases
 REMOTE_GIN_DIR = "xprompt_gin"  # Relative to the worker's home, where `gcloud ... ssh --command` starts.
 LOG_DIR = "xprompt_logs"
 PROCESS = "[x]prompt_jax.cli "  # The bracket keeps pkill/pgrep from matching their own shell.
-# The worker's index in the slice, from the TPU VM metadata (the hostname where there is no metadata server).
+# The worker's index in its slice, from the TPU VM metadata (0 where there is no metadata server). Log names add
+# the hostname: the slices of a multislice job each have a worker 0.
 WORKER_ID = ("$(curl -sf -H Metadata-Flavor:Google http://metadata.google.internal/computeMetadata/v1/instance/"
-             "attributes/agent-worker-number || hostname)")
+             "attributes/agent-worker-number || echo 0)")
 
 
 def install_script(requirement: str, *, python_version: str = PYTHON_VERSION) -> str:
@@ -52,6 +54,12 @@ def _copy(source: str, destination: str) -> str:
   return f"mkdir -p $(dirname {destination}) && cp {source} {destination}"
 
 
+def _alive(pid_file: str) -> str:
+  """A shell test: the job of `pid_file` runs (its pid lives and is ours: after a reboot the number may be reused)."""
+  return (f"test -f {pid_file} && kill -0 $(cat {pid_file}) 2> /dev/null && "
+          f"grep -qa xprompt_jax /proc/$(cat {pid_file})/cmdline")
+
+
 def _job_files(model_dir: str) -> tuple[str, str]:
   """The pid file of the running job of `model_dir` on a worker, and the file its exit status is written to."""
   key = f"{LOG_DIR}/{re.sub(r'[^A-Za-z0-9]+', '_', model_dir).strip('_')}"
@@ -60,7 +68,7 @@ def _job_files(model_dir: str) -> tuple[str, str]:
 
 def run_script(argv: Sequence[str], model_dir: str, run_id: str, env: Sequence[str] = ()) -> str:
   """The detached command of `run` on one worker (see the module docstring)."""
-  name = f"{run_id}.worker$w.log"  # $w: set by the wrapper below.
+  name = f"{run_id}.worker$w.$h.log"  # $w, $h: set by the wrapper below.
   log, remote_log = f"{LOG_DIR}/{name}", f"{model_dir.rstrip('/')}/logs/{name}"
   pid_file, status_file = _job_files(model_dir)
   command = shlex.join((["env", *env] if env else []) + list(argv))
@@ -68,14 +76,14 @@ def run_script(argv: Sequence[str], model_dir: str, run_id: str, env: Sequence[s
   # command to save and exit and still appends the status and copies the log (a trap, unlike an ignored signal,
   # is not inherited by the command).
   body = "; ".join([
-      "trap true TERM", f"w={WORKER_ID}",
+      "trap true TERM", f"w={WORKER_ID}", "h=$(hostname)",
       f"(while sleep 60; do {_copy(log, remote_log)}; done) & copier=$!",
       f"{command} > {log} 2>&1 < /dev/null; status=$?",
       f'echo "xprompt-jax exit status $status" >> {log}', f"echo $status > {status_file}", "kill $copier",
       f"{_copy(log, remote_log)}; exit $status"])
   start = f"rm -f {status_file}; nohup bash -c {shlex.quote(body)} > /dev/null 2>&1 < /dev/null & echo $! > {pid_file}"
   # A pid file per model_dir, not pgrep: the shell running this very script has the command in its command line.
-  return (f"mkdir -p {LOG_DIR}; if test -f {pid_file} && kill -0 $(cat {pid_file}) 2> /dev/null; then echo "
+  return (f"mkdir -p {LOG_DIR}; if {_alive(pid_file)}; then echo "
           f"\"$(hostname): xprompt-jax is already running on {model_dir}; not starting another\"; else {start}; fi")
 
 
@@ -85,7 +93,7 @@ JOB_STATUS = "xprompt-job"  # What `status_script` prints before each worker's s
 def status_script(model_dir: str) -> str:
   """One line per worker: `xprompt-job HOST: running`, `... exited STATUS` or `... absent` (never started here)."""
   pid_file, status_file = _job_files(model_dir)
-  return (f"if test -f {pid_file} && kill -0 $(cat {pid_file}) 2> /dev/null; then s=running; elif test -f "
+  return (f"if {_alive(pid_file)}; then s=running; elif test -f "
           f"{status_file}; then s=\"exited $(cat {status_file})\"; else s=absent; fi; echo \"{JOB_STATUS} "
           "$(hostname): $s\"")
 

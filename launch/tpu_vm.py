@@ -128,9 +128,12 @@ class TrainJob:
 
 def _with_slices(tpu: TpuSlice, job: TrainJob) -> TrainJob:
   """A multislice job's mesh spans its slices: `MeshConfig.dcn_data` is the node count (added when not given)."""
-  if not tpu.multislice:
-    return job
   given = [b.split("=", 1)[1].strip() for b in job.gin_bindings if b.split("=", 1)[0].strip() == "MeshConfig.dcn_data"]
+  if not tpu.multislice:
+    if given and given != ["1"]:
+      raise LaunchError(f"--gin.MeshConfig.dcn_data={given[-1]} needs that many slices: pass --node_count="
+                        f"{given[-1]} (a multislice queued resource)")
+    return job
   if not given:
     return dataclasses.replace(job, gin_bindings=(*job.gin_bindings, f"MeshConfig.dcn_data={tpu.node_count}"))
   if given != [str(tpu.node_count)]:
@@ -198,6 +201,11 @@ def _retried(command: list[str]) -> list[Step]:
   return [Step(tuple(command), retry=True)]
 
 
+def _setup(t: TpuSlice, o: LaunchOptions) -> list[Step]:
+  return setup_commands(t, git_url=o.git_url, git_ref=o.git_ref, sdist=o.sdist, gin_files=o.copy_gin,
+                        network=o.network)
+
+
 def _queued_create(t: TpuSlice, o: LaunchOptions) -> Step:
   return Step(tuple(gcloud.queued_create_command(t, spot=o.spot, valid_until_duration=o.valid_until_duration,
                                                  network=o.network)),
@@ -220,9 +228,8 @@ def _supervise(t: TpuSlice, o: LaunchOptions) -> list[Step]:
   """The whole job as one step (launch.supervisor): request, wait, setup, preflight, run, watch, resubmit."""
   def start(attempt: int) -> list[Step]:
     run_id = o.run_id if not attempt else f"{o.run_id}-restart{attempt}"
-    return [*setup_commands(t, git_url=o.git_url, git_ref=o.git_ref, sdist=o.sdist, gin_files=o.copy_gin,
-                            network=o.network),
-            *_retried(preflight_command(t, o.network)), *_retried(run_command(t, o.job(), run_id, o.network))]
+    return [*_setup(t, o), *_retried(preflight_command(t, o.network)),
+            *_retried(run_command(t, o.job(), run_id, o.network))]
   first = start(0)  # Every flag is checked before anything runs.
   job = supervisor.Job(start, o.model_dir, _queued_create(t, o))
   sup = o.supervision
@@ -244,8 +251,7 @@ STEPS: dict[str, Callable[[TpuSlice, LaunchOptions], list[Step]]] = {
     "create": lambda t, o: [Step(tuple(gcloud.create_command(t, spot=o.spot, preemptible=o.preemptible,
                                                              network=o.network)),
                                  creates=True, cleanup=tuple(gcloud.delete_command(t)))],
-    "setup": lambda t, o: setup_commands(t, git_url=o.git_url, git_ref=o.git_ref, sdist=o.sdist,
-                                         gin_files=o.copy_gin, network=o.network),
+    "setup": _setup,
     "preflight": lambda t, o: _retried(preflight_command(t, o.network)),
     "run": lambda t, o: _retried(run_command(t, o.job(), o.run_id, o.network)),
     "logs": lambda t, o: _retried(logs_command(t, o.log_run_id, worker=o.worker,
@@ -291,6 +297,10 @@ def main(argv: Sequence[str]) -> int:
   except LaunchError as e:
     print(f"launch: {e}", file=sys.stderr)
     return 1
+  except KeyboardInterrupt:
+    print("launch: interrupted; the slice and its job are left as they are (`describe` / `queued-describe`, "
+          "`logs`; `supervise` again picks a running job up)", file=sys.stderr)
+    return 130
   return 0
 
 

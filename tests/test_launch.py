@@ -149,7 +149,7 @@ def test_run_command_starts_all_workers_detached(tpu, loc):
   assert command[:-1] == TPU_VM + ["ssh", tpu.name, *loc, "--worker=all"]
   script = command[-1][len("--command="):]
   assert script == remote.run_script(TRAIN_ARGV, JOB.model_dir, "r1")
-  assert "gs://bucket/runs/lester_xxl/logs/r1.worker$w.log" in script
+  assert "gs://bucket/runs/lester_xxl/logs/r1.worker$w.$h.log" in script
 
 
 def test_train_job_validation():

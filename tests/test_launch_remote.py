@@ -124,7 +124,7 @@ def test_transient_ssh_failures_are_retried_and_the_job_runs_with_per_worker_log
 
   again = _launch(env, "run", *job)  # While it runs, a second `run` starts nothing.
   assert again.returncode == 0 and f"already running on gs://{bucket}/run" in again.stdout, again.stderr
-  log = home / remote.LOG_DIR / f"r1.worker{socket.gethostname()}.log"
+  log = home / remote.LOG_DIR / f"r1.worker0.{socket.gethostname()}.log"
   assert _wait_for(lambda: log.exists() and "exit status" in log.read_text()), log
   assert log.read_text().splitlines()[-2:] == ["trainer done", "xprompt-jax exit status 0"]
   argv = log.read_text().splitlines()[0]  # What the worker's shell handed the trainer: quotes intact.
@@ -203,7 +203,7 @@ def test_supervise_survives_transient_failures_and_a_spot_preemption_then_delete
   assert all(c[4] == "pt-v4-qr" and "--zone=us-central2-b" in c for c in calls if c[2] == "queued-resources")
   assert (gcs / "step").read_text().strip() == "30"
   logs = gcs / bucket / "run" / "logs"  # The preempted VM's own copy is gone with it; the bucket has both.
-  first, second = (logs / f"{r}.worker{socket.gethostname()}.log" for r in ("r1", "r1-restart1"))
+  first, second = (logs / f"{r}.worker0.{socket.gethostname()}.log" for r in ("r1", "r1-restart1"))
   assert "resumed from step 0" in first.read_text() and first.read_text().endswith("xprompt-jax exit status 75\n")
   saved = int(first.read_text().split("preempted: saved step ")[1].split()[0])
   assert 0 < saved < 30 and f"resumed from step {saved}" in second.read_text()

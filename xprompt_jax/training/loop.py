@@ -93,8 +93,8 @@ class _Preemption:
   def __exit__(self, *exc):
     if self._previous is None:
       return
-    if self.stopping and jax.process_count() > 1:  # Saved and on the way out: a host's own SIGTERM arriving now
-      # (the others' vote stopped it first) must not kill it with status 143, which a supervisor reads as a crash.
+    if self.stopping:  # Saved and on the way out: a SIGTERM arriving now (a host's own, after the others' vote or
+      # the preemption sync point stopped it) must not kill it with status 143, which a supervisor reads as a crash.
       signal.signal(signal.SIGTERM, lambda signum, frame: logging.warning("SIGTERM while exiting: already saved"))
     else:
       signal.signal(signal.SIGTERM, self._previous)
