@@ -8,6 +8,7 @@ import pytest
 from xprompt_jax.methods import get_method
 from xprompt_jax.models.config import PRESETS
 from xprompt_jax.training import aot
+from xprompt_jax.training import aot_report
 from xprompt_jax.training import optim
 from xprompt_jax.training import partitioning
 
@@ -103,7 +104,7 @@ def test_compile_train_step_report():
   # The train state is donated: its buffers alias the outputs.
   assert report["train"]["memory"]["aliased"] > 0
   json.dumps(report)  # JSON-serialisable for --output.
-  table = aot.format_report(report)
+  table = aot_report.format_report(report)
   assert "AOT compile estimate" in table and "train" in table and "eval" in table
 
 
@@ -116,7 +117,7 @@ def test_multislice_compile_splits_data_over_two_slices():
                                   partitioning.MeshConfig(model=2, dcn_data=2), 8, 16, 4, "v5e-4", include_eval=False)
   assert (report["num_devices"], report["num_slices"], report["mesh"]) == (8, 2, {"data": 4, "model": 2})
   assert report["train"]["fits"] and report["train"]["collectives"]["all-reduce"] > 0
-  assert aot.format_report(report).startswith(f"{TINY.name} prompt on 2 x v5e-4 (8 x ")
+  assert aot_report.format_report(report).startswith(f"{TINY.name} prompt on 2 x v5e-4 (8 x ")
   with pytest.raises(ValueError, match=r"topology 2 x v5e-4 \(8 devices\): .*`data` must be a multiple of dcn_data"):
     aot.compile_train_step(TINY, method, None, partitioning.MeshConfig(model=8, dcn_data=2), 8, 16, 4, "v5e-4")
 

@@ -53,7 +53,7 @@ def main(argv):
   common.parse_gin_from_flags(finalize=False)  # The recipe's task name may stay unbound: no data is read.
   from xprompt_jax.methods import get_method
   from xprompt_jax.models.config import T5Config
-  from xprompt_jax.training import aot, optim, partitioning
+  from xprompt_jax.training import aot, aot_report, optim, partitioning
   from xprompt_jax.training import step as step_lib
   method = get_method(name=f.method) if f.method else get_method()
   try:
@@ -63,7 +63,7 @@ def main(argv):
         loss_cfg=step_lib.LossConfig(), include_eval=f.eval)
   except aot.LibtpuUnavailableError as e:
     raise ValueError(str(e)) from e
-  print(aot.format_report(report))
+  print(aot_report.format_report(report))
   if f.output:
     os.makedirs(os.path.dirname(os.path.abspath(f.output)), exist_ok=True)
     with open(f.output, "a", encoding="utf-8") as out:
