@@ -104,7 +104,7 @@ def string_to_float(string: Any, example: Optional[Mapping[str, Any]] = None, is
 
 def multirc_postprocessor(string_label: Any, example: Optional[Mapping[str, Any]] = None,
                           is_target: bool = False) -> dict:
-  """`{"group": question id, "value": 0/1/-1}` for `metrics.multirc_f1a_em`."""
+  """`{"group": question id, "value": 0/1/-1}` for `metrics.multirc_f1_em`."""
   del is_target
   out = {"value": string_label_to_class_id(string_label, label_classes=("False", "True"))}
   if example is not None:

@@ -153,7 +153,7 @@ def wsc_simple_postprocessor(prediction, example=None, is_target: bool = False) 
 _CLASSIFICATION = {
     # config: (benchmark name in the inputs, feature order (None: sorted), metrics)
     "boolq": ("boolq", None, [metrics.accuracy]),
-    "cb": ("cb", None, [metrics.mean_accuracy_macro_f1]),
+    "cb": ("cb", None, [metrics.accuracy_mean_class_f1]),
     "copa": ("copa", None, [metrics.accuracy]),
     "rte": ("rte", None, [metrics.accuracy]),
     "wic": ("wic", ("sentence1", "sentence2", "word"), [metrics.accuracy]),
@@ -188,7 +188,7 @@ def register() -> None:
   ru.add_text_task(name, super_glue_source("multirc", name),
                    ru.glue_preprocessor("multirc", sources.SUPER_GLUE_LABELS["multirc"],
                                         ("question", "answer", "paragraph")),
-                   postprocess_fn=ru.multirc_postprocessor, metric_fns=[metrics.multirc_f1a_em])
+                   postprocess_fn=ru.multirc_postprocessor, metric_fns=[metrics.multirc_f1_em])
 
   name = task_name("record")
   ru.add_text_task(name, super_glue_source("record", name), record_text, postprocess_fn=record_postprocessor,

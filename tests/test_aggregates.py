@@ -5,9 +5,9 @@ from xprompt_jax.evaluation import aggregates
 
 SUPERGLUE_RESULTS = {
     "super_glue_boolq_v102": {"accuracy": 80.0},
-    "super_glue_cb_v102": {"accuracy": 90.0, "macro_f1": 70.0, "mean_accuracy_macro_f1": 80.0},
+    "super_glue_cb_v102": {"accuracy": 90.0, "mean_3class_f1": 70.0},
     "super_glue_copa_v102_rank": {"accuracy": 60.0},
-    "super_glue_multirc_v102": {"f1a": 75.0, "exact_match": 35.0},
+    "super_glue_multirc_v102": {"f1": 75.0, "exact_match": 35.0},
     "super_glue_record_v102": {"f1": 85.0, "em": 83.0},
     "super_glue_rte_v102": {"accuracy": 70.0},
     "super_glue_wic_v102": {"accuracy": 65.0},
@@ -76,9 +76,9 @@ def test_registered_tasks_report_the_metric_keys_the_scores_need():
       metrics.accuracy: ([0, 1], [0, 1]),
       metrics.f1_binary: ([0, 1], [0, 1]),
       metrics.matthews_corrcoef: ([0, 1], [0, 1]),
-      metrics.mean_accuracy_macro_f1: ([0, 1, 2], [0, 1, 2]),
+      metrics.accuracy_mean_class_f1: ([0, 1, 2], [0, 1, 2]),
       metrics.pearson_spearman: ([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]),
-      metrics.multirc_f1a_em: ([{"group": 0, "value": 1}], [{"group": 0, "value": 1}]),
+      metrics.multirc_f1_em: ([{"group": 0, "value": 1}], [{"group": 0, "value": 1}]),
       metrics.record_em_f1: ([["a"]], ["a"]),
       metrics.squad_em_f1: ([["a"]], ["a"]),
   }

@@ -132,7 +132,7 @@ def test_model_tuning_trains_every_parameter_and_records_the_exported_models_sco
   assert record["method"] == "model_tuning" and record["final_step"] == 2
   assert len(json.loads((tmp_path / "shots.json").read_text())["indices"]) == 8  # Trained on the 8 shots.
   assert record["final_train_loss"] > 0
-  assert {"accuracy", "macro_f1"} <= set(record["final_metrics"])
+  assert {"accuracy", "mean_3class_f1"} <= set(record["final_metrics"])
   assert [step for step, _ in compare.evaluations(str(tmp_path), task)] == [1, 2]
   tuned, _ = checkpoints.load_params(str(tmp_path / "export" / "checkpoint_2"), tiny)
   start = init_params(tiny, jax.random.PRNGKey(0))  # The random start of seed 0 (PretrainConfig.seed).

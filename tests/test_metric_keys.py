@@ -77,7 +77,7 @@ def test_the_training_loop_reports_the_predicted_keys(shared, tmp_path, mixture)
       train_cfg=loop.TrainConfig(num_train_steps=0, eval_tasks=names, progress_bar=False, async_checkpointing=False))
   predicted = metric_keys.evaluation_keys(names, cfg)
   assert set(predicted) == set(result["eval"]) and len(predicted) == len(result["eval"])
-  assert "super_glue_multirc_v102/f1a" in predicted and f"{mixture}/super_glue_cb_v102/macro_f1" in predicted
+  assert "super_glue_multirc_v102/f1" in predicted and f"{mixture}/super_glue_cb_v102/mean_3class_f1" in predicted
   assert f"{mixture}/average/score" in predicted
 
 
@@ -93,9 +93,9 @@ def test_check_key_names_the_reported_keys():
   rank = eval_config("rank")
   metric_keys.check_key("TrainConfig.best_metric", None, ("super_glue_rte_v102",), rank)
   metric_keys.check_key("TrainConfig.best_metric", "super_glue_rte_v102/accuracy", ("super_glue_rte_v102",), rank)
-  with pytest.raises(ValueError, match=r"^XPromptPipelineConfig.select_metric='f1': super_glue_multirc_v102 "
-                     r"\(EvalConfig.mode='rank'\) reports f1a, exact_match; bind one of them$"):
-    metric_keys.check_key("XPromptPipelineConfig.select_metric", "f1", ("super_glue_multirc_v102",), rank,
+  with pytest.raises(ValueError, match=r"^XPromptPipelineConfig.select_metric='f1_score': super_glue_multirc_v102 "
+                     r"\(EvalConfig.mode='rank'\) reports f1, exact_match; bind one of them$"):
+    metric_keys.check_key("XPromptPipelineConfig.select_metric", "f1_score", ("super_glue_multirc_v102",), rank,
                           prefix="super_glue_multirc_v102")
   with pytest.raises(ValueError, match=r"'super_glue_rte_v102/accuracy': the evaluation on super_glue_rte_v102 "
                      r"\(EvalConfig.mode='both'\) reports super_glue_rte_v102/rank/accuracy, "

@@ -40,26 +40,25 @@ def test_invalid_predictions_count_as_wrong():
   assert metrics.matthews_corrcoef([1, 0, 1, 0], [1, -1, 1, 0])["matthews_corrcoef"] == pytest.approx(
       100 * 6 / np.sqrt(80))
   # CB: an invalid prediction is a miss for its true class and a hit for none: F1s 1, 0, 1.
-  out = metrics.mean_accuracy_macro_f1([0, 1, 2], [0, -1, 2])
-  assert out["accuracy"] == pytest.approx(200 / 3) and out["macro_f1"] == pytest.approx(200 / 3)
+  out = metrics.accuracy_mean_class_f1([0, 1, 2], [0, -1, 2])
+  assert out["accuracy"] == pytest.approx(200 / 3) and out["mean_3class_f1"] == pytest.approx(200 / 3)
 
 
-def test_mean_accuracy_macro_f1_hand_and_sklearn():
+def test_accuracy_mean_class_f1_hand_and_sklearn():
   # Class F1s: 0 -> 1, 1 -> 2/3 (tp 1, fp 1), 2 -> 2/3 (tp 1, fn 1); macro = 7/9; accuracy = 3/4.
-  out = metrics.mean_accuracy_macro_f1([0, 1, 2, 2], [0, 1, 1, 2])
+  out = metrics.accuracy_mean_class_f1([0, 1, 2, 2], [0, 1, 1, 2])
   assert out["accuracy"] == pytest.approx(75.0)
-  assert out["macro_f1"] == pytest.approx(700 / 9)
-  assert out["mean_accuracy_macro_f1"] == pytest.approx((75.0 + 700 / 9) / 2)
+  assert out["mean_3class_f1"] == pytest.approx(700 / 9)
   for seed in range(5):
     t, p = _rng_labels(seed, 89, 3)
-    out = metrics.mean_accuracy_macro_f1(t, p)
-    assert out["macro_f1"] == pytest.approx(100 * sk.f1_score(t, p, average="macro"))
+    out = metrics.accuracy_mean_class_f1(t, p)
+    assert out["mean_3class_f1"] == pytest.approx(100 * sk.f1_score(t, p, average="macro"))
     assert out["accuracy"] == pytest.approx(100 * sk.accuracy_score(t, p))
 
 
 def test_macro_f1_counts_a_class_never_seen_as_zero():
   # Class 2 appears nowhere, but CB's metric is over all 3 classes: (1 + 1 + 0) / 3.
-  assert metrics.mean_accuracy_macro_f1([0, 1], [0, 1])["macro_f1"] == pytest.approx(200 / 3)
+  assert metrics.accuracy_mean_class_f1([0, 1], [0, 1])["mean_3class_f1"] == pytest.approx(200 / 3)
 
 
 def test_matthews_hand_and_sklearn():
@@ -123,16 +122,16 @@ def test_multirc_worked_example():
                  {"group": 1, "value": 1}, {"group": 1, "value": 1},
                  {"group": 2, "value": 0}]
   # Answers: tp 3, fp 1, fn 0 -> F1a = 2*3 / (2*3 + 1) = 6/7. Questions 0 and 2 all right, 1 not -> EM 2/3.
-  out = metrics.multirc_f1a_em(targets, predictions)
-  assert out["f1a"] == pytest.approx(600 / 7)
+  out = metrics.multirc_f1_em(targets, predictions)
+  assert out["f1"] == pytest.approx(600 / 7)
   assert out["exact_match"] == pytest.approx(200 / 3)
 
 
 def test_multirc_rejects_misaligned_groups():
   with pytest.raises(ValueError, match="group"):
-    metrics.multirc_f1a_em([{"group": 0, "value": 1}], [{"group": 1, "value": 1}])
+    metrics.multirc_f1_em([{"group": 0, "value": 1}], [{"group": 1, "value": 1}])
   with pytest.raises(ValueError, match=r"targets\[0\]"):
-    metrics.multirc_f1a_em([1], [{"group": 1, "value": 1}])
+    metrics.multirc_f1_em([1], [{"group": 1, "value": 1}])
 
 
 def test_bleu_matches_sacrebleu_and_is_100_for_identical_text():
@@ -173,7 +172,7 @@ def test_rank_classification_multiclass_matches_sklearn():
   out = metrics.rank_classification(targets, scores.reshape(-1).tolist(), num_classes=3)
   preds = scores.argmax(-1)
   assert out["accuracy"] == pytest.approx(100 * sk.accuracy_score(labels, preds))
-  assert out["macro_f1"] == pytest.approx(100 * sk.f1_score(labels, preds, average="macro"))
+  assert out["mean_3class_f1"] == pytest.approx(100 * sk.f1_score(labels, preds, average="macro"))
 
 
 def test_rank_classification_bad_input():
@@ -213,10 +212,10 @@ def test_deduplicate_by_group_counts_each_group_once():
 _SAMPLES = [
     (metrics.accuracy, [1, 0], [1, 1]),
     (metrics.f1_binary, [1, 0], [1, 1]),
-    (metrics.mean_accuracy_macro_f1, [0, 1, 2], [0, 1, 1]),
+    (metrics.accuracy_mean_class_f1, [0, 1, 2], [0, 1, 1]),
     (metrics.matthews_corrcoef, [0, 1, 1], [0, 1, 0]),
     (metrics.pearson_spearman, [0.5, 1.0, 3.0], [0.4, 1.5, 2.0]),
-    (metrics.multirc_f1a_em, [{"group": 0, "value": 1}, {"group": 0, "value": 0}],
+    (metrics.multirc_f1_em, [{"group": 0, "value": 1}, {"group": 0, "value": 0}],
      [{"group": 0, "value": 1}, {"group": 0, "value": 1}]),
     (metrics.squad_em_f1, [["a cat"]], ["the cat"]),
     (metrics.record_em_f1, [["Paris"]], ["Rome"]),
@@ -247,9 +246,16 @@ def test_every_public_metric_fn_declares_its_keys():
                 if inspect.isfunction(fn) and fn.__module__ == metrics.__name__ and not name.startswith("_")
                 and list(inspect.signature(fn).parameters)[:1] == ["targets"]}
   assert declared == metric_fns
-  assert declared >= {"accuracy", "f1_binary", "mean_accuracy_macro_f1", "matthews_corrcoef", "pearson_spearman",
-                      "multirc_f1a_em", "squad_em_f1", "record_em_f1", "bleu", "rouge", "rank_classification"}
+  assert declared >= {"accuracy", "f1_binary", "accuracy_mean_class_f1", "matthews_corrcoef", "pearson_spearman",
+                      "multirc_f1_em", "squad_em_f1", "record_em_f1", "bleu", "rouge", "rank_classification"}
   assert declared <= {i.removesuffix("_partial") for i in _IDS}  # Each one sampled above.
   assert metrics.reported_keys(lambda targets, predictions: {"x": 1.0}) is None  # Undeclared: unknown keys.
   with pytest.raises(TypeError, match="either fixed key names or keys_of"):
     metrics.reports()
+
+
+def test_old_metric_names_map_to_t5s_with_a_warning(caplog):
+  assert metrics.t5_key("super_glue_multirc_v102/f1a", "TrainConfig.best_metric") == "super_glue_multirc_v102/f1"
+  assert metrics.t5_key("rank/macro_f1", "XPromptPipelineConfig.select_metric") == "rank/mean_3class_f1"
+  assert metrics.t5_key("f1a", "x") == "f1" and "now named as T5 names it, 'f1'" in caplog.text
+  assert metrics.t5_key("accuracy", "x") == "accuracy" and metrics.t5_key(None, "x") is None

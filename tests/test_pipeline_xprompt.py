@@ -144,19 +144,20 @@ def test_select_metric_is_checked_before_any_work(tmp_path, monkeypatch):
   one it reports gets through to the first real work (here stopped by a stand-in for loading the frozen model)."""
   monkeypatch.setattr(px.loop, "load_frozen", _stop_at_load)
   kwargs = tiny_run_kwargs()
-  bad = [(dict(task="super_glue_multirc_v102", select_metric="f1"),
-          r"^XPromptPipelineConfig.select_metric='f1': super_glue_multirc_v102 \(EvalConfig.mode='rank'\) reports "
-          r"f1a, exact_match; bind one of them"),
+  bad = [(dict(task="super_glue_multirc_v102", select_metric="f1_score"),
+          r"^XPromptPipelineConfig.select_metric='f1_score': super_glue_multirc_v102 \(EvalConfig.mode='rank'\) "
+          r"reports f1, exact_match; bind one of them"),
          (dict(task="super_glue_multirc_v102", mode="both", select_metric="f1a"),
-          r"reports rank/f1a, rank/exact_match"),
-         (dict(select_metric="f1"), r"super_glue_cb_v102 .* reports accuracy, macro_f1, mean_accuracy_macro_f1;"),
+          r"reports rank/f1, rank/exact_match"),
+         (dict(select_metric="f1"), r"super_glue_cb_v102 .* reports accuracy, mean_3class_f1;"),
          (dict(task="super_glue_wsc_v102_simple_train"),
           r"super_glue_wsc_v102_simple_eval' cannot be rank-classified.*; use EvalConfig.mode='decode'")]
   for i, (change, message) in enumerate(bad):
     with pytest.raises(ValueError, match=message):
       px.run_xprompt(str(tmp_path / f"bad{i}"), **_with(kwargs, **change))
     assert not (tmp_path / f"bad{i}").exists()
-  good = [dict(task="super_glue_multirc_v102", select_metric="f1a"),
+  good = [dict(task="super_glue_multirc_v102", select_metric="f1"),
+          dict(task="super_glue_multirc_v102", select_metric="f1a"),  # The old name: mapped to f1 with a warning.
           dict(task="super_glue_multirc_v102", mode="both", select_metric="rank/exact_match"),
           dict(task="super_glue_wsc_v102_simple_train", mode="decode", select_metric="accuracy"),
           dict(task="super_glue_wsc_v102_simple_train", mode="auto")]
@@ -181,9 +182,9 @@ def test_recipe_hints_name_keys_the_tasks_report():
   from xprompt_jax import paths
   from xprompt_jax.evaluation import metric_keys
   text = (paths.gin_dir() / "recipes" / "xprompt_paper.gin").read_text()
-  assert "MultiRC selects by another\n# metric: --gin.XPromptPipelineConfig.select_metric=\"'f1a'\"" in text
+  assert "MultiRC selects by another\n# metric: --gin.XPromptPipelineConfig.select_metric=\"'f1'\"" in text
   assert "EvalConfig.mode = 'auto'" in text
-  assert "f1a" in metric_keys.evaluator_keys("super_glue_multirc_v102", EvalConfig(mode="auto"))
+  assert "f1" in metric_keys.evaluator_keys("super_glue_multirc_v102", EvalConfig(mode="auto"))
   assert "f1" in metric_keys.evaluator_keys("super_glue_record_v102", EvalConfig(mode="auto"))
   assert "accuracy" in metric_keys.evaluator_keys("super_glue_wsc_v102_simple_eval", EvalConfig(mode="auto"))
 

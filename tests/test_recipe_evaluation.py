@@ -53,8 +53,8 @@ KEYS = {
     "super_glue_record_v102": {"em", "f1"},
     **{name: ACCURACY for name in ("super_glue_boolq_v102", "super_glue_copa_v102", "super_glue_rte_v102",
                                    "super_glue_wic_v102", "super_glue_wsc_v102_simple_eval")},
-    "super_glue_cb_v102": {"accuracy", "macro_f1", "mean_accuracy_macro_f1"},
-    "super_glue_multirc_v102": {"f1a", "exact_match"},
+    "super_glue_cb_v102": {"accuracy", "mean_3class_f1"},
+    "super_glue_multirc_v102": {"f1", "exact_match"},
 }
 CASES = ([("lester", t) for t in SUPER_GLUE] + [("mpt_teacher", t) for t in MPT_SOURCES + MPT_EXTRA_SOURCES]
          + [("mpt_target", t) for t in MPT_TARGETS])

@@ -117,16 +117,16 @@ def error_line(log):
   return lines[-1]
 
 
-def test_xprompt_select_metric_multirc_reports_no_f1(trained, tmp_path):
-  """The recipe's old hint ('f1' for MultiRC, whose keys are f1a and exact_match) used to train the whole PT stage
+def test_xprompt_select_metric_multirc_unknown_key(trained, tmp_path):
+  """A select_metric MultiRC does not report (once, the recipe's hint named one) used to train the whole PT stage
   and then fail at the first best-checkpoint save; now nothing starts and nothing is written."""
   fresh = tmp_path / "xprompt_multirc"
   log = fails(trained, "xprompt", "--gin_file=recipes/xprompt_paper.gin",
               "--gin.MIXTURE_OR_TASK_NAME='super_glue_multirc_v102'",
-              "--gin.XPromptPipelineConfig.select_metric='f1'", f"--model_dir={fresh}", expect=[])
+              "--gin.XPromptPipelineConfig.select_metric='f1_score'", f"--model_dir={fresh}", expect=[])
   assert error_line(log).endswith(
-      "error: XPromptPipelineConfig.select_metric='f1': super_glue_multirc_v102 (EvalConfig.mode='auto') reports "
-      "f1a, exact_match; bind one of them"), log[-3000:]
+      "error: XPromptPipelineConfig.select_metric='f1_score': super_glue_multirc_v102 (EvalConfig.mode='auto') "
+      "reports f1, exact_match; bind one of them"), log[-3000:]
   assert not fresh.exists()
 
 

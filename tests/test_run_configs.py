@@ -60,9 +60,12 @@ def test_eval_tasks_and_best_metric_check():
     cb = run_configs.RunConfigs.from_gin("super_glue_cb_v102")
     with pytest.raises(ValueError, match=r"^TrainConfig.best_metric='super_glue_cb_v102/f1': the evaluation on "
                        r"super_glue_cb_v102 \(EvalConfig.mode='rank'\) reports super_glue_cb_v102/accuracy, "
-                       r"super_glue_cb_v102/macro_f1, super_glue_cb_v102/mean_accuracy_macro_f1; bind one of them$"):
+                       r"super_glue_cb_v102/mean_3class_f1; bind one of them$"):
       cb.check_metric_keys()
-    gin.parse_config(["TrainConfig.best_metric = 'super_glue_cb_v102/macro_f1'"])
+    gin.parse_config(["TrainConfig.best_metric = 'super_glue_cb_v102/mean_3class_f1'"])
     run_configs.RunConfigs.from_gin("super_glue_cb_v102").check_metric_keys()
+    gin.parse_config(["TrainConfig.best_metric = 'super_glue_cb_v102/macro_f1'"])  # The old name, mapped (logged).
+    assert run_configs.RunConfigs.from_gin("super_glue_cb_v102").train.best_metric == \
+        "super_glue_cb_v102/mean_3class_f1"
   finally:
     gin.clear_config()

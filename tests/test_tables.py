@@ -20,7 +20,7 @@ def _eval_names(column):
 
 def _train_record(column, value):
   """A finished train job whose every reported metric is `value` (CB's F1 = value / 2)."""
-  metrics = {k: (value / 2 if k in ("macro_f1", "f1a", "f1") else value) for k in column.metrics}
+  metrics = {k: (value / 2 if k in ("mean_3class_f1", "f1") else value) for k in column.metrics}
   return {"last": {name: dict(metrics) for name in _eval_names(column)}}
 
 

@@ -16,7 +16,7 @@ def test_superglue_jobs_are_8_tasks_x_3_seeds_without_controls():
   jobs = tables.get_table("xprompt_superglue").jobs()
   assert len(jobs) == 8 * 3 and {j.kind for j in jobs} == {"xprompt"}
   multirc = [j for j in jobs if j.folder == "MultiRC/seed2"][0]
-  assert "XPromptPipelineConfig.select_metric = 'f1a'" in multirc.bindings
+  assert "XPromptPipelineConfig.select_metric = 'f1'" in multirc.bindings
   assert "TrainConfig.seed = 2" in multirc.bindings and "XPromptPipelineConfig.control_seed = 2" in multirc.bindings
   assert "XPromptPipelineConfig.reversed_control = False" in multirc.bindings
   record = [j for j in jobs if j.folder == "ReCoRD/seed0"][0]
@@ -64,6 +64,6 @@ def test_controls_gather_reads_every_variant_and_the_initialisation_rows():
 
 
 def test_job_record_groups_checkpoint_metrics_by_eval_task():
-  flat = {"super_glue_cb_v102/accuracy": 50.0, "super_glue_cb_v102/macro_f1": 40.0, "other/accuracy": 1.0}
+  flat = {"super_glue_cb_v102/accuracy": 50.0, "super_glue_cb_v102/mean_3class_f1": 40.0, "other/accuracy": 1.0}
   assert table_jobs_xprompt.by_eval_task(flat, ["super_glue_cb_v102"]) == {
-      "super_glue_cb_v102": {"accuracy": 50.0, "macro_f1": 40.0}}
+      "super_glue_cb_v102": {"accuracy": 50.0, "mean_3class_f1": 40.0}}

@@ -196,7 +196,7 @@ def test_multirc_postprocessor_groups_by_question():
   target = task.postprocess_fn("True", example=ex, is_target=True)
   pred = task.postprocess_fn("False", example=ex, is_target=False)
   assert target == {"value": 1, "group": 7} and pred == {"value": 0, "group": 7}
-  assert metrics.multirc_f1a_em([target], [pred])["exact_match"] == 0.0
+  assert metrics.multirc_f1_em([target], [pred])["exact_match"] == 0.0
 
 
 def test_label_postprocessor_maps_words_to_tfds_ids():
@@ -275,4 +275,4 @@ def test_seqio_evaluator_multirc_groups_reach_the_metric(shared, local_mode):
 
   evaluator = _evaluator("super_glue_multirc_v102")  # Held here so it is released on this thread.
   results, _ = evaluator.evaluate(compute_metrics=True, predict_fn=predict_fn, score_fn=lambda ds: [])
-  assert results.result()["super_glue_multirc_v102"] == pytest.approx({"f1a": 100.0, "exact_match": 100.0})
+  assert results.result()["super_glue_multirc_v102"] == pytest.approx({"f1": 100.0, "exact_match": 100.0})

@@ -9,7 +9,7 @@ whose predictions are free-text referents: the recipe's `EvalConfig.mode='auto'`
 rank-classified), and its metric is `accuracy`, the default `select_metric`. Each stage writes into its own
 subfolder of --model_dir; rerunning the same command resumes at the first unfinished stage (see
 `xprompt_jax.pipelines.xprompt`). The results table ends up in <model_dir>/report/. The configuration is checked
-before any work: an `XPromptPipelineConfig.select_metric` the evaluation does not report (MultiRC reports `f1a`
+before any work: an `XPromptPipelineConfig.select_metric` the evaluation does not report (MultiRC reports `f1`
 and `exact_match`) or an `EvalConfig.mode` a task cannot be evaluated in is a one-line error.
 """
 from absl import flags

@@ -24,9 +24,9 @@ class BenchmarkTask:
 
 SUPERGLUE_TASKS = (
     BenchmarkTask("BoolQ", (("super_glue_boolq_v102", "accuracy"),)),
-    BenchmarkTask("CB", (("super_glue_cb_v102", "accuracy"), ("super_glue_cb_v102", "macro_f1"))),
+    BenchmarkTask("CB", (("super_glue_cb_v102", "accuracy"), ("super_glue_cb_v102", "mean_3class_f1"))),
     BenchmarkTask("COPA", (("super_glue_copa_v102", "accuracy"),)),
-    BenchmarkTask("MultiRC", (("super_glue_multirc_v102", "f1a"), ("super_glue_multirc_v102", "exact_match"))),
+    BenchmarkTask("MultiRC", (("super_glue_multirc_v102", "f1"), ("super_glue_multirc_v102", "exact_match"))),
     BenchmarkTask("ReCoRD", (("super_glue_record_v102", "f1"), ("super_glue_record_v102", "em"))),
     BenchmarkTask("RTE", (("super_glue_rte_v102", "accuracy"),)),
     BenchmarkTask("WiC", (("super_glue_wic_v102", "accuracy"),)),

@@ -2,7 +2,7 @@
 
     names = loop.default_eval_tasks(train_cfg, data_cfg, eval_cfg)   # ("super_glue_multirc_v102",)
     metric_keys.evaluation_keys(names, EvalConfig(mode="rank"))
-    # ("super_glue_multirc_v102/f1a", "super_glue_multirc_v102/exact_match")
+    # ("super_glue_multirc_v102/f1", "super_glue_multirc_v102/exact_match")
     metric_keys.check_key("TrainConfig.best_metric", train_cfg.best_metric, names, eval_cfg)   # one-line ValueError
 
 The prediction follows `evaluator.py`: a task's `TaskEvaluator.evaluate` reports its metric fns' keys (those of

@@ -21,8 +21,9 @@ import functools
 import inspect
 import re
 import string
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
+from absl import logging
 import numpy as np
 import sacrebleu
 import scipy.stats
@@ -118,10 +119,11 @@ def f1_binary(targets: Sequence[int], predictions: Sequence[int]) -> dict[str, f
   return {"f1": 100.0 * float(sk_metrics.f1_score(t, p, pos_label=1, average="binary", zero_division=0.0))}
 
 
-@reports("accuracy", "macro_f1", "mean_accuracy_macro_f1")
-def mean_accuracy_macro_f1(targets: Sequence[int], predictions: Sequence[int],
+@reports(keys_of=lambda num_classes=3, **_: ("accuracy", f"mean_{num_classes}class_f1"))
+def accuracy_mean_class_f1(targets: Sequence[int], predictions: Sequence[int],
                            num_classes: int = 3) -> dict[str, float]:
-  """CB: accuracy, macro-F1 over classes `0..num_classes-1`, and their mean (the SuperGLUE CB score)."""
+  """CB: accuracy and the mean over classes `0..num_classes-1` of each class's F1, named as T5 names them
+  (`t5.evaluation.metrics.mean_multiclass_f1`: `mean_3class_f1`); the SuperGLUE CB score is their mean."""
   _check_lengths(targets, predictions)
   t = _as_labels(targets, "targets")
   p = _as_labels(predictions, "predictions")
@@ -130,7 +132,24 @@ def mean_accuracy_macro_f1(targets: Sequence[int], predictions: Sequence[int],
     raise ValueError(f"targets must be in 0..{num_classes - 1}, found {bad.tolist()}")
   acc = 100.0 * float(np.mean(t == p))
   f1 = 100.0 * float(sk_metrics.f1_score(t, p, labels=list(range(num_classes)), average="macro", zero_division=0.0))
-  return {"accuracy": acc, "macro_f1": f1, "mean_accuracy_macro_f1": (acc + f1) / 2.0}
+  return {"accuracy": acc, f"mean_{num_classes}class_f1": f1}
+
+
+# Keys this project reported before it took T5's names; a user-named old key is mapped with a warning.
+RENAMED_KEYS = {"f1a": "f1", "macro_f1": "mean_3class_f1"}
+
+
+def t5_key(key: Optional[str], binding: str) -> Optional[str]:
+  """`key` (`name`, `task/name`, `rank/name`, ...) with an old last component replaced by T5's name (logged)."""
+  if not key:
+    return key
+  head, _, last = key.rpartition("/")
+  if last not in RENAMED_KEYS:
+    return key
+  new = f"{head}/{RENAMED_KEYS[last]}" if head else RENAMED_KEYS[last]
+  logging.warning("%s=%r: that metric is now named as T5 names it, %r; using it (rename it in your config)", binding,
+                  key, new)
+  return new
 
 
 @reports("matthews_corrcoef")
@@ -165,10 +184,11 @@ def _group_by(items: Sequence[Any], what: str) -> dict[Any, list[int]]:
   return groups
 
 
-@reports("f1a", "exact_match")
-def multirc_f1a_em(targets: Sequence[Mapping[str, Any]],
+@reports("f1", "exact_match")
+def multirc_f1_em(targets: Sequence[Mapping[str, Any]],
                    predictions: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-  """MultiRC: F1a (binary F1 over all answers) and EM (share of questions whose answers are all right).
+  """MultiRC: F1a as `f1` (binary F1 over all answers, T5's `multirc_f1_over_all_answers`) and EM (share of
+  questions whose answers are all right, T5's `mean_group_metric(all_match)`).
 
   Each target / prediction is `{"group": question id, "value": 0 or 1}`; predictions and targets are aligned.
   """
@@ -179,9 +199,9 @@ def multirc_f1a_em(targets: Sequence[Mapping[str, Any]],
     if t["group"] != p["group"]:
       raise ValueError(f"example {i}: target group {t['group']!r} != prediction group {p['group']!r}")
   t, p = _binary_with_invalid([x["value"] for x in targets], [x["value"] for x in predictions])
-  f1a = 100.0 * float(sk_metrics.f1_score(t, p, pos_label=1, average="binary", zero_division=0.0))
+  f1 = 100.0 * float(sk_metrics.f1_score(t, p, pos_label=1, average="binary", zero_division=0.0))
   em = 100.0 * float(np.mean([np.all(t[idx] == p[idx]) for idx in groups.values()]))
-  return {"f1a": f1a, "exact_match": em}
+  return {"f1": f1, "exact_match": em}
 
 
 _PUNCTUATION = frozenset(string.punctuation)
@@ -303,7 +323,7 @@ def rouge(targets: Sequence[Any], predictions: Sequence[str],
 def _rank_classification_keys(num_classes: int | None = None, **_) -> tuple[str, ...]:
   if num_classes == 2:
     return ("accuracy", "f1")
-  return ("accuracy", "macro_f1") if num_classes is not None and num_classes > 2 else ("accuracy",)
+  return ("accuracy", f"mean_{num_classes}class_f1") if num_classes is not None and num_classes > 2 else ("accuracy",)
 
 
 @reports(keys_of=_rank_classification_keys)
@@ -314,7 +334,7 @@ def rank_classification(targets: Sequence[Sequence[Any]], scores: Sequence[float
   Each target is `(example_idx, is_correct)` (a trailing weight is ignored), one per candidate label in label
   order, as made by seqio's `rank_classification` preprocessor. Options are grouped by `example_idx`; the
   prediction is the option with the highest score. With `num_classes=2` the binary F1 of option 1 is added, with
-  `num_classes > 2` the macro-F1 over options.
+  `num_classes > 2` the mean per-class F1 (`mean_{n}class_f1`), as T5's `rank_classification` adds them.
   """
   _check_lengths(targets, scores)
   groups: dict[Any, list[tuple[int, bool, float]]] = collections.defaultdict(list)
@@ -337,6 +357,6 @@ def rank_classification(targets: Sequence[Sequence[Any]], scores: Sequence[float
   if num_classes == 2:
     result["f1"] = 100.0 * float(sk_metrics.f1_score(labels, preds, pos_label=1, zero_division=0.0))
   elif num_classes is not None and num_classes > 2:
-    result["macro_f1"] = 100.0 * float(
+    result[f"mean_{num_classes}class_f1"] = 100.0 * float(
         sk_metrics.f1_score(labels, preds, labels=list(range(num_classes)), average="macro", zero_division=0.0))
   return result

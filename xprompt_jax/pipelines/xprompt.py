@@ -218,7 +218,7 @@ def run_xprompt(model_dir: str, *, pipeline_cfg: Optional[XPromptPipelineConfig]
 
 def check_select_metric(cfg: XPromptPipelineConfig, train_cfg: loop.TrainConfig, data_cfg: data_lib.DataConfig,
                         eval_cfg: Any) -> None:
-  """Before any work: a `select_metric` the first evaluation task does not report (MultiRC's is `f1a`, not `f1`)
+  """Before any work: a `select_metric` the first evaluation task does not report (MultiRC's are `f1` and `exact_match`)
   raises a one-line ValueError naming the keys it reports (so does an EvalConfig.mode it cannot be evaluated in)."""
   names = loop.default_eval_tasks(train_cfg, data_cfg, eval_cfg)
   metric_keys.check_key("XPromptPipelineConfig.select_metric", cfg.select_metric, names, eval_cfg, prefix=names[0])

@@ -5,6 +5,7 @@ from typing import Optional
 
 import gin
 
+from xprompt_jax.evaluation import metrics
 from xprompt_jax.methods.xprompt import GRANULARITIES
 from xprompt_jax.pipelines.xprompt_parts import ratio_tag
 
@@ -21,7 +22,7 @@ class XPromptPipelineConfig:
   granularity: str = "token_piece"  # "token_piece" (XPrompt) | "token" | "piece".
   token_share: float = 0.5  # Share of the (log) compression done at the token level.
   # Validation metric of the first evaluation task, without its prefix, for ratios and early stopping: a key that
-  # task's evaluation reports (MultiRC: 'f1a' or 'exact_match'; with EvalConfig.mode='both': 'rank/accuracy'...).
+  # task's evaluation reports (MultiRC: 'f1' (F1a) or 'exact_match'; with EvalConfig.mode='both': 'rank/accuracy'...).
   select_metric: str = "accuracy"
   num_rewind: int = 1  # How many of the best sweep ratios are rewound and retrained.
   rewind_ratios: tuple[float, ...] = ()  # Explicit ratios to rewind (each must be in `ratios`); () = choose.
@@ -41,6 +42,7 @@ class XPromptPipelineConfig:
   stop_after: Optional[str] = None  # One of STAGES: stop there (the next run resumes).
 
   def __post_init__(self):
+    object.__setattr__(self, "select_metric", metrics.t5_key(self.select_metric, "XPromptPipelineConfig.select_metric"))
     if not self.ratios:
       raise ValueError("XPromptPipelineConfig.ratios is empty")
     for name in ("ratios", "rewind_ratios"):

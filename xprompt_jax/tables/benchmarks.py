@@ -21,9 +21,9 @@ class Column:
 
 SUPER_GLUE = (
     Column("super_glue_boolq_v102", "BoolQ", ("accuracy",), "acc"),
-    Column("super_glue_cb_v102", "CB", ("accuracy", "macro_f1"), "acc/F1"),
+    Column("super_glue_cb_v102", "CB", ("accuracy", "mean_3class_f1"), "acc/F1"),
     Column("super_glue_copa_v102", "COPA", ("accuracy",), "acc"),
-    Column("super_glue_multirc_v102", "MultiRC", ("exact_match", "f1a"), "EM/F1a"),
+    Column("super_glue_multirc_v102", "MultiRC", ("exact_match", "f1"), "EM/F1a"),
     Column("super_glue_record_v102", "ReCoRD", ("em", "f1"), "EM/F1"),
     Column("super_glue_rte_v102", "RTE", ("accuracy",), "acc"),
     Column("super_glue_wic_v102", "WiC", ("accuracy",), "acc"),

@@ -20,7 +20,7 @@ from xprompt_jax.tables import base
 from xprompt_jax.tables import benchmarks
 
 SEEDS = (0, 1, 2)
-SELECT_METRIC = {"MultiRC": "f1a", "ReCoRD": "f1"}  # Early stopping metric per task (others: accuracy).
+SELECT_METRIC = {"MultiRC": "f1", "ReCoRD": "f1"}  # Early stopping metric per task (others: accuracy).
 CONTROL_FLAGS = ("reversed_control", "random_control", "length_control", "token_only", "piece_only")
 FEW_SHOT_TASKS = ("BoolQ", "WiC", "RTE")
 CONTROL_TASKS = ("CB", "RTE", "WiC", "WSC")
@@ -111,7 +111,7 @@ class _XPromptTable(base.PaperTable):
     quote = self.quote(size)
     seeds = f"mean over seeds {list(self.seeds)}" if len(self.seeds) > 1 else f"seed {self.seeds[0]}"
     notes = [f"Each cell: {seeds} of the variant's best checkpoint on dev (early stopping by "
-             "XPromptPipelineConfig.select_metric: f1a for MultiRC, f1 for ReCoRD, accuracy otherwise); XPrompt is "
+             "XPromptPipelineConfig.select_metric: f1 (F1a) for MultiRC and ReCoRD, accuracy otherwise); XPrompt is "
              "the best rewound ratio; the last column is the mean of the task scores.",
              f"Quoted from ../shared/seeds/{self.seed_file} (Ma et al. 2022)" + ("." if quote else
                                                                                   f": no number at {size}.")]
