@@ -122,6 +122,24 @@ def test_resume_gives_the_same_losses_and_state_as_an_uninterrupted_run(frozen, 
       assert np.array_equal(x, y), part
 
 
+def test_each_evaluation_is_written_to_inference_eval_as_t5x_does(full_run):
+  """<model_dir>/inference_eval/<task>-<step:06>.jsonl (seqio's JSONLogger layout) and <task>-metrics.jsonl."""
+  folder = full_run["dir"] / "inference_eval"
+  rows = [json.loads(line) for line in (folder / "super_glue_rte_v102-000004.jsonl").read_text().splitlines()]
+  assert len(rows) == EVAL.max_examples
+  for row in rows:
+    assert set(row) == {"input", "target", "prediction", "score"}
+    assert row["input"]["inputs_pretokenized"].startswith("rte hypothesis: ")  # T5's text for RTE.
+    assert row["input"]["targets_pretokenized"] in ("entailment", "not_entailment")
+    assert row["target"] in (0, 1) and row["prediction"] in (0, 1) and row["score"] < 0  # Postprocessed labels.
+  [logged] = [json.loads(line) for line in (folder / "super_glue_rte_v102-metrics.jsonl").read_text().splitlines()]
+  accuracy = 100.0 * np.mean([r["target"] == r["prediction"] for r in rows])
+  assert logged == {"step": 4, "accuracy": pytest.approx(accuracy)}
+  evals = [json.loads(line) for line in (full_run["dir"] / "metrics.jsonl").read_text().splitlines()
+           if json.loads(line)["kind"] == "eval"]
+  assert evals[-1]["super_glue_rte_v102/accuracy"] == pytest.approx(accuracy)
+
+
 def test_frozen_params_are_bit_identical_after_training(frozen, full_run):
   after = host(frozen[0])
   flat_before = jax.tree_util.tree_flatten_with_path(full_run["frozen_before"])[0]

@@ -62,6 +62,9 @@ class EvalConfig:
   beam_size: int = 1  # 1: greedy decoding.
   decode_alpha: float = 0.6  # Beam search length-normalisation exponent.
   max_decode_length: Optional[int] = None  # None: the targets length.
+  # The training loop writes each evaluation's predictions to <model_dir>/inference_eval/ as T5X does
+  # (evaluation/inference_log.py).
+  log_inferences: bool = True
 
   def __post_init__(self):
     if self.mode not in MODES:
@@ -299,9 +302,15 @@ class TaskEvaluator:
       return next(iter(results.values()))
     return {f"{mode}/{k}": v for mode, out in results.items() for k, v in out.items()}
 
-  def evaluate(self, frozen_params, trainable=None, inject: Optional[Inject] = None, aux=None) -> dict[str, float]:
-    """The task's metrics (0-100 scale) for the frozen params with `inject(trainable, batch[, aux])`."""
-    return self.metrics(self.predict(frozen_params, trainable, inject, aux))
+  def evaluate(self, frozen_params, trainable=None, inject: Optional[Inject] = None, aux=None,
+               on_records: Optional[Callable[..., None]] = None) -> dict[str, float]:
+    """The task's metrics (0-100 scale) for the frozen params with `inject(trainable, batch[, aux])`;
+    `on_records(self, records, metrics)` sees the predictions too (the loop's `inference_eval/` files)."""
+    records = self.predict(frozen_params, trainable, inject, aux)
+    metrics = self.metrics(records)
+    if on_records is not None:
+      on_records(self, records, metrics)
+    return metrics
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -346,8 +355,10 @@ class MixtureEvaluator:
               aux=None) -> dict[str, list[dict[str, Any]]]:
     return {ev.task_name: ev.predict(frozen_params, trainable, inject, aux) for ev in self.evaluators}
 
-  def evaluate(self, frozen_params, trainable=None, inject: Optional[Inject] = None, aux=None) -> dict[str, float]:
-    per_task = {ev.task_name: ev.evaluate(frozen_params, trainable, inject, aux) for ev in self.evaluators}
+  def evaluate(self, frozen_params, trainable=None, inject: Optional[Inject] = None, aux=None,
+               on_records: Optional[Callable[..., None]] = None) -> dict[str, float]:
+    per_task = {ev.task_name: ev.evaluate(frozen_params, trainable, inject, aux, on_records)
+                for ev in self.evaluators}
     out = {f"{name}/{k}": v for name, m in per_task.items() for k, v in m.items()}
     out.update(average_metrics(per_task))
     return out

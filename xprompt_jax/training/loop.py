@@ -8,6 +8,7 @@ step boundary, and stops (or skips, by configuration) on a non-finite loss or gr
 offending examples.
 """
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -307,9 +308,12 @@ def train(model_dir: str, *, config: Optional[T5Config] = None, method: Optional
 
     def evaluate(step: int) -> dict[str, float]:
       results = {}
+      from xprompt_jax.evaluation import inference_log
+      on_records = (functools.partial(inference_log.write, model_dir, step)
+                    if is_main and model_dir and eval_cfg.log_inferences else None)
       for ev in evaluators:
         prefix = getattr(ev, "task_name", None) or getattr(ev, "mixture_name", "")
-        for k, v in ev.evaluate(frozen, state["trainable"], inject, state["aux"]).items():
+        for k, v in ev.evaluate(frozen, state["trainable"], inject, state["aux"], on_records).items():
           results[f"{prefix}/{k}"] = v
       log.write(step, "eval", results)
       if is_main:

@@ -1,0 +1,56 @@
+"""T5X's `inference_eval/` folder: each evaluation's predictions and metrics, per task, in seqio's layout.
+
+T5X passes `seqio.JSONLogger(output_dir=<model_dir>/inference_eval)` to its evaluator; the training loop here does
+the same with the records of each evaluation (`TaskEvaluator.evaluate(..., on_records=...)`):
+
+  <model_dir>/inference_eval/<task>-<step:06>.jsonl   one line per example:
+      {"input": {"inputs_pretokenized": ..., "targets_pretokenized": ..., ...}, "target": the postprocessed target,
+       "prediction": the postprocessed prediction, "score": its log-likelihood (rank classification)}
+  <model_dir>/inference_eval/<task>-metrics.jsonl     {"step": N, "<metric>": value, ...}, one line per evaluation
+
+With `EvalConfig.mode='both'` the line holds the decoded prediction as "prediction" and the ranked one as
+"rank_prediction". Only process 0 writes; `gs://` folders work (seqio writes through tf.io.gfile).
+"""
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+FOLDER = "inference_eval"
+
+
+def _dataset(examples: Sequence[Mapping[str, Any]]):
+  """The evaluated examples as the tf.data.Dataset seqio's logger reads its "input" field from."""
+  import tensorflow as tf
+
+  def spec(value):
+    if isinstance(value, (str, bytes)):
+      return tf.TensorSpec((), tf.string)
+    value = np.asarray(value)
+    return tf.TensorSpec((None,) * value.ndim, tf.string if value.dtype.kind in "SUO" else tf.as_dtype(value.dtype))
+  signature = {k: spec(v) for k, v in examples[0].items()}
+  return tf.data.Dataset.from_generator(lambda: iter(examples), output_signature=signature)
+
+
+def write(model_dir: str, step: int, evaluator: Any, records: Sequence[Mapping[str, Any]],
+          metrics: Mapping[str, float]) -> None:
+  """Writes one task's evaluation at `step` (`evaluator`: the `TaskEvaluator` that made `records`)."""
+  import seqio
+  task = evaluator.task
+  examples = evaluator.data.examples
+  post = lambda text, ex: task.postprocess_fn(text, example=ex, is_target=False)
+  inferences: dict[str, list] = {}
+  if records and "decode_prediction" in records[0]:
+    inferences["prediction"] = [post(r["decode_prediction"], ex) for r, ex in zip(records, examples)]
+  if records and "rank_prediction" in records[0]:
+    key = "rank_prediction" if "prediction" in inferences else "prediction"
+    inferences[key] = [post(r["rank_prediction"], ex) for r, ex in zip(records, examples)]
+    inferences["score"] = [r["rank_scores"][r["rank_prediction"]] for r in records]
+  elif records and "target_score" in records[0]:
+    inferences["score"] = [r["target_score"] for r in records]
+  folder = os.path.join(model_dir, FOLDER)
+  if not folder.startswith("gs://"):
+    os.makedirs(folder, exist_ok=True)
+  logger = seqio.JSONLogger(folder)
+  logger(task.name, step, {k: seqio.metrics.Scalar(float(v)) for k, v in metrics.items()},
+         _dataset(examples), inferences, list(evaluator.targets))
