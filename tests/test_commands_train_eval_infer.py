@@ -2,9 +2,12 @@
 import json
 
 from cli_helpers import run_cli, tiny_flags
+import numerics
+import numpy as np
 import pytest
 
 TINY = tiny_flags(4, 2, 2)
+EVAL_INPUTS = 32  # The evaluation truncates inputs to DataConfig.inputs_length (TINY_MODEL), EOS included.
 
 
 @pytest.mark.usefixtures("shared")
@@ -36,6 +39,21 @@ def test_train_eval_infer(tmp_path):
   assert rc == 0, log[-3000:]
   records = [json.loads(l) for l in open(out)]
   assert len(records) == 8 and set(records[0]["rank_scores"]) == {"entailment", "not_entailment"}
+
+  # `score` with the trained run gives the log-likelihoods the evaluation ranked the labels by (prompt applied).
+  pairs = tmp_path / "pairs.jsonl"
+  pairs.write_text("".join(json.dumps({"inputs": r["inputs"], "targets": label}) + "\n"
+                           for r in records[:3] for label in ("entailment", "not_entailment")))
+  scored = tmp_path / "scored.jsonl"
+  rc, log = run_cli("score", *TINY, f"--model_dir={model_dir}", f"--inputs={pairs}", f"--output={scored}",
+                    f"--max_input_length={EVAL_INPUTS - 1}")
+  assert rc == 0 and f"+ prompt from {model_dir} (step 4)" in log, log[-3000:]
+  scores = [json.loads(l)["score"] for l in open(scored)]
+  expected = [r["rank_scores"][label] for r in records[:3] for label in ("entailment", "not_entailment")]
+  numerics.assert_close(np.array(scores), np.array(expected), roundings=numerics.IMPLEMENTATIONS)
+  rc, log = run_cli("score", *TINY, f"--model_dir={model_dir}", "--checkpoint=x", f"--inputs={pairs}",
+                    f"--output={scored}")
+  assert rc == 1 and "give exactly one of --checkpoint (a frozen T5) and --model_dir" in log, log[-2000:]
 
 
 def test_unknown_gin_binding_and_empty_model_dir(tmp_path):

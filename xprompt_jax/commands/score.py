@@ -1,6 +1,8 @@
-"""`xprompt-jax score`: log p(targets | inputs) of each row of a jsonl file under a (frozen) T5 checkpoint.
+"""`xprompt-jax score`: log p(targets | inputs) of each row of a jsonl file under a frozen T5, or a trained run.
 
     xprompt-jax score --checkpoint=../shared/golden/t5_1_1_mini --inputs=pairs.jsonl --output=scores.jsonl
+    xprompt-jax score --gin_file=runs/smoke_cpu.gin --model_dir=/tmp/xprompt_smoke --inputs=pairs.jsonl \
+      --output=scores.jsonl      # the run's prompt / prefix / XPrompt masks applied (MPT: a "task_id" per row)
 
 Each input line is `{"inputs": str, "targets": str, ...}`; each output line is that row plus `"score"`, the sum
 over target tokens (targets + EOS) of log p(token | inputs) under teacher forcing (T5X's `score` convention).
@@ -16,7 +18,9 @@ from xprompt_jax import jsonl_io
 from xprompt_jax.commands import common
 
 common.define_gin_flags()
+common.define_run_flags()
 common.define_once(flags.DEFINE_string, "checkpoint", None, "HF, T5X or Orbax checkpoint directory (local or gs://).")
+common.define_once(flags.DEFINE_string, "step", "latest", "With --model_dir: the checkpoint, latest, best or a step.")
 common.define_once(flags.DEFINE_string, "vocab", None,
                    "SentencePiece model; default: the standard T5 vocab + 100 extra ids.")
 common.define_once(flags.DEFINE_string, "inputs", None, "jsonl with {\"inputs\": str, \"targets\": str} per line.")
@@ -38,11 +42,14 @@ def tokenize(rows, vocab, max_input_length=None, max_target_length=None):
   return ins, tgts
 
 
-def score_token_ids(model, params, inputs, targets, batch_size: int, progress=True) -> np.ndarray:
-  """Scores for id lists, batched by similar length; returns float64 scores in the original order."""
+def score_token_ids(model, params, inputs, targets, batch_size: int, progress=True, run=None,
+                    task_ids=None) -> np.ndarray:
+  """Scores for id lists, batched by similar length; returns float64 scores in the original order. `run`
+  (`training.restore.Run`) applies its trained parameters; `task_ids` gives MPT's task of each row."""
   from tqdm import tqdm
   from xprompt_jax.evaluation import scoring
   score_fn = scoring.make_score_fn(model)
+  inject = run.inject_fn() if run is not None else None
   order = sorted(range(len(inputs)), key=lambda i: (len(inputs[i]), len(targets[i])))
   out = np.zeros(len(inputs), np.float64)
   bar = tqdm(total=len(inputs), desc="score", unit="row", disable=not progress)
@@ -55,7 +62,12 @@ def score_token_ids(model, params, inputs, targets, batch_size: int, progress=Tr
     for row, i in enumerate(idx):
       enc[row, :len(inputs[i])] = inputs[i]
       tgt[row, :len(targets[i])] = targets[i]
-    scores = np.asarray(score_fn(params, {"encoder_input_tokens": enc, "decoder_target_tokens": tgt}))
+    batch = {"encoder_input_tokens": enc, "decoder_target_tokens": tgt}
+    if task_ids is not None:
+      batch["task_id"] = np.asarray([task_ids[i] for i in idx] + [task_ids[idx[0]]] * (batch_size - len(idx)),
+                                    np.int32)
+    injection = None if run is None else inject(run.state["trainable"], batch, run.state["aux"])
+    scores = np.asarray(score_fn(params, batch, injection))
     out[idx] = scores[:len(idx)]
     bar.update(len(idx))
   bar.close()
@@ -87,16 +99,45 @@ def check_vocab(vocab, config) -> None:
 def main(argv):
   if len(argv) > 1:
     raise ValueError(f"unexpected positional arguments: {argv[1:]}")
-  for name in ("checkpoint", "inputs", "output"):
-    if not getattr(flags.FLAGS, name):
+  f = flags.FLAGS
+  if bool(f.checkpoint) == bool(f.model_dir):
+    raise ValueError("give exactly one of --checkpoint (a frozen T5) and --model_dir (a trained run, scored with "
+                     "its prompt, prefix, MPT task or XPrompt masks and the run's --gin_file flags)")
+  for name in ("inputs", "output"):
+    if not getattr(f, name):
       raise ValueError(f"--{name} is required")
   common.parse_gin_from_flags()
-  rows = jsonl_io.read_rows(flags.FLAGS.inputs)
-  model, params, config = load_model(flags.FLAGS.checkpoint)
-  vocab = load_vocab(flags.FLAGS.vocab)
+  rows = jsonl_io.read_rows(f.inputs)
+  run = None
+  if f.model_dir:
+    from xprompt_jax.training import restore
+    run = restore.load_run(f.model_dir, f.step)
+    model, params, config = run.model, run.frozen, run.config
+  else:
+    model, params, config = load_model(f.checkpoint)
+  task_ids = _task_ids(rows, run)
+  vocab = load_vocab(f.vocab)
   check_vocab(vocab, config)
-  inputs, targets = tokenize(rows, vocab, flags.FLAGS.max_input_length, flags.FLAGS.max_target_length)
-  scores = score_token_ids(model, params, inputs, targets, flags.FLAGS.batch_size)
+  inputs, targets = tokenize(rows, vocab, f.max_input_length, f.max_target_length)
+  scores = score_token_ids(model, params, inputs, targets, f.batch_size, run=run, task_ids=task_ids)
   jsonl_io.write_jsonl_atomic(flags.FLAGS.output, ({**row, "score": float(s)} for row, s in zip(rows, scores)))
   logging.info("scored %d rows -> %s", len(rows), flags.FLAGS.output)
-  print(f"scored {len(rows)} rows with {config.name} -> {flags.FLAGS.output}")
+  source = f"{config.name}" + (f" + {run.method.name} from {f.model_dir} (step {run.step})" if run else "")
+  print(f"scored {len(rows)} rows with {source} -> {flags.FLAGS.output}")
+
+
+def _task_ids(rows, run):
+  """Each row's "task_id" (a multitask method's per-task parameters; the method checks the range), or None."""
+  with_id = [i for i, r in enumerate(rows) if "task_id" in r]
+  if not with_id:
+    return None
+  if run is None:
+    raise ValueError(f"{flags.FLAGS.inputs}: rows carry a \"task_id\", which only a trained run (--model_dir) uses")
+  missing = sorted(set(range(len(rows))) - set(with_id))
+  if missing:
+    raise ValueError(f"{flags.FLAGS.inputs} line {missing[0] + 1}: no \"task_id\" (other rows have one: give it to "
+                     "every row)")
+  for i, r in enumerate(rows):
+    if not isinstance(r["task_id"], int) or isinstance(r["task_id"], bool) or r["task_id"] < 0:
+      raise ValueError(f"{flags.FLAGS.inputs} line {i + 1}: task_id={r['task_id']!r} must be an int >= 0")
+  return [r["task_id"] for r in rows]
