@@ -1,4 +1,5 @@
-"""Runs every method and control on the local backbone over several seeds and writes docs/results_local.md.
+"""Runs every method and control on the local backbone over several seeds and writes
+docs/studies/local_backbone/results_local.md.
 
     # The real comparison (a `slow` job; see gin/pretrain/compare_local.gin for its duration):
     python bench/compare_methods.py --gin_file=pretrain/compare_local.gin --results_dir=/tmp/compare_local
@@ -21,7 +22,8 @@ from xprompt_jax.commands import common  # noqa: E402
 
 common.define_gin_flags()
 flags.DEFINE_string("results_dir", None, "Where every run's folder and results.jsonl go.")
-flags.DEFINE_string("page", str(paths.PROJECT_ROOT / "docs" / "results_local.md"), "The generated results page.")
+flags.DEFINE_string("page", str(paths.PROJECT_ROOT / "docs" / "studies" / "local_backbone" / "results_local.md"),
+                    "The generated results page.")
 flags.DEFINE_bool("quick", False, "Tiny random T5, CB only, two seeds, a few steps per stage: checks the whole "
                   "pipeline end to end in minutes (pretrain/compare_quick.gin).")
 
