@@ -202,6 +202,31 @@ def add_rank_task(name: str, source: seqio.DataSource, preprocessor: Callable, l
       postprocess_fn=rank_classification_postprocessor, metric_fns=list(score_metric_fns))
 
 
+TASKLESS_PREFIX = "taskless_"
+
+
+@seqio.map_over_dataset
+def remove_first_text_token(example: Mapping[str, Any], key: str = "inputs") -> dict:
+  """The inputs without their first word and its space (T5's task name, `rte hypothesis: ...` -> `hypothesis:
+  ...`), as google-research/prompt-tuning's `remove_first_text_token` does for its `taskless_*` tasks."""
+  example = dict(example)
+  example[key] = tf.strings.regex_replace(example[key], r"^[^ ]* ", "", replace_global=False)
+  return example
+
+
+def add_taskless_task(name: str) -> seqio.Task:
+  """Registers `taskless_<name>`: task `name` with the task name left out of the inputs (Lester et al. 2021, "task
+  names prepended to inputs are omitted"; prompt-tuning's `taskless_super_glue_*`), the word removed right after
+  the text is formatted, before tokenizing (so `inputs_pretokenized` is taskless too)."""
+  task = seqio.get_mixture_or_task(name)
+  first, *rest = task.preprocessors
+  new = TASKLESS_PREFIX + name
+  seqio.TaskRegistry.remove(new)
+  return seqio.TaskRegistry.add(new, source=task.source, preprocessors=[first, remove_first_text_token, *rest],
+                                output_features=task.output_features, postprocess_fn=task.postprocess_fn,
+                                metric_fns=list(task.metric_fns))
+
+
 # Training tasks that T5 evaluates on other tasks (its mixtures carry those at rate 0): MNLI on its matched and
 # mismatched validation sets, WSC's `simple_train` (correct referents only, no validation split) on `simple_eval`.
 EVALUATED_ON = {
@@ -218,6 +243,9 @@ def evaluation_tasks(name: str, split: Optional[str] = None) -> tuple[str, ...]:
   mapping applies where it lacks it (MNLI and WSC `simple_train` have no `validation`). Mixtures map to
   themselves: T5's benchmark mixtures carry these evaluation tasks at rate 0 (`mixtures.make_mixture(eval_only=)`).
   """
+  base = name[len(TASKLESS_PREFIX):] if name.startswith(TASKLESS_PREFIX) else None
+  if base in EVALUATED_ON:  # A taskless task is evaluated on the taskless versions of its base's evaluation tasks.
+    return tuple(name if t == base else TASKLESS_PREFIX + t for t in evaluation_tasks(base, split))
   if name not in EVALUATED_ON:
     return (name,)
   if split is not None and split in (get_task_or_mixture(name).splits or ()):
@@ -263,6 +291,7 @@ def get_task_or_mixture(name: str) -> seqio.DatasetProviderBase:
 def class_labels(task: str) -> tuple[str, ...]:
   """The label words of a GLUE/SuperGLUE classification task (for the class-label prompt initialisation)."""
   from xprompt_jax.tasks import sources  # Local: sources imports this module.
+  task = task[len(TASKLESS_PREFIX):] if task.startswith(TASKLESS_PREFIX) else task
   for prefix, table in (("super_glue_", sources.SUPER_GLUE_LABELS), ("glue_", sources.GLUE_LABELS)):
     if task.startswith(prefix):
       config = task[len(prefix):].split("_v")[0]

@@ -216,10 +216,22 @@ def register() -> None:
                    postprocess_fn=record_postprocessor, metric_fns=[metrics.deduplicate_by_group(metrics.record_em_f1)])
 
 
+def register_taskless() -> None:
+  """`taskless_<name>` for every SuperGLUE task of Lester et al.'s table (and their `_rank` variants)."""
+  for config in _CLASSIFICATION:
+    for name in (task_name(config), task_name(config) + ru.RANK_SUFFIX):
+      ru.add_taskless_task(name)
+  for name in (task_name("multirc"), task_name("record"), "super_glue_wsc_v102_simple_train",
+               "super_glue_wsc_v102_simple_eval"):
+    ru.add_taskless_task(name)
+
+
 register()
+register_taskless()
 
 TASK_NAMES = tuple(
     [task_name(c) for c in _CLASSIFICATION] + [task_name(c) + ru.RANK_SUFFIX for c in _CLASSIFICATION]
     + [task_name("multirc"), task_name("record"), "super_glue_wsc_v102_simple_train",
        "super_glue_wsc_v102_simple_eval", "super_glue_boolq_v102_32shot", "super_glue_boolq_v102_32shot_rank",
        "super_glue_record_v102_32shot"])
+TASKLESS_TASK_NAMES = tuple(ru.TASKLESS_PREFIX + n for n in TASK_NAMES if "32shot" not in n)

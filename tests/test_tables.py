@@ -57,11 +57,13 @@ def test_lester_jobs_are_40_prompts_and_8_ensembles():
       cb.bindings
   record = [j for j in jobs if j.folder == "ReCoRD/prompt0"][0]
   assert "PromptTuning.prompt_init = 'sampled_vocab'" in record.bindings
+  # Lester et al.: "task names prepended to inputs are omitted" (prompt-tuning's taskless_* tasks).
+  assert "MIXTURE_OR_TASK_NAME = 'taskless_super_glue_cb_v102'" in cb.bindings and cb.task.startswith("taskless_")
 
 
 def test_lester_gather_mean_best_ensemble_and_superglue_score():
   records = {}
-  for column in benchmarks.SUPER_GLUE:
+  for column in lester.COLUMNS_TASKLESS:
     for k in range(lester.NUM_PROMPTS):
       records[lester.prompt_folder(column, k)] = _train_record(column, 60.0 + 10 * k)  # 60, 70, ..., 100.
     ens = _train_record(column, 90.0)["last"]
@@ -78,7 +80,7 @@ def test_lester_gather_mean_best_ensemble_and_superglue_score():
 
 
 def test_a_missing_run_leaves_its_cells_empty_and_other_sizes_have_no_quotes():
-  records = {lester.prompt_folder(benchmarks.SUPER_GLUE[0], k): _train_record(benchmarks.SUPER_GLUE[0], 50.0)
+  records = {lester.prompt_folder(lester.COLUMNS_TASKLESS[0], k): _train_record(lester.COLUMNS_TASKLESS[0], 50.0)
              for k in range(4)}  # BoolQ's 5th prompt missing.
   grid = tables.get_table("lester_superglue").gather(records, "base")
   assert dict(grid.rows)["BoolQ (acc)"] == [base.MISSING] * 3

@@ -276,3 +276,34 @@ def test_seqio_evaluator_multirc_groups_reach_the_metric(shared, local_mode):
   evaluator = _evaluator("super_glue_multirc_v102")  # Held here so it is released on this thread.
   results, _ = evaluator.evaluate(compute_metrics=True, predict_fn=predict_fn, score_fn=lambda ds: [])
   assert results.result()["super_glue_multirc_v102"] == pytest.approx({"f1": 100.0, "exact_match": 100.0})
+
+
+@pytest.mark.usefixtures("shared")
+@pytest.mark.parametrize("name", [n for n in superglue.TASKLESS_TASK_NAMES if not n.endswith(ru.RANK_SUFFIX)])
+def test_taskless_tasks_drop_the_task_name_from_every_local_row(local_mode, name):
+  """prompt-tuning's `taskless_*` text (its `remove_first_text_token` regex, here in Python's `re`) for every local
+  row of the evaluation split; targets and everything else as the T5-named task."""
+  import re
+  base = name[len(ru.TASKLESS_PREFIX):]
+  task = seqio.get_mixture_or_task(base)
+  split = "train" if base.endswith("simple_train") else _eval_split(task)
+  try:
+    ours = _first(name, split, n=-1)
+    reference = _first(base, split, n=-1)
+  except sources.SplitUnavailableError:
+    pytest.skip(f"{base}[{split}] has no local file in ../shared")
+  assert len(ours) == len(reference) > 0
+  first_word = reference[0]["inputs_pretokenized"].decode().split(" ")[0]
+  for a, b in zip(ours, reference):
+    expected = re.sub(r"^[^ ]* ", "", b["inputs_pretokenized"].decode(), count=1)
+    assert a["inputs_pretokenized"].decode() == expected
+    assert not expected.startswith(first_word + " ")  # T5's task name ("rte", "wsc:", ...) is gone.
+    assert a["targets_pretokenized"] == b["targets_pretokenized"]
+  assert list(seqio.get_mixture_or_task(name).metric_fns) == list(task.metric_fns)
+
+
+def test_taskless_wsc_trains_on_simple_train_and_is_evaluated_on_taskless_simple_eval():
+  assert ru.evaluation_tasks("taskless_super_glue_wsc_v102_simple_train", "validation") == (
+      "taskless_super_glue_wsc_v102_simple_eval",)
+  assert ru.evaluation_tasks("taskless_super_glue_rte_v102", "validation") == ("taskless_super_glue_rte_v102",)
+  assert ru.class_labels("taskless_super_glue_cb_v102") == ru.class_labels("super_glue_cb_v102")

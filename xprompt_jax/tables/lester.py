@@ -2,19 +2,24 @@
 
     xprompt-jax table --table=lester_superglue --gin_file=paper/prompt_tuning_xxl.gin --results_dir=gs://B/lester_xxl
 
-Jobs: `<Task>/prompt<k>` (k = 0..4) is `xprompt-jax train` with the paper config on the task, seeded k (prompt
+Jobs: `<Task>/prompt<k>` (k = 0..4) is `xprompt-jax train` with the paper config on the task's `taskless_` version
+(the seed: "task names prepended to inputs are omitted"; google-research/prompt-tuning's tasks), seeded k (prompt
 initialisation and data order), the prompt initialised from the task's class labels (ReCoRD and WSC, whose answers
 are free text, from sampled vocabulary, as the paper config's header says); `<Task>/ensemble` evaluates the five
 prompts in one replicated batch with majority voting (`evaluation.ensemble`). Each prompt counts at its last
 evaluation (the seed is silent on checkpoint selection: no selection on dev here). The SuperGLUE score is the
 mean over the 8 tasks of each task's mean metric.
 """
+import dataclasses
 from typing import Any, Mapping
 
 from xprompt_jax.tables import base
 from xprompt_jax.tables import benchmarks
 
 NUM_PROMPTS = 5
+TASKLESS = "taskless_"  # tasks/registry_utils.TASKLESS_PREFIX: the inputs without T5's task name.
+# The SuperGLUE columns on the taskless tasks (evaluated on their taskless evaluation tasks: WSC on simple_eval).
+COLUMNS_TASKLESS = tuple(dataclasses.replace(c, task=TASKLESS + c.task) for c in benchmarks.SUPER_GLUE)
 FREE_TEXT = ("super_glue_record_v102", "super_glue_wsc_v102_simple_train")  # No label words to initialise from.
 # Quoted from ../shared/seeds/003_d13362ded1d43f30.txt (T5 1.1 LM-adapted XXL, prompt length 100): mean / best /
 # ensemble per task, in the SUPER_GLUE column order, then the SuperGLUE (dev) score.
@@ -29,7 +34,7 @@ COLUMNS = ("mean of 5", "best prompt", "5-prompt ensemble")
 def prompt_bindings(task: str, seed: int) -> tuple[str, ...]:
   """The gin bindings of one prompt's run (the task, its initialisation, the seed)."""
   out = [f"MIXTURE_OR_TASK_NAME = '{task}'", f"TrainConfig.seed = {seed}", f"DataConfig.seed = {seed}"]
-  if task in FREE_TEXT:
+  if task.removeprefix(TASKLESS) in FREE_TEXT:
     out.append("PromptTuning.prompt_init = 'sampled_vocab'")
   else:
     from xprompt_jax.tasks import registry_utils
@@ -49,7 +54,7 @@ class LesterSuperGlue(base.PaperTable):
 
   def jobs(self) -> list[base.Job]:
     jobs = []
-    for column in benchmarks.SUPER_GLUE:
+    for column in COLUMNS_TASKLESS:
       prompts = [prompt_folder(column, k) for k in range(NUM_PROMPTS)]
       jobs += [base.Job(folder, "train", prompt_bindings(column.task, k), task=column.task, seed=k)
                for k, folder in enumerate(prompts)]
@@ -59,7 +64,7 @@ class LesterSuperGlue(base.PaperTable):
 
   def gather(self, records: Mapping[str, Any], size: str) -> base.Grid:
     rows, scores = [], {c: [] for c in COLUMNS}
-    for column in benchmarks.SUPER_GLUE:
+    for column in COLUMNS_TASKLESS:
       runs = [records.get(prompt_folder(column, k)) for k in range(NUM_PROMPTS)]
       values = [benchmarks.task_metrics(column, r["last"]) if r else None for r in runs]
       if any(v is None for v in values):
@@ -82,7 +87,8 @@ class LesterSuperGlue(base.PaperTable):
              "XXL)." if size in QUOTES else
              f"The seeds quote per-task numbers only for XXL; none at {size} (../shared/seeds/{self.seed_file}).",
              "Each prompt counts at its last evaluation (no checkpoint selection on dev); the ensemble is the "
-             "majority vote of the 5 prompts' predictions; the SuperGLUE score is the mean of the task scores."]
+             "majority vote of the 5 prompts' predictions; the SuperGLUE score is the mean of the task scores.",
+             "Inputs without T5's task name (taskless_* tasks), as the paper states."]
     return base.Grid(self.title + f" — T5 1.1 LM-adapted {size.upper()}", list(COLUMNS), rows,
                      quote_columns=[f"paper (quoted): {c}" for c in COLUMNS] if quotes else [], quotes=quotes,
                      notes=notes)
