@@ -30,6 +30,8 @@ from .slices import LaunchError, Network, TpuSlice
 
 MOUNT_ROOT = "/mnt/"  # Where docs/launch.md mounts the bucket with gcsfuse (XPrompt / MPT tables).
 COMMANDS = ("train", "table", "xprompt", "mpt")  # What `run` may start on the workers.
+# What writes stage files with local I/O (xprompt_jax.commands.common.refuse_gcs): a gcsfuse folder, not gs://.
+LOCAL_IO_COMMANDS, LOCAL_IO_TABLES = ("xprompt", "mpt"), ("xprompt_", "mpt_")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -105,6 +107,12 @@ class TrainJob:
   def __post_init__(self):
     if self.command not in COMMANDS:
       raise LaunchError(f"--command={self.command!r} is not one of {', '.join(COMMANDS)}")
+    tables = [f.split("=", 1)[1] for f in self.extra_flags if f.startswith("--table=")]
+    local_io = self.command in LOCAL_IO_COMMANDS or any(t.startswith(LOCAL_IO_TABLES) for t in tables)
+    if local_io and self.model_dir.startswith("gs://"):
+      raise LaunchError(f"--model_dir={self.model_dir}: {self.command} {' '.join(tables)} writes its stage files with "
+                        f"local file I/O, so it refuses gs:// (on the workers, after setup): mount the bucket with "
+                        f"gcsfuse on every worker and pass the folder under {MOUNT_ROOT} (docs/launch.md)")
     if not self.gin_files:
       raise LaunchError("run needs at least one --gin_file (e.g. models/t5_1_1_xxl.gin and recipes/lester.gin)")
     if not self.model_dir.startswith(("gs://", MOUNT_ROOT)):
@@ -140,6 +148,21 @@ def _with_slices(tpu: TpuSlice, job: TrainJob) -> TrainJob:
     raise LaunchError(f"--gin.MeshConfig.dcn_data={given[-1]} but --node_count={tpu.node_count}: the mesh must split "
                       "'data' over exactly the slices of the job (leave the binding out to get it)")
   return job
+
+
+def check_gin_names(job: TrainJob, copied: Sequence[str] = ()) -> None:
+  """Warns (on the launching machine, before anything runs) about a --gin_file that is neither shipped with the
+  package (gin/) nor copied by this launch's setup --copy_gin: the workers would fail to find it."""
+  try:
+    from xprompt_jax import paths
+    shipped = paths.gin_dir()
+  except ImportError:  # The launcher alone, without the package: nothing to check against.
+    return
+  names = {os.path.basename(c.rstrip("/")) for c in copied}
+  for name in job.gin_files:
+    if not (shipped / name).is_file() and os.path.basename(name) not in names and name.split("/")[0] not in names:
+      print(f"launch: --gin_file={name} is not a shipped gin file (gin/{name}); unless an earlier setup copied it "
+            f"with --copy_gin, the workers will not find it", file=sys.stderr)
 
 
 def run_command(tpu: TpuSlice, job: TrainJob, run_id: str, network: Network = gcloud.NO_NETWORK) -> list[str]:
@@ -206,6 +229,11 @@ def _setup(t: TpuSlice, o: LaunchOptions) -> list[Step]:
                         network=o.network)
 
 
+def _run(t: TpuSlice, o: LaunchOptions, run_id: str = "") -> list[Step]:
+  check_gin_names(o.job(), o.copy_gin)
+  return _retried(run_command(t, o.job(), run_id or o.run_id, o.network))
+
+
 def _queued_create(t: TpuSlice, o: LaunchOptions) -> Step:
   return Step(tuple(gcloud.queued_create_command(t, spot=o.spot, valid_until_duration=o.valid_until_duration,
                                                  network=o.network)),
@@ -219,27 +247,24 @@ def _queued_wait(t: TpuSlice, o: LaunchOptions) -> list[Step]:
                                                                            supervisor.Clock(sleep=sleep)))]
 
 
-def _short(command: Sequence[str], width: int = 160) -> str:
-  line = gcloud.format_commands([command])
-  return line if len(line) <= width else line[:width] + " ..."
-
-
 def _supervise(t: TpuSlice, o: LaunchOptions) -> list[Step]:
   """The whole job as one step (launch.supervisor): request, wait, setup, preflight, run, watch, resubmit."""
   def start(attempt: int) -> list[Step]:
     run_id = o.run_id if not attempt else f"{o.run_id}-restart{attempt}"
     return [*_setup(t, o), *_retried(preflight_command(t, o.network)),
             *_retried(run_command(t, o.job(), run_id, o.network))]
+  check_gin_names(o.job(), o.copy_gin)
   first = start(0)  # Every flag is checked before anything runs.
   job = supervisor.Job(start, o.model_dir, _queued_create(t, o))
   sup = o.supervision
   polled = [gcloud.queued_describe_command(t, state_only=True), gcloud.ssh_command(t, remote.status_script(
       o.model_dir), network=o.network)]
   note = "\n".join([
-      "supervise: this request (unless it exists), then until it is ACTIVE:",
+      "supervise runs all of this itself. First the queued-create command below (the last line; skipped when the "
+      "request exists), then, until the request is ACTIVE:",
       f"  {gcloud.format_commands(polled[:1])}", "then:",
-      *[f"  {_short(s.command)}" for s in first],
-      f"then every {sup.poll_s:g} s:", *[f"  {_short(c)}" for c in polled],
+      *[f"  {gcloud.format_commands([s.command])}" for s in first],
+      f"then every {sup.poll_s:g} s:", *[f"  {gcloud.format_commands([c])}" for c in polled],
       f"resubmitted after a preemption (at most {sup.max_restarts} times); when every worker exited 0:",
       f"  {gcloud.format_commands([gcloud.queued_delete_command(t)])}" + (" (--keep_when_done: not run)"
                                                                           if sup.keep_when_done else "")])
@@ -253,7 +278,7 @@ STEPS: dict[str, Callable[[TpuSlice, LaunchOptions], list[Step]]] = {
                                  creates=True, cleanup=tuple(gcloud.delete_command(t)))],
     "setup": _setup,
     "preflight": lambda t, o: _retried(preflight_command(t, o.network)),
-    "run": lambda t, o: _retried(run_command(t, o.job(), o.run_id, o.network)),
+    "run": lambda t, o: _run(t, o),
     "logs": lambda t, o: _retried(logs_command(t, o.log_run_id, worker=o.worker,
                                            lines=o.lines, follow_s=o.follow_s, network=o.network)),
     "stop": lambda t, o: _retried(stop_command(t, o.stop_wait_s, o.network)),
@@ -309,6 +334,10 @@ def run(argv: Optional[Sequence[str]] = None) -> None:
   from absl import app, flags
   from . import launch_flags
   launch_flags.define_flags(flags)
+  main_module = sys.modules.get("__main__")
+  if main_module is not None:  # absl's --help prints the __main__ docstring: make it this launcher's usage.
+    main_module.__doc__ = (f"xprompt-jax launch STEP [STEP ...] --name=NODE --zone=ZONE [flags] [--dry_run]\n\n"
+                           f"Steps, run in the order given: {', '.join(STEPS)}.\n\n{__doc__}")
   for flag in flags.FLAGS.get_flags_for_module(launch_flags.__name__):  # `--help` lists them.
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 

@@ -163,6 +163,20 @@ def test_train_job_validation():
     tv.TrainJob(("recipes/lester.gin",), "gs://b/x", ("steps",))
   with pytest.raises(slices.LaunchError, match=r"environment variable 'TFDS DATA=1' is not NAME=VALUE"):
     tv.TrainJob(("recipes/lester.gin",), "gs://b/x", env=("TFDS DATA=1",))
+  # XPrompt and MPT write stage files with local I/O: refused here, not on the workers after setup.
+  for command, flags in (("xprompt", ()), ("table", ("--table=mpt_ablations",))):
+    with pytest.raises(slices.LaunchError, match=r"--model_dir=gs://b/x: .*refuses gs:// .* gcsfuse"):
+      tv.TrainJob(("paper/xprompt_xl.gin",), "gs://b/x", extra_flags=flags, command=command)
+  tv.TrainJob(("paper/prompt_tuning_xxl.gin",), "gs://b/x", extra_flags=("--table=lester_superglue",),
+              command="table")
+
+
+def test_a_gin_file_that_is_neither_shipped_nor_copied_is_warned_about(capsys):
+  tv.check_gin_names(tv.TrainJob(("models/t5_1_1_xxl.gin", "models/nope.gin", "mine.gin"), "gs://b/x"),
+                     copied=("configs/mine.gin",))
+  err = capsys.readouterr().err
+  assert "--gin_file=models/nope.gin is not a shipped gin file" in err and "t5_1_1_xxl" not in err
+  assert "mine.gin" not in err
 
 
 @pytest.mark.parametrize("tpu,loc", [(V4, V4_LOC), (V5E, V5E_LOC)])

@@ -221,9 +221,13 @@ def test_whole_procedure_on_cb_resumes_between_stages(shared, tmp_path):
   assert _lines(os.path.join(model_dir, "pt", "metrics.jsonl")) == pt_log
   assert os.path.getmtime(os.path.join(model_dir, "importance", "importance.npz")) == importance_time
   rows = result["rows"]
-  assert [r["variant"] for r in rows] == ["prompt_tuning", "pruned_only", "pruned_only", "xprompt"]
+  # The paper's search: every pruned prompt rewound and retrained; XPrompt's result is the best retrained one.
+  assert [r["variant"] for r in rows] == ["prompt_tuning", "pruned_only", "pruned_only", "xprompt", "xprompt"]
+  assert sorted(r["ratio"] for r in rows if r["variant"] == "xprompt") == [0.3, 0.6]
   assert all("RANDOM-weight" in r["backbone"] for r in rows)
-  chosen = json.load(open(os.path.join(model_dir, "sweep", "chosen.json")))["ratios"]
+  chosen = json.load(open(os.path.join(model_dir, "sweep", "chosen.json")))
+  assert chosen["search"] == "retrain_every_ratio" and sorted(chosen["ratios"]) == [0.3, 0.6]
+  chosen = chosen["ratios"]
   tag = px.ratio_tag(chosen[0])
 
   check_saved_masks(model_dir, {f"sweep/{tag}": "lowest"}, chosen[0])
@@ -252,7 +256,9 @@ def test_whole_procedure_on_cb_resumes_between_stages(shared, tmp_path):
   assert "RANDOM-weight backbone" in open(os.path.join(report, "results.md")).read()
   assert len(_lines(os.path.join(report, "results.jsonl"))) == len(rows)
   words = json.load(open(os.path.join(report, "nearest_words.json")))["tokens"]
-  assert [w["token"] for w in words] == np.flatnonzero(active_pieces(masks).any(axis=1)).tolist()
+  final = max((r for r in rows if r["variant"] == "xprompt"), key=lambda r: (r["metric"], r["ratio"]))["ratio"]
+  final_masks = px.load_masks(os.path.join(model_dir, f"rewind_{px.ratio_tag(final)}", "masks.npz"))
+  assert [w["token"] for w in words] == np.flatnonzero(active_pieces(final_masks).any(axis=1)).tolist()
 
   # A finished run resumes to the same table without training anything.
   again = px.run_xprompt(model_dir, **kwargs)
@@ -270,11 +276,14 @@ def test_shipped_gin_configs_bind_the_paper_recipe_and_the_smoke_run():
     assert (method.name, method.length, method.pieces, method.prompt_init) == ("xprompt", 20, 16, "sampled_vocab")
     assert (opt.optimizer, opt.learning_rate, opt.weight_decay_rate, data.batch_size) == ("adafactor", 0.3, 1e-5, 16)
     cfg = px.XPromptPipelineConfig()
-    assert cfg.num_epochs == 100 and cfg.ratios == xprompt_config.PAPER_RATIOS
+    assert cfg.num_epochs == 100 and cfg.ratios == xprompt_config.PAPER_RATIOS and cfg.search == "retrain_every_ratio"
+    with pytest.raises(ValueError, match=r"search='fast' must be one of retrain_every_ratio, pruned_dev"):
+      px.XPromptPipelineConfig(search="fast")
     gin.clear_config()
     common.parse_gin(["runs/xprompt_smoke_cpu.gin"], [], finalize=False)
     cfg = px.XPromptPipelineConfig()
     assert cfg.reversed_control and cfg.random_control and cfg.length_control and cfg.token_only and cfg.piece_only
+    assert cfg.search == "pruned_dev"
     assert loop.TrainConfig().initial_checkpoint is None and get_method().pieces == 4
   finally:
     gin.clear_config()

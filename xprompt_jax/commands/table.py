@@ -116,7 +116,8 @@ def _run(table, size, jobs, selected):
         return exit_status.PREEMPTED
   grid = table.gather(records, size)
   unfinished = [j.folder for j in jobs if j.folder not in records]
-  command = "xprompt-jax table " + " ".join(a for a in sys.argv[2:] if not a.startswith("--verbosity"))
+  import shlex  # The "Made by" line is pasted back into a shell: quote it (--runs='CB/*' is a glob otherwise).
+  command = "xprompt-jax table " + shlex.join(a for a in sys.argv[2:] if not a.startswith("--verbosity"))
   text = render.markdown(grid, command=command, unfinished=unfinished)
   import json
   from xprompt_jax.checkpoints import storage

@@ -18,10 +18,11 @@ none), so rerunning the command resumes at the first unfinished stage, from its 
 What the paper does and what we do. The paper searches the pruning ratios {10 %, ..., 90 %} linearly, repeating
 token- and piece-level pruning to reach each compression ratio, rewinds and retrains the pruned prompt (weight
 rewinding "applied once"), and reports the best dev score, the best checkpoint being chosen by early stopping on
-the dev set; read literally it retrains at every ratio. To keep the sweep cheap we evaluate the pruned,
-not-yet-retrained prompt at every ratio, choose the `num_rewind` best ratios by the validation metric (ties: the
-larger ratio, i.e. the smaller prompt) and rewind + retrain only those; `rewind_ratios` names ratios to retrain
-instead, and setting it to all of `ratios` is the paper's full search. With fixed importance scores, repeated
+the dev set; it retrains at every ratio (its limitations: "how to find the optimal compression ratio without
+training" is open). `search='retrain_every_ratio'` (the paper configs) does that: every pruned prompt is rewound
+and retrained, and the best retrained one on dev (ties: the larger ratio, i.e. the smaller prompt) is XPrompt's
+result. `search='pruned_dev'` is the cheaper search: the pruned, not yet retrained prompt is evaluated at every
+ratio and only the `num_rewind` best ratios are rewound and retrained; `rewind_ratios` names ratios instead. With fixed importance scores, repeated
 token/piece rounds reaching a ratio prune exactly what one round does (`methods.xprompt.prune_to_ratio`).
 Early stopping: every training stage keeps its best checkpoint by `select_metric` on the validation split
 (evaluated every `TrainConfig.eval_period` steps) and the stage's result is that checkpoint.
@@ -261,18 +262,26 @@ def _run_stages(run: _Run) -> None:
   sweep = {}
   for ratio in cfg.ratios:
     sweep[ratio] = _sweep_point(run, pt_prompt, importance, ratio)["metric"]
-  chosen = list(cfg.rewind_ratios) or choose_ratios(sweep, cfg.num_rewind)
+  if cfg.rewind_ratios:
+    chosen = list(cfg.rewind_ratios)
+  elif cfg.search == "retrain_every_ratio":  # The paper: every ratio rewound and retrained, the best on dev.
+    chosen = choose_ratios(sweep, len(sweep))
+  else:  # "pruned_dev": only the ratios whose pruned, not yet retrained prompt scored best on dev.
+    chosen = choose_ratios(sweep, cfg.num_rewind)
   jsonl_io.write_json_atomic(run.path("sweep", "chosen.json"),
-                             {"ratios": chosen, "pt_metric": pt["metric"], "metric_key": run.metric_key})
+                             {"ratios": chosen, "pt_metric": pt["metric"], "metric_key": run.metric_key,
+                              "search": cfg.search})
   _stop_if(run, "sweep")
   # 4. Rewinding and retraining with the masks fixed.
+  retrained = {}
   for ratio in chosen:
     masks = load_masks(run.path("sweep", ratio_tag(ratio), "masks.npz"))
-    run.train_stage(f"rewind_{ratio_tag(ratio)}", run.method, masks, initial_prompt=rewind(pt_prompt, masks),
-                    extra={"variant": "xprompt", "ratio": ratio})
+    retrained[ratio] = run.train_stage(f"rewind_{ratio_tag(ratio)}", run.method, masks,
+                                       initial_prompt=rewind(pt_prompt, masks),
+                                       extra={"variant": "xprompt", "ratio": ratio})["metric"]
   _stop_if(run, "rewind")
-  # Controls at the first chosen ratio.
-  _controls(run, pt_prompt, importance, chosen[0])
+  # Controls at the selected ratio: the best retrained one on dev (ties: the smaller prompt).
+  _controls(run, pt_prompt, importance, choose_ratios(retrained, 1)[0])
   _stop_if(run, "controls")
 
 

@@ -9,6 +9,8 @@ from xprompt_jax.evaluation import metrics
 from xprompt_jax.methods.xprompt import GRANULARITIES
 from xprompt_jax.pipelines.xprompt_parts import ratio_tag
 
+SEARCHES = ("retrain_every_ratio", "pruned_dev")
+
 STAGES = ("pt", "importance", "sweep", "rewind", "controls", "report")
 PAPER_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -24,7 +26,10 @@ class XPromptPipelineConfig:
   # Validation metric of the first evaluation task, without its prefix, for ratios and early stopping: a key that
   # task's evaluation reports (MultiRC: 'f1' (F1a) or 'exact_match'; with EvalConfig.mode='both': 'rank/accuracy'...).
   select_metric: str = "accuracy"
-  num_rewind: int = 1  # How many of the best sweep ratios are rewound and retrained.
+  # "retrain_every_ratio": every ratio rewound and retrained, the best on dev (the paper); "pruned_dev": only the
+  # `num_rewind` ratios whose pruned, not yet retrained prompt scored best (cheaper).
+  search: str = "retrain_every_ratio"
+  num_rewind: int = 1  # With search="pruned_dev": how many of the best sweep ratios are rewound and retrained.
   rewind_ratios: tuple[float, ...] = ()  # Explicit ratios to rewind (each must be in `ratios`); () = choose.
   reversed_control: bool = False
   random_control: bool = False
@@ -59,6 +64,8 @@ class XPromptPipelineConfig:
       raise ValueError(f"XPromptPipelineConfig.granularity={self.granularity!r} is not one of {GRANULARITIES}")
     if not 0.0 < self.token_share <= 1.0:
       raise ValueError(f"XPromptPipelineConfig.token_share={self.token_share!r} must be in (0, 1]")
+    if self.search not in SEARCHES:
+      raise ValueError(f"XPromptPipelineConfig.search={self.search!r} must be one of {', '.join(SEARCHES)}")
     if self.num_rewind < 1:
       raise ValueError(f"XPromptPipelineConfig.num_rewind={self.num_rewind} must be >= 1")
     if self.stop_after is not None and self.stop_after not in STAGES:
