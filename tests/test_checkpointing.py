@@ -103,6 +103,17 @@ def test_best_metric_keeps_the_best_and_the_latest(tmp_path, mode, expected_best
     assert reopened.read_meta(expected_best)["metrics"]["score"] == float(np.float32(losses[expected_best]))  # Exact.
 
 
+def test_checkpoints_saved_under_a_metrics_old_name_are_ranked_by_it(tmp_path):
+  """Runs saved before the metrics took T5's names (CB's macro_f1 is now mean_3class_f1): `best` still finds the
+  best checkpoint, rather than every checkpoint tying and the latest winning."""
+  old, new = "super_glue_cb_v102/macro_f1", "super_glue_cb_v102/mean_3class_f1"
+  with TrainCheckpointer(tmp_path, keep=3, best_metric=old, async_save=False) as ckpt:
+    for step, value in {10: 90.0, 20: 50.0, 30: 40.0}.items():
+      ckpt.save(step, _state(step), data_position=step, metrics={old: value})
+  with TrainCheckpointer(tmp_path, keep=3, best_metric=new, read_only=True) as reopened:
+    assert reopened.best_step() == 10
+
+
 def test_best_metric_must_be_in_the_metrics(tmp_path):
   with TrainCheckpointer(tmp_path, best_metric="accuracy", async_save=False) as ckpt:
     with pytest.raises(KeyError, match=r"lack best_metric 'accuracy'.*\['loss'\]"):

@@ -187,7 +187,8 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
 
 
 def test_per_task_metrics_reads_task_and_mixture_keys():
-  results = {f"mix/{RTE}/accuracy": 60.0, f"{CB}/accuracy": 50.0, f"{CB}/mean_3class_f1": 40.0, "mix/average/score": 1.0}
+  results = {f"mix/{RTE}/accuracy": 60.0, f"{CB}/accuracy": 50.0, f"{CB}/mean_3class_f1": 40.0,
+             "mix/average/score": 1.0}
   per_task = mpt.per_task_metrics(results, [RTE, CB])
   assert per_task == {RTE: {"accuracy": 60.0}, CB: {"accuracy": 50.0, "mean_3class_f1": 40.0}}
   assert mpt.task_score(per_task[CB]) == 45.0

@@ -24,7 +24,11 @@ def _configs(files=LESTER, *bindings, **data_args):
 def test_the_lester_recipe_reads_the_t5x_macros():
   data, train = _configs()
   assert (data.inputs_length, data.targets_length, data.batch_size, data.use_cached) == (512, 8, 32, False)
-  assert train.num_train_steps == 30000  # TRAIN_STEPS = 1,130,000 from checkpoint_1100000.
+  assert train.num_train_steps == 30000  # TRAIN_STEPS None: the recipe's 30,000 tuning steps.
+  _, train = _configs(LESTER, "TRAIN_STEPS = 1130000")  # T5X: from checkpoint_1100000, 30,000 more.
+  assert train.num_train_steps == 30000
+  _, train = _configs(LESTER, "INITIAL_CHECKPOINT_PATH = '/hf/t5-base'")  # Any format without TRAIN_STEPS.
+  assert train.num_train_steps == 30000
   assert data.mixture_or_task_name == "super_glue_rte_v102"
   data, train = _configs(LESTER, "TRAIN_STEPS = 1110000", "TASK_FEATURE_LENGTHS = {'inputs': 256, 'targets': 4}",
                          "BATCH_SIZE = 8", "USE_CACHED_TASKS = True")

@@ -88,6 +88,13 @@ def test_a_missing_run_leaves_its_cells_empty_and_other_sizes_have_no_quotes():
   assert grid.quote_columns == [] and "none at base" in grid.notes[0]
 
 
+def test_a_run_from_before_the_taskless_tasks_is_an_error_not_an_empty_cell():
+  records = {lester.prompt_folder(benchmarks.SUPER_GLUE[0], 0): _train_record(benchmarks.SUPER_GLUE[0], 50.0)}
+  with pytest.raises(ValueError, match=r"BoolQ/prompt0 holds a run evaluated on \['super_glue_boolq_v102'\], not on "
+                                       r"\['taskless_super_glue_boolq_v102'\]"):
+    tables.get_table("lester_superglue").gather(records, "xxl")
+
+
 def test_prefix_vs_prompt_rows_are_seed_means():
   table = tables.get_table("prefix_vs_prompt")
   jobs = table.jobs()

@@ -48,9 +48,9 @@ def write(model_dir: str, step: int, evaluator: Any, records: Sequence[Mapping[s
     inferences["score"] = [r["rank_scores"][r["rank_prediction"]] for r in records]
   elif records and "target_score" in records[0]:
     inferences["score"] = [r["target_score"] for r in records]
+  import tensorflow as tf
   folder = os.path.join(model_dir, FOLDER)
-  if not folder.startswith("gs://"):
-    os.makedirs(folder, exist_ok=True)
+  tf.io.gfile.makedirs(folder)  # Local folders and gs:// alike (as seqio writes the files).
   logger = seqio.JSONLogger(folder)
   logger(task.name, step, {k: seqio.metrics.Scalar(float(v)) for k, v in metrics.items()},
          _dataset(examples), inferences, list(evaluator.targets))

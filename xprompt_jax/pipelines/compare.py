@@ -11,8 +11,9 @@ adaptation to each target task); XPrompt with its controls (`pipelines.xprompt.r
 prompt-tuning stage, pruning, rewinding, Reversed / Random / Length / token-only / piece-only). Each finished run
 leaves `result.json` in its folder, so rerunning resumes; every record is appended to
 `<results_dir>/results.jsonl`, from which `pipelines.compare_report` writes the page
-(`docs/studies/local_backbone/results_local.md` by default) and its plot. With `CompareConfig.num_shots` every single-task run trains on the same k rows of its task
-(k-shot), and the page's training-loss table says whether each method fitted them.
+(`docs/studies/local_backbone/results_local.md` by default) and its plot. With `CompareConfig.num_shots` every
+single-task run trains on the same k rows of its task (k-shot), and the page's training-loss table says whether
+each method fitted them.
 """
 import collections
 import dataclasses

@@ -67,6 +67,11 @@ class LesterSuperGlue(base.PaperTable):
     for column in COLUMNS_TASKLESS:
       runs = [records.get(prompt_folder(column, k)) for k in range(NUM_PROMPTS)]
       values = [benchmarks.task_metrics(column, r["last"]) if r else None for r in runs]
+      for k, (r, v) in enumerate(zip(runs, values)):
+        if r and r.get("last") and v is None:  # Finished, but not on this table's tasks: say so, not an empty cell.
+          raise ValueError(f"{prompt_folder(column, k)} holds a run evaluated on {sorted(r['last'])}, not on "
+                           f"{list(benchmarks.eval_tasks(column))} (a run from before the table used the taskless "
+                           "tasks?): move it away or use a new --results_dir")
       if any(v is None for v in values):
         mean = best = None
       else:

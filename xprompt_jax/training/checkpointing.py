@@ -134,7 +134,8 @@ def check_frozen(saved: Optional[Mapping[str, Any]], path: Optional[str], finger
   """Whether `saved` ({"path", "fingerprint"} from a checkpoint's metadata) matches the given base model.
 
   Returns True when both fingerprints are known and equal, False when either is unknown (nothing to compare; a
-  warning is logged when only one is known) or they differ with `allow_mismatch`. Raises `FrozenModelMismatchError` naming both paths
+  warning is logged when only one is known) or they differ with `allow_mismatch`. Raises
+  `FrozenModelMismatchError` naming both paths
   and both fingerprints when they differ. Paths alone never decide: a copy of the same checkpoint elsewhere
   (another disk or bucket) has the same fingerprint and is accepted.
   """
@@ -170,8 +171,14 @@ def _json_metrics(metrics: Optional[Mapping[str, Any]]) -> Optional[dict]:
 
 
 def _signed_metric(metrics: Optional[Mapping[str, Any]], name: str, mode: str) -> float:
-  """The ranking value of a checkpoint (larger is better); a missing or NaN metric ranks last."""
+  """The ranking value of a checkpoint (larger is better); a missing or NaN metric ranks last. A checkpoint saved
+  when the metric had its old name (before the T5 names, `metrics.RENAMED_KEYS`) is ranked by that."""
   value = (metrics or {}).get(name)
+  if value is None and metrics:
+    from xprompt_jax.evaluation.metrics import RENAMED_KEYS
+    head, _, last = name.rpartition("/")
+    for old in (o for o, new in RENAMED_KEYS.items() if new == last):
+      value = metrics.get(f"{head}/{old}" if head else old, value)
   if value is None or math.isnan(value):
     return -math.inf
   return value if mode == "max" else -value

@@ -9,13 +9,14 @@ or `--gin.TASK_FEATURE_LENGTHS="{'inputs': 256, 'targets': 8}"` mean what they m
   inputs/t5x_feature_length.lengths = %TASK_FEATURE_LENGTHS
   inputs/t5x_feature_length.feature = 'inputs'
   DataConfig.inputs_length = @inputs/t5x_feature_length()
-  t5x_tuning_steps.train_steps = %TRAIN_STEPS
+  t5x_tuning_steps.train_steps = %TRAIN_STEPS          # None: t5x_tuning_steps.tuning_steps
   t5x_tuning_steps.initial_checkpoint = %INITIAL_CHECKPOINT_PATH
   TrainConfig.num_train_steps = @t5x_tuning_steps()
 
 T5X's TRAIN_STEPS counts the initial checkpoint's own steps ("TRAIN_STEPS should include pre-training steps":
 1,130,000 from `checkpoint_1100000` is 30,000 steps of tuning); this trainer counts tuning steps only, so the
-checkpoint's step, read from its `checkpoint_N` folder name, is subtracted. A later binding of the target itself
+checkpoint's step, read from its `checkpoint_N` folder name, is subtracted. Left at None (the recipes' default),
+`t5x_tuning_steps.tuning_steps` is the number of steps. A later binding of the target itself
 (`--gin.TrainConfig.num_train_steps=2`) still wins, as gin's last binding always does.
 """
 import re
@@ -46,8 +47,12 @@ def checkpoint_step(path: Optional[str]) -> Optional[int]:
 
 
 @gin.configurable
-def t5x_tuning_steps(train_steps: int = gin.REQUIRED, initial_checkpoint: Optional[str] = None) -> int:
-  """Tuning steps from T5X's TRAIN_STEPS, which includes the initial checkpoint's step."""
+def t5x_tuning_steps(train_steps: Optional[int] = None, initial_checkpoint: Optional[str] = None,
+                     tuning_steps: int = 30_000) -> int:
+  """Tuning steps from T5X's TRAIN_STEPS, which includes the initial checkpoint's step; `tuning_steps` when
+  TRAIN_STEPS is None (then any checkpoint works: HF, Orbax, a folder not named checkpoint_N)."""
+  if train_steps is None:
+    return tuning_steps
   if not isinstance(train_steps, int) or isinstance(train_steps, bool):
     raise ValueError(f"TRAIN_STEPS={train_steps!r} must be an int")
   step = checkpoint_step(initial_checkpoint) if initial_checkpoint else 0
