@@ -22,12 +22,13 @@ the dev set; it retrains at every ratio (its limitations: "how to find the optim
 training" is open). `search='retrain_every_ratio'` (the paper configs) does that: every pruned prompt is rewound
 and retrained, and the best retrained one on dev (ties: the larger ratio, i.e. the smaller prompt) is XPrompt's
 result. `search='pruned_dev'` is the cheaper search: the pruned, not yet retrained prompt is evaluated at every
-ratio and only the `num_rewind` best ratios are rewound and retrained; `rewind_ratios` names ratios instead. With fixed importance scores, repeated
-token/piece rounds reaching a ratio prune exactly what one round does (`methods.xprompt.prune_to_ratio`).
+ratio and only the `num_rewind` best ratios are rewound and retrained; `rewind_ratios` names ratios instead. With
+fixed importance scores, repeated token/piece rounds reaching a ratio prune exactly what one round does
+(`methods.xprompt.prune_to_ratio`).
 Early stopping: every training stage keeps its best checkpoint by `select_metric` on the validation split
 (evaluated every `TrainConfig.eval_period` steps) and the stage's result is that checkpoint.
 
-Controls (one flag each, all at the first chosen ratio, so the table comes out of one run): Reversed (prune the
+Controls (one flag each, all at the selected ratio, so the table comes out of one run): Reversed (prune the
 most important entries instead), Random (a random subset of the same size at each level), token-only and
 piece-only pruning (the granularity ablation), each rewound and retrained like XPrompt; Length (a plain prompt
 with as many tokens as XPrompt keeps, trained from scratch). The 32-shot setting trains (and scores importance) on
