@@ -26,7 +26,7 @@ has `batch_size` rows, so each function compiles for one shape per task.
 """
 import dataclasses
 import functools
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import gin
 import jax
@@ -63,8 +63,8 @@ class EvalConfig:
   decode_alpha: float = 0.6  # Beam search length-normalisation exponent.
   max_decode_length: Optional[int] = None  # None: the targets length.
   # The training loop writes each evaluation's predictions to <model_dir>/inference_eval/ as T5X does
-  # (evaluation/inference_log.py).
-  log_inferences: bool = True
+  # (evaluation/inference_log.py): True (every example), N (the first N per task and evaluation) or False.
+  log_inferences: Union[bool, int] = True
 
   def __post_init__(self):
     if self.mode not in MODES:
@@ -83,6 +83,9 @@ class EvalConfig:
     if self.max_decode_length is not None and (not isinstance(self.max_decode_length, int)
                                                or self.max_decode_length <= 0):
       raise ValueError(f"EvalConfig.max_decode_length must be None or a positive int, got {self.max_decode_length!r}")
+    rows = self.log_inferences
+    if not isinstance(rows, (bool, int)) or (not isinstance(rows, bool) and rows < 0):
+      raise ValueError(f"EvalConfig.log_inferences must be True, False or a number of rows >= 0, got {rows!r}")
 
   def lengths(self) -> dict[str, int]:
     """The `{"inputs": ..., "targets": ...}` sequence lengths the split is tokenised and padded to."""

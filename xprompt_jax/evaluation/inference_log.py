@@ -8,11 +8,12 @@ the same with the records of each evaluation (`TaskEvaluator.evaluate(..., on_re
        "prediction": the postprocessed prediction, "score": its log-likelihood (rank classification)}
   <model_dir>/inference_eval/<task>-metrics.jsonl     {"step": N, "<metric>": value, ...}, one line per evaluation
 
-With `EvalConfig.mode='both'` the line holds the decoded prediction as "prediction" and the ranked one as
-"rank_prediction". Only process 0 writes; `gs://` folders work (seqio writes through tf.io.gfile).
+`EvalConfig.log_inferences` is True (every example), an int N (the first N examples: ReCoRD's 10,000-row dev set
+at every evaluation adds up) or False (nothing). With `EvalConfig.mode='both'` the line holds the decoded
+prediction as "prediction" and the ranked one as "rank_prediction" (with its "score"). Only process 0 writes; `gs://` folders work (seqio writes through tf.io.gfile).
 """
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -33,8 +34,9 @@ def _dataset(examples: Sequence[Mapping[str, Any]]):
 
 
 def write(model_dir: str, step: int, evaluator: Any, records: Sequence[Mapping[str, Any]],
-          metrics: Mapping[str, float]) -> None:
-  """Writes one task's evaluation at `step` (`evaluator`: the `TaskEvaluator` that made `records`)."""
+          metrics: Mapping[str, float], max_rows: Optional[int] = None) -> None:
+  """Writes one task's evaluation at `step` (`evaluator`: the `TaskEvaluator` that made `records`); `max_rows`:
+  only the first that many examples' lines (seqio's `write_n_results`; the metrics line is always written)."""
   import seqio
   task = evaluator.task
   examples = evaluator.data.examples
@@ -51,6 +53,6 @@ def write(model_dir: str, step: int, evaluator: Any, records: Sequence[Mapping[s
   import tensorflow as tf
   folder = os.path.join(model_dir, FOLDER)
   tf.io.gfile.makedirs(folder)  # Local folders and gs:// alike (as seqio writes the files).
-  logger = seqio.JSONLogger(folder)
+  logger = seqio.JSONLogger(folder, write_n_results=max_rows)
   logger(task.name, step, {k: seqio.metrics.Scalar(float(v)) for k, v in metrics.items()},
          _dataset(examples), inferences, list(evaluator.targets))

@@ -309,8 +309,10 @@ def train(model_dir: str, *, config: Optional[T5Config] = None, method: Optional
     def evaluate(step: int) -> dict[str, float]:
       results = {}
       from xprompt_jax.evaluation import inference_log
-      on_records = (functools.partial(inference_log.write, model_dir, step)
-                    if is_main and model_dir and eval_cfg.log_inferences else None)
+      rows = eval_cfg.log_inferences
+      on_records = (functools.partial(inference_log.write, model_dir, step,
+                                      max_rows=None if rows is True else int(rows))
+                    if is_main and model_dir and rows else None)
       for ev in evaluators:
         prefix = getattr(ev, "task_name", None) or getattr(ev, "mixture_name", "")
         for k, v in ev.evaluate(frozen, state["trainable"], inject, state["aux"], on_records).items():
