@@ -10,7 +10,8 @@ the same with the records of each evaluation (`TaskEvaluator.evaluate(..., on_re
 
 `EvalConfig.log_inferences` is True (every example), an int N (the first N examples: ReCoRD's 10,000-row dev set
 at every evaluation adds up) or False (nothing). With `EvalConfig.mode='both'` the line holds the decoded
-prediction as "prediction" and the ranked one as "rank_prediction" (with its "score"). Only process 0 writes; `gs://` folders work (seqio writes through tf.io.gfile).
+prediction as "prediction" and the ranked one as "rank_prediction" (with its "score"). Only process 0 writes;
+`gs://` folders work (seqio writes through tf.io.gfile).
 """
 import os
 from typing import Any, Mapping, Optional, Sequence
