@@ -117,6 +117,18 @@ def error_line(log):
   return lines[-1]
 
 
+@pytest.mark.parametrize("command, recipe", [("xprompt", "recipes/xprompt_paper.gin"),
+                                             ("mpt", "recipes/mpt_paper.gin")])
+def test_t5x_train_steps_where_the_stages_count_their_own_steps(trained, tmp_path, command, recipe):
+  """A T5X user's --gin.TRAIN_STEPS would be silently ignored by the XPrompt and MPT pipelines: one line instead."""
+  fresh = tmp_path / command
+  log = fails(trained, command, f"--gin_file={recipe}", "--gin.MIXTURE_OR_TASK_NAME='super_glue_cb_v102'",
+              "--gin.TRAIN_STEPS=1130000", f"--model_dir={fresh}", expect=[])
+  assert f"error: --gin.TRAIN_STEPS=1130000 has no effect on `xprompt-jax {command}`: its stages count" in \
+      error_line(log), log[-2000:]
+  assert not fresh.exists()
+
+
 def test_xprompt_select_metric_multirc_unknown_key(trained, tmp_path):
   """A select_metric MultiRC does not report (once, the recipe's hint named one) used to train the whole PT stage
   and then fail at the first best-checkpoint save; now nothing starts and nothing is written."""

@@ -120,6 +120,17 @@ def refuse_gcs(path: str, flag: str, pipeline: str) -> None:
                      "/mnt/BUCKET/run (docs/launch.md)")
 
 
+def refuse_unused_macro(name: str, command: str, why: str) -> None:
+  """A T5X run macro the user bound (e.g. `--gin.TRAIN_STEPS=...`) that `command` does not read: one-line error
+  instead of silently training something else."""
+  try:
+    value = gin.query_parameter(f"%{name}")
+  except ValueError:  # Not bound anywhere.
+    return
+  if value is not None:
+    raise ValueError(f"--gin.{name}={value!r} has no effect on `xprompt-jax {command}`: {why}")
+
+
 def init_run(argv):
   """Common start of train/eval/infer: no stray arguments, distributed init, gin parsed, --model_dir given."""
   if len(argv) > 1:

@@ -28,6 +28,8 @@ flags.DEFINE_list("ablations", [], "Ablation rows to run with --stage=ablations 
 def main(argv):
   common.refuse_gcs(flags.FLAGS.model_dir, "--model_dir", "MPT")
   common.init_run(argv)
+  common.refuse_unused_macro("TRAIN_STEPS", "mpt", "its stages count their own steps (MPTConfig.teacher_steps, "
+                             "source_epochs, target_steps)")
   from xprompt_jax.pipelines import mpt
   from xprompt_jax.pipelines import mpt_ablations
   from xprompt_jax.pipelines import mpt_report as report

@@ -24,6 +24,7 @@ common.define_run_flags()
 def main(argv):
   common.refuse_gcs(flags.FLAGS.model_dir, "--model_dir", "XPrompt")
   common.init_run(argv)
+  common.refuse_unused_macro("TRAIN_STEPS", "xprompt", "its stages count epochs (XPromptPipelineConfig.num_epochs)")
   from xprompt_jax.evaluation import evaluator
   from xprompt_jax.pipelines import xprompt
   from xprompt_jax.training import data as data_lib
