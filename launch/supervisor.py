@@ -278,14 +278,13 @@ class _Supervisor:
         result = "in place" if state == ACTIVE else "lost"
       restarts += 1
       log(reason)
-      if restarts > self.options.max_restarts:
-        if result == "lost" and request_state(self.tpu, self.runner) not in (GONE, None):
-          self.delete("preempted; giving up")
-        raise LaunchError(f"{reason}; giving up after {self.options.max_restarts} restarts (--max_restarts); the "
-                          f"checkpoints in {self.job.model_dir} remain, and `supervise` again resumes from them")
+      over = restarts > self.options.max_restarts
       recreate = result == "lost"
       if recreate and request_state(self.tpu, self.runner) not in (GONE, None):
-        self.delete("preempted: it is requested again")
+        self.delete("preempted; giving up" if over else "preempted: it is requested again")
+      if over:
+        raise LaunchError(f"{reason}; giving up after {self.options.max_restarts} restarts (--max_restarts); the "
+                          f"checkpoints in {self.job.model_dir} remain, and `supervise` again resumes from them")
 
 
 def supervise(tpu: TpuSlice, job: Job, options: SuperviseOptions = SuperviseOptions(),
