@@ -259,3 +259,5 @@ def test_old_metric_names_map_to_t5s_with_a_warning(caplog):
   assert metrics.t5_key("rank/macro_f1", "XPromptPipelineConfig.select_metric") == "rank/mean_3class_f1"
   assert metrics.t5_key("f1a", "x") == "f1" and "now named as T5 names it, 'f1'" in caplog.text
   assert metrics.t5_key("accuracy", "x") == "accuracy" and metrics.t5_key(None, "x") is None
+  assert metrics.former_keys("super_glue_cb_v102/mean_3class_f1") == ["super_glue_cb_v102/macro_f1"]
+  assert metrics.former_keys("f1") == ["f1a"] and metrics.former_keys("accuracy") == []

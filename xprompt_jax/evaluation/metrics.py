@@ -139,6 +139,12 @@ def accuracy_mean_class_f1(targets: Sequence[int], predictions: Sequence[int],
 RENAMED_KEYS = {"f1a": "f1", "macro_f1": "mean_3class_f1"}
 
 
+def former_keys(key: str) -> list[str]:
+  """The old names (`RENAMED_KEYS`) of `key` (`name`, `task/name`, ...), for records written before the rename."""
+  head, _, last = key.rpartition("/")
+  return [f"{head}/{old}" if head else old for old, new in RENAMED_KEYS.items() if new == last]
+
+
 def t5_key(key: Optional[str], binding: str) -> Optional[str]:
   """`key` (`name`, `task/name`, `rank/name`, ...) with an old last component replaced by T5's name (logged)."""
   if not key:

@@ -127,10 +127,8 @@ def _signed_metric(metrics: Optional[Mapping[str, Any]], name: str, mode: str) -
   when the metric had its old name (before the T5 names, `metrics.RENAMED_KEYS`) is ranked by that."""
   value = (metrics or {}).get(name)
   if value is None and metrics:
-    from xprompt_jax.evaluation.metrics import RENAMED_KEYS
-    head, _, last = name.rpartition("/")
-    for old in (o for o, new in RENAMED_KEYS.items() if new == last):
-      value = metrics.get(f"{head}/{old}" if head else old, value)
+    from xprompt_jax.evaluation.metrics import former_keys
+    value = next((metrics[old] for old in former_keys(name) if old in metrics), None)
   if value is None or math.isnan(value):
     return -math.inf
   return value if mode == "max" else -value
