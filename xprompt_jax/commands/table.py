@@ -15,6 +15,7 @@ goes to <results_dir>/table.md and table.json. `--gin.NAME=VALUE` bindings apply
 run failed (the others still ran).
 """
 import os
+import shlex
 import sys
 import time
 
@@ -116,7 +117,7 @@ def _run(table, size, jobs, selected):
         return exit_status.PREEMPTED
   grid = table.gather(records, size)
   unfinished = [j.folder for j in jobs if j.folder not in records]
-  import shlex  # The "Made by" line is pasted back into a shell: quote it (--runs='CB/*' is a glob otherwise).
+  # The "Made by" line is pasted back into a shell: quoted (--runs='CB/*' is a glob otherwise).
   command = "xprompt-jax table " + shlex.join(a for a in sys.argv[2:] if not a.startswith("--verbosity"))
   text = render.markdown(grid, command=command, unfinished=unfinished)
   import json

@@ -236,6 +236,7 @@ def train(model_dir: str, *, config: Optional[T5Config] = None, method: Optional
   train_cfg = train_cfg or TrainConfig()
   loss_cfg = loss_cfg or step_lib.LossConfig()
   from xprompt_jax.evaluation import evaluator as eval_lib
+  from xprompt_jax.evaluation import inference_log
   eval_cfg = eval_lib_defaults(eval_cfg or eval_lib.EvalConfig(), data_cfg)
 
   if train_cfg.encoder_length is not None:
@@ -308,7 +309,6 @@ def train(model_dir: str, *, config: Optional[T5Config] = None, method: Optional
 
     def evaluate(step: int) -> dict[str, float]:
       results = {}
-      from xprompt_jax.evaluation import inference_log
       rows = eval_cfg.log_inferences
       on_records = (functools.partial(inference_log.write, model_dir, step,
                                       max_rows=None if rows is True else int(rows))
