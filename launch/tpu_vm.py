@@ -229,9 +229,9 @@ def _setup(t: TpuSlice, o: LaunchOptions) -> list[Step]:
                         network=o.network)
 
 
-def _run(t: TpuSlice, o: LaunchOptions, run_id: str = "") -> list[Step]:
+def _run(t: TpuSlice, o: LaunchOptions) -> list[Step]:
   check_gin_names(o.job(), o.copy_gin)
-  return _retried(run_command(t, o.job(), run_id or o.run_id, o.network))
+  return _retried(run_command(t, o.job(), o.run_id, o.network))
 
 
 def _queued_create(t: TpuSlice, o: LaunchOptions) -> Step:
@@ -278,7 +278,7 @@ STEPS: dict[str, Callable[[TpuSlice, LaunchOptions], list[Step]]] = {
                                  creates=True, cleanup=tuple(gcloud.delete_command(t)))],
     "setup": _setup,
     "preflight": lambda t, o: _retried(preflight_command(t, o.network)),
-    "run": lambda t, o: _run(t, o),
+    "run": _run,
     "logs": lambda t, o: _retried(logs_command(t, o.log_run_id, worker=o.worker,
                                            lines=o.lines, follow_s=o.follow_s, network=o.network)),
     "stop": lambda t, o: _retried(stop_command(t, o.stop_wait_s, o.network)),
