@@ -243,8 +243,8 @@ def evaluation_tasks(name: str, split: Optional[str] = None) -> tuple[str, ...]:
   mapping applies where it lacks it (MNLI and WSC `simple_train` have no `validation`). Mixtures map to
   themselves: T5's benchmark mixtures carry these evaluation tasks at rate 0 (`mixtures.make_mixture(eval_only=)`).
   """
-  base = name[len(TASKLESS_PREFIX):] if name.startswith(TASKLESS_PREFIX) else None
-  if base in EVALUATED_ON:  # A taskless task is evaluated on the taskless versions of its base's evaluation tasks.
+  base = name.removeprefix(TASKLESS_PREFIX)
+  if base != name and base in EVALUATED_ON:  # A taskless task is evaluated on the taskless versions of its base's evaluation tasks.
     return tuple(name if t == base else TASKLESS_PREFIX + t for t in evaluation_tasks(base, split))
   if name not in EVALUATED_ON:
     return (name,)
@@ -291,7 +291,7 @@ def get_task_or_mixture(name: str) -> seqio.DatasetProviderBase:
 def class_labels(task: str) -> tuple[str, ...]:
   """The label words of a GLUE/SuperGLUE classification task (for the class-label prompt initialisation)."""
   from xprompt_jax.tasks import sources  # Local: sources imports this module.
-  task = task[len(TASKLESS_PREFIX):] if task.startswith(TASKLESS_PREFIX) else task
+  task = task.removeprefix(TASKLESS_PREFIX)
   for prefix, table in (("super_glue_", sources.SUPER_GLUE_LABELS), ("glue_", sources.GLUE_LABELS)):
     if task.startswith(prefix):
       config = task[len(prefix):].split("_v")[0]
