@@ -23,7 +23,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from xprompt_jax import checkpoints as frozen_io
-from xprompt_jax.evaluation import metrics as metrics_lib
 from xprompt_jax.methods import MPT, check_task_ids, get_method
 from xprompt_jax.methods.base import Method
 from xprompt_jax.models import t5
@@ -61,7 +60,9 @@ class TrainConfig:
       raise ValueError(f"TrainConfig.nonfinite={self.nonfinite!r} must be 'stop' or 'skip'")
     if self.num_train_steps < 0:
       raise ValueError(f"TrainConfig.num_train_steps={self.num_train_steps} must be >= 0")
-    object.__setattr__(self, "best_metric", metrics_lib.t5_key(self.best_metric, "TrainConfig.best_metric"))
+    if self.best_metric:  # Lazily: the metric fns' libraries (sklearn, sacrebleu, ...) are slow to import.
+      from xprompt_jax.evaluation import metrics as metrics_lib
+      object.__setattr__(self, "best_metric", metrics_lib.t5_key(self.best_metric, "TrainConfig.best_metric"))
 
 
 class NonFiniteError(FloatingPointError):
