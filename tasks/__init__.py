@@ -11,6 +11,7 @@ from xprompt_jax.tasks import nlg  # noqa: F401
 from xprompt_jax.tasks import others  # noqa: F401
 from xprompt_jax.tasks import mpt_extra  # noqa: F401  (after others: reuses its classification tasks)
 from xprompt_jax.tasks import mixtures  # noqa: F401  (after qa, mpt_extra: mpt_source_6/12 use them)
+from xprompt_jax.tasks import variants  # noqa: F401  (after superglue, glue: sentinel and transfer variants)
 from xprompt_jax.tasks.mixtures import make_mixture
 from xprompt_jax.tasks.registry_utils import get_task_or_mixture
 from xprompt_jax.tasks.sources import describe_source, set_data_source

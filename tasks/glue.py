@@ -92,6 +92,12 @@ def register() -> None:
                    metric_fns=_METRICS["stsb"])
 
 
+def register_taskless() -> None:
+  """`taskless_<name>` for every GLUE task (google-research/prompt-tuning's `taskless_glue_*`)."""
+  for name in TASK_NAMES:
+    ru.add_taskless_task(name)
+
+
 register()
 
 CLASSIFICATION_CONFIGS = ("cola", "sst2", "mrpc", "qqp", "mnli", "qnli", "rte", "wnli")
@@ -99,3 +105,5 @@ TASK_NAMES = tuple(
     [task_name(c) for c in CLASSIFICATION_CONFIGS + ("stsb",)] + ["glue_mnli_matched_v002", "glue_mnli_mismatched_v002"]
     + [task_name(c) + ru.RANK_SUFFIX for c in CLASSIFICATION_CONFIGS]
     + ["glue_mnli_matched_v002_rank", "glue_mnli_mismatched_v002_rank"])
+TASKLESS_TASK_NAMES = tuple(ru.TASKLESS_PREFIX + n for n in TASK_NAMES)
+register_taskless()

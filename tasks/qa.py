@@ -6,7 +6,9 @@
 * `mrqa_<config>_v100`: TFDS `mrqa/<config>:1.0.0` in the same format (unpadded). The in-domain sets
   (squad, news_qa, trivia_qa, search_qa, hotpot_qa, natural_questions) have `train` and `validation`; the
   out-of-domain sets of Lester et al.'s domain-shift table (textbook_qa, bio_asq, race, relation_extraction, duo_rc,
-  drop) only have `test`. All use every reference answer in `squad_em_f1`.
+  drop) only have TFDS's `test`, which holds the shared task's out-of-domain dev sets (its test sets were never
+  released): their `validation` split reads it too, so a run evaluated on `validation` (Lester et al.'s transfer
+  table, prompt-tuning's `mrqa_*` tasks) covers them. All use every reference answer in `squad_em_f1`.
 
 None of these has a local copy under `<shared>/data`: with `XPROMPT_DATA_SOURCE=local` they raise naming the task.
 """
@@ -77,7 +79,8 @@ def register() -> None:
                    metric_fns=[metrics.squad_em_f1])
   for config in MRQA_IN_DOMAIN + MRQA_OUT_OF_DOMAIN:
     name = mrqa_task_name(config)
-    splits = {"train": "train", "validation": "validation"} if config in MRQA_IN_DOMAIN else {"test": "test"}
+    splits = ({"train": "train", "validation": "validation"} if config in MRQA_IN_DOMAIN
+              else {"validation": "test", "test": "test"})
     ru.add_text_task(name, tfds_only_source(name, f"mrqa/{config}:{MRQA_VERSION}", splits), mrqa_text,
                      postprocess_fn=ru.qa_postprocessor, metric_fns=[metrics.squad_em_f1])
 

@@ -203,6 +203,22 @@ def add_rank_task(name: str, source: seqio.DataSource, preprocessor: Callable, l
 
 
 TASKLESS_PREFIX = "taskless_"
+SENTINEL_PREFIX = "sentinel_"  # tasks/variants.add_sentinel_task: every target behind T5's first sentinel.
+VARIANT_PREFIXES = (SENTINEL_PREFIX, TASKLESS_PREFIX)  # Outermost first: sentinel_taskless_super_glue_rte_v102.
+
+
+def postprocess_fn_of(task: seqio.Task) -> Optional[Callable]:
+  """The callable `task` was registered with as `postprocess_fn` (`task.postprocess_fn` is the bound method that
+  calls it: registering a variant with that would hide the label words rank classification reads)."""
+  return getattr(task, "_postprocess_fn", None)
+
+
+def base_task_name(name: str) -> str:
+  """The task a variant is made from (`sentinel_taskless_super_glue_rte_v102` -> `super_glue_rte_v102`)."""
+  for prefix in VARIANT_PREFIXES:
+    if name.startswith(prefix):
+      return base_task_name(name.removeprefix(prefix))
+  return name
 
 
 @seqio.map_over_dataset
@@ -223,7 +239,7 @@ def add_taskless_task(name: str) -> seqio.Task:
   new = TASKLESS_PREFIX + name
   seqio.TaskRegistry.remove(new)
   return seqio.TaskRegistry.add(new, source=task.source, preprocessors=[first, remove_first_text_token, *rest],
-                                output_features=task.output_features, postprocess_fn=task.postprocess_fn,
+                                output_features=task.output_features, postprocess_fn=postprocess_fn_of(task),
                                 metric_fns=list(task.metric_fns))
 
 
@@ -243,9 +259,9 @@ def evaluation_tasks(name: str, split: Optional[str] = None) -> tuple[str, ...]:
   mapping applies where it lacks it (MNLI and WSC `simple_train` have no `validation`). Mixtures map to
   themselves: T5's benchmark mixtures carry these evaluation tasks at rate 0 (`mixtures.make_mixture(eval_only=)`).
   """
-  base = name.removeprefix(TASKLESS_PREFIX)
-  if base != name and base in EVALUATED_ON:  # A taskless task is evaluated on the taskless versions of its base's evaluation tasks.
-    return tuple(name if t == base else TASKLESS_PREFIX + t for t in evaluation_tasks(base, split))
+  for prefix in VARIANT_PREFIXES:  # A variant is evaluated on the same variant of its base's evaluation tasks.
+    if name.startswith(prefix):
+      return tuple(prefix + t for t in evaluation_tasks(name.removeprefix(prefix), split))
   if name not in EVALUATED_ON:
     return (name,)
   if split is not None and split in (get_task_or_mixture(name).splits or ()):
@@ -291,7 +307,7 @@ def get_task_or_mixture(name: str) -> seqio.DatasetProviderBase:
 def class_labels(task: str) -> tuple[str, ...]:
   """The label words of a GLUE/SuperGLUE classification task (for the class-label prompt initialisation)."""
   from xprompt_jax.tasks import sources  # Local: sources imports this module.
-  task = task.removeprefix(TASKLESS_PREFIX)
+  task = base_task_name(task)
   for prefix, table in (("super_glue_", sources.SUPER_GLUE_LABELS), ("glue_", sources.GLUE_LABELS)):
     if task.startswith(prefix):
       config = task[len(prefix):].split("_v")[0]

@@ -38,7 +38,9 @@ def test_task_builds_from_mock_data(name, split):
 
 def test_registered_names_and_splits():
   assert seqio.get_mixture_or_task("mrqa_natural_questions_v100").splits == ("train", "validation")
-  assert seqio.get_mixture_or_task("mrqa_textbook_qa_v100").splits == ("test",)
+  # The out-of-domain sets: TFDS's `test` is the shared task's dev set, read as `validation` too.
+  ood = seqio.get_mixture_or_task("mrqa_textbook_qa_v100")
+  assert ood.splits == ("validation", "test") and ood.source._tfds_splits == {"validation": "test", "test": "test"}
   assert seqio.get_mixture_or_task("squad_v010_allanswers").source.tfds_name == "squad/v1.1:3.0.0"
   assert seqio.get_mixture_or_task("mrqa_bio_asq_v100").source.tfds_name == "mrqa/bio_asq:1.0.0"
 

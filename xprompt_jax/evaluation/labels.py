@@ -5,7 +5,8 @@ a `registry_utils.label_postprocessor(label_classes)` partial carries them (`lab
 that map label words but are not such partials are listed in `EXPLICIT_LABELS` (MultiRC's `False`/`True`, whose
 postprocessor also attaches the question group). Tasks whose postprocessor maps free text (ReCoRD and SQuAD
 answers, WSC referents, STS-B numbers) or whose examples each carry one candidate (`*_rank` variants) have no
-label candidates: `label_candidates` returns None for them.
+label candidates: `label_candidates` returns None for them. A task variant (`tasks.variants`: targets behind a
+sentinel, labels translated from another task) has the candidates of the postprocessor it wraps, as it reads them.
 """
 import functools
 from typing import Callable, Optional, Sequence, Union
@@ -14,6 +15,7 @@ import numpy as np
 import seqio
 
 from xprompt_jax.tasks import registry_utils as ru
+from xprompt_jax.tasks import variants
 
 # Postprocessors that map a fixed set of label words but are not `label_postprocessor` partials.
 EXPLICIT_LABELS: dict[Callable, tuple[str, ...]] = {
@@ -23,7 +25,7 @@ EXPLICIT_LABELS: dict[Callable, tuple[str, ...]] = {
 
 def task_postprocessor(task: seqio.Task) -> Optional[Callable]:
   """The callable a seqio Task was registered with as `postprocess_fn` (None when it has none)."""
-  return getattr(task, "_postprocess_fn", None)
+  return ru.postprocess_fn_of(task)
 
 
 def label_candidates(task: Union[str, seqio.Task]) -> Optional[list[str]]:
@@ -36,7 +38,14 @@ def label_candidates(task: Union[str, seqio.Task]) -> Optional[list[str]]:
   if not isinstance(task, seqio.Task):
     raise TypeError(f"label_candidates needs a seqio.Task (or its name), got {type(task).__name__} "
                     f"{getattr(task, 'name', '')!r}; evaluate a mixture's tasks one by one")
-  fn = task_postprocessor(task)
+  return _candidates(task_postprocessor(task))
+
+
+def _candidates(fn: Optional[Callable]) -> Optional[list[str]]:
+  """The label words postprocessor `fn` maps (through the wrappers of `tasks.variants`), None for free text."""
+  wrapped = variants.candidates_of(fn, _candidates)
+  if wrapped is not None:
+    return wrapped
   if isinstance(fn, functools.partial) and fn.func is ru.string_label_to_class_id:
     words = fn.keywords.get("label_classes", ())
     return list(words) if words else None
