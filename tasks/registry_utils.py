@@ -14,6 +14,7 @@ import seqio
 import tensorflow as tf
 
 from xprompt_jax.tasks import vocab as vocab_lib
+from xprompt_jax.variant_names import SENTINEL_PREFIX, TASKLESS_PREFIX, VARIANT_PREFIXES, base_task_name  # noqa: F401
 
 RANK_SUFFIX = "_rank"
 
@@ -202,23 +203,10 @@ def add_rank_task(name: str, source: seqio.DataSource, preprocessor: Callable, l
       postprocess_fn=rank_classification_postprocessor, metric_fns=list(score_metric_fns))
 
 
-TASKLESS_PREFIX = "taskless_"
-SENTINEL_PREFIX = "sentinel_"  # tasks/variants.add_sentinel_task: every target behind T5's first sentinel.
-VARIANT_PREFIXES = (SENTINEL_PREFIX, TASKLESS_PREFIX)  # Outermost first: sentinel_taskless_super_glue_rte_v102.
-
-
 def postprocess_fn_of(task: seqio.Task) -> Optional[Callable]:
   """The callable `task` was registered with as `postprocess_fn` (`task.postprocess_fn` is the bound method that
   calls it: registering a variant with that would hide the label words rank classification reads)."""
   return getattr(task, "_postprocess_fn", None)
-
-
-def base_task_name(name: str) -> str:
-  """The task a variant is made from (`sentinel_taskless_super_glue_rte_v102` -> `super_glue_rte_v102`)."""
-  for prefix in VARIANT_PREFIXES:
-    if name.startswith(prefix):
-      return base_task_name(name.removeprefix(prefix))
-  return name
 
 
 @seqio.map_over_dataset

@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import seqio
 import tensorflow as tf
 
+from xprompt_jax import variant_names
 from xprompt_jax.tasks import registry_utils as ru
 
 SENTINEL = "<extra_id_0>"
@@ -89,14 +90,10 @@ def add_sentinel_task(name: str) -> seqio.Task:
       metric_fns=list(task.metric_fns))
 
 
-def transfer_task_name(source: str, target: str) -> str:
-  return f"{ru.TASKLESS_PREFIX}glue_{target}_from_{source}_v002"
-
-
 def add_transfer_task(source: str, target: str) -> seqio.Task:
   """Registers `taskless_glue_<target>_from_<source>_v002`, evaluated on its validation split (module doc)."""
   task = seqio.get_mixture_or_task(f"{ru.TASKLESS_PREFIX}glue_{target}_v002")
-  new = transfer_task_name(source, target)
+  new = variant_names.transfer_task_name(source, target)
   seqio.TaskRegistry.remove(new)
   fn = functools.partial(translate_labels, mapping=tuple(TRANSLATIONS[(source, target)].items()),
                          inner=ru.postprocess_fn_of(task))

@@ -140,13 +140,14 @@ def test_the_recipes_name_the_tasks_tested_here(mpt_recipe):
 def test_recipe_evaluation_resolves_and_runs(mpt_recipe, params, stage, task):
   eval_cfg, names = _lester_run(task) if stage == "lester" else _mpt_stage(mpt_recipe, stage, task)
   assert names == EVALUATED_ON.get(task, (task,))
-  assert (eval_cfg.split, eval_cfg.mode) == ("validation", "auto")
+  assert (eval_cfg.split, eval_cfg.mode) == ("validation", "both")
   few_rows = dataclasses.replace(eval_cfg, batch_size=2, max_examples=2, inputs_length=64)  # Shapes only.
   for name in names:
     ev = _evaluator(name, few_rows)
-    assert ev.modes == (("decode",) if name in DECODED else ("rank",)), name
+    assert ev.modes == (("decode",) if name in DECODED else ("rank", "decode")), name
     out = ev.evaluate(params)
-    assert set(out) == KEYS[name], name
+    modes = ("decode",) if name in DECODED else ("rank", "decode")
+    assert set(out) == {f"{m}/{k}" for m in modes for k in KEYS[name]}, name
     assert all(np.isfinite(v) for v in out.values()), (name, out)
 
 

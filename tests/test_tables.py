@@ -18,9 +18,14 @@ def _eval_names(column):
   return benchmarks.eval_tasks(column)
 
 
-def _train_record(column, value):
-  """A finished train job whose every reported metric is `value` (CB's F1 = value / 2)."""
-  metrics = {k: (value / 2 if k in ("mean_3class_f1", "f1") else value) for k in column.metrics}
+def _train_record(column, value, rank_offset=-5.0):
+  """A finished train job evaluated as the paper configs do (EvalConfig.mode='both'): every decoded metric is
+  `value` (CB's F1 = value / 2), every ranked one `value + rank_offset` (none for free-text answers)."""
+  metrics = {}
+  for mode, v in (("decode", value), ("rank", value + rank_offset)):
+    if mode == "rank" and not benchmarks.can_rank(column):
+      continue
+    metrics.update({f"{mode}/{k}": (v / 2 if k in ("mean_3class_f1", "f1") else v) for k in column.metrics})
   return {"last": {name: dict(metrics) for name in _eval_names(column)}}
 
 
@@ -70,20 +75,36 @@ def test_lester_gather_mean_best_ensemble_and_superglue_score():
     records[f"{column.label}/ensemble"] = {"eval": {t: {"ensemble": m} for t, m in ens.items()}}
   grid = tables.get_table("lester_superglue").gather(records, "xxl")
   rows = dict(grid.rows)
-  assert rows["RTE (acc)"] == ["80.0", "100.0", "90.0"]
-  assert rows["CB (acc/F1)"] == ["80.0/40.0", "100.0/50.0", "90.0/45.0"]
+  # Decoded cells, then the rank column (ranked = decoded - 5 here); ReCoRD and WSC have no label words to rank.
+  assert rows["RTE (acc)"] == ["80.0", "100.0", "90.0", "75.0"]
+  assert rows["CB (acc/F1)"] == ["80.0/40.0", "100.0/50.0", "90.0/45.0", "75.0/37.5"]
+  assert rows["ReCoRD (EM/F1)"][3] == rows["WSC (acc)"][3] == base.NA
   # Task score = mean of its metrics: 5 one-metric tasks at 80 and 3 two-metric tasks at (80 + 40) / 2 = 60.
   assert rows["SuperGLUE score"][0] == f"{(5 * 80 + 3 * 60) / 8:.1f}"
+  # The rank score: the 6 rankable tasks (4 one-metric at 75, CB and MultiRC at (75 + 37.5) / 2).
+  assert rows["SuperGLUE score"][3] == f"{(4 * 75 + 2 * 56.25) / 6:.1f}"
   assert grid.quotes["RTE (acc)"] == ("92.6", "93.5", "93.5") and grid.empty_cells() == []
   text = render.markdown(grid)
-  assert "| RTE (acc) | 80.0 | 100.0 | 90.0 | 92.6 | 93.5 | 93.5 |" in text and "paper (quoted)" in text
+  assert "| RTE (acc) | 80.0 | 100.0 | 90.0 | 75.0 | 92.6 | 93.5 | 93.5 |" in text and "paper (quoted)" in text
+  assert "not ReCoRD, WSC: free-text answers" in " ".join(grid.notes)
+
+
+def test_a_run_evaluated_in_one_mode_fills_the_decoded_cells_only():
+  column = lester.COLUMNS_TASKLESS[5]  # RTE
+  plain = {"last": {n: {"accuracy": 70.0} for n in _eval_names(column)}}
+  assert benchmarks.task_metrics(column, plain["last"]) == [70.0]
+  assert benchmarks.task_metrics(column, plain["last"], "rank") is None
+  both = _train_record(column, 70.0)["last"]
+  assert benchmarks.task_metrics(column, both, "rank") == [65.0] and benchmarks.task_metrics(column, both) == [70.0]
+  with pytest.raises(ValueError, match="mode must be one of"):
+    benchmarks.task_metrics(column, both, "score")
 
 
 def test_a_missing_run_leaves_its_cells_empty_and_other_sizes_have_no_quotes():
   records = {lester.prompt_folder(lester.COLUMNS_TASKLESS[0], k): _train_record(lester.COLUMNS_TASKLESS[0], 50.0)
              for k in range(4)}  # BoolQ's 5th prompt missing.
   grid = tables.get_table("lester_superglue").gather(records, "base")
-  assert dict(grid.rows)["BoolQ (acc)"] == [base.MISSING] * 3
+  assert dict(grid.rows)["BoolQ (acc)"] == [base.MISSING] * 4
   assert "BoolQ (acc) / mean of 5" in grid.empty_cells()
   assert grid.quote_columns == [] and "none at base" in grid.notes[0]
 

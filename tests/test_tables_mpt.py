@@ -29,7 +29,11 @@ def test_ablation_jobs_share_the_full_source_for_target_only_rows():
 
 
 def _target(column, value):
-  return {"eval": {n: {k: value for k in column.metrics} for n in benchmarks.eval_tasks(column)}}
+  """A finished target job evaluated in both modes (ranked = decoded - 10; free-text answers decoded only)."""
+  metrics = {f"decode/{k}": value for k in column.metrics}
+  if benchmarks.can_rank(column):
+    metrics.update({f"rank/{k}": value - 10 for k in column.metrics})
+  return {"eval": {n: dict(metrics) for n in benchmarks.eval_tasks(column)}}
 
 
 def test_main_gather_glue_and_superglue_averages():
@@ -37,7 +41,7 @@ def test_main_gather_glue_and_superglue_averages():
   records = {f"seed{s}/{c.label}": _target(c, 60.0 + s) for c in table.columns() for s in mpt_tables.SEEDS}
   grid = table.gather(records, "base")
   (label, cells), = grid.rows
-  assert cells[0] == "61.0" and cells[-2:] == ["61.0", "61.0"] and grid.empty_cells() == []
+  assert cells[0] == "61.0" and cells[-4:] == ["61.0", "61.0", "51.0", "51.0"] and grid.empty_cells() == []
   assert "74.1" in grid.quotes["MPT"][0]
   records["seed2/CoLA"] = _target(benchmarks.GLUE[-1], float("nan"))  # An undefined metric is shown, not missing.
   assert table.gather(records, "base").rows[0][1][7] == "nan"
@@ -48,7 +52,7 @@ def test_ablation_gather_quotes_the_base_averages():
   records = {f"full/{c.label}": _target(c, 70.0) for c in mpt_tables.super_glue_targets()}
   grid = table.gather(records, "base")
   full = grid.rows[0]
-  assert full[1][-1] == "70.0" and grid.quotes[full[0]] == ["74.1"]
+  assert full[1][-2:] == ["70.0", "60.0"] and grid.quotes[full[0]] == ["74.1"]
   assert table.gather(records, "small").quote_columns == []
 
 

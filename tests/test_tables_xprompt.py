@@ -7,20 +7,28 @@ from xprompt_jax.tables import xprompt_tables as xt
 
 
 def _record(column, values):
-  """A finished xprompt job: variant -> every reported metric of every eval task = value."""
+  """A finished xprompt job evaluated in both modes: variant -> every decoded metric of every eval task = value,
+  every ranked one value - 1 (none for free-text answers)."""
   names = benchmarks.eval_tasks(column)
-  return {"variants": {v: {"eval": {n: {k: x for k in column.metrics} for n in names}} for v, x in values.items()}}
+
+  def metrics(x):
+    out = {f"decode/{k}": x for k in column.metrics}
+    if benchmarks.can_rank(column):
+      out.update({f"rank/{k}": x - 1 for k in column.metrics})
+    return out
+
+  return {"variants": {v: {"eval": {n: metrics(x) for n in names}} for v, x in values.items()}}
 
 
 def test_superglue_jobs_are_8_tasks_x_3_seeds_without_controls():
   jobs = tables.get_table("xprompt_superglue").jobs()
   assert len(jobs) == 8 * 3 and {j.kind for j in jobs} == {"xprompt"}
   multirc = [j for j in jobs if j.folder == "MultiRC/seed2"][0]
-  assert "XPromptPipelineConfig.select_metric = 'f1'" in multirc.bindings
+  assert "XPromptPipelineConfig.select_metric = 'decode/f1'" in multirc.bindings
   assert "TrainConfig.seed = 2" in multirc.bindings and "XPromptPipelineConfig.control_seed = 2" in multirc.bindings
   assert "XPromptPipelineConfig.reversed_control = False" in multirc.bindings
   record = [j for j in jobs if j.folder == "ReCoRD/seed0"][0]
-  assert "XPromptPipelineConfig.select_metric = 'f1'" in record.bindings
+  assert "XPromptPipelineConfig.select_metric = 'decode/f1'" in record.bindings
 
 
 def test_fewshot_and_controls_jobs():
@@ -45,7 +53,7 @@ def test_superglue_gather_means_seeds_per_variant_and_quotes_xxl():
       records[table.folder(column, seed)] = _record(column, {"prompt_tuning": 50.0 + seed, "xprompt": 70.0 + seed})
   grid = table.gather(records, "xxl")
   rows = dict(grid.rows)
-  assert rows["XPrompt"][:2] == ["71.0", "71.0/71.0"] and rows["XPrompt"][-1] == "71.0"
+  assert rows["XPrompt"][:2] == ["71.0", "71.0/71.0"] and rows["XPrompt"][-2:] == ["71.0", "70.0"]
   assert rows["Prompt tuning (PT stage)"][0] == "51.0" and grid.empty_cells() == []
   assert "WSC 97.11" in grid.quotes["XPrompt"][0]
   del records["CB/seed1"]
@@ -60,7 +68,8 @@ def test_controls_gather_reads_every_variant_and_the_initialisation_rows():
     records[table.folder(column, 0, "random_uniform")] = _record(column, {"prompt_tuning": 5.0, "xprompt": 6.0})
   rows = dict(table.gather(records, "xl").rows)
   assert rows["Reversed XPrompt"][1] == "20.0" and rows["piece-level pruning only"][1] == "60.0"
-  assert rows["XPrompt (random uniform init)"] == ["6.0/6.0", "6.0", "6.0", "6.0", "6.0"]
+  # WSC (free-text referents) has no rank number: the rank mean is over CB, RTE and WiC.
+  assert rows["XPrompt (random uniform init)"] == ["6.0/6.0", "6.0", "6.0", "6.0", "6.0", "5.0"]
 
 
 def test_job_record_groups_checkpoint_metrics_by_eval_task():

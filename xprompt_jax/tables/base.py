@@ -14,6 +14,7 @@ import numpy as np
 
 SIZES = ("small", "base", "large", "xl", "xxl")
 MISSING = "—"
+NA = "n/a"  # A cell that has no number by construction (rank classification of free-text answers).
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,13 +13,16 @@ mean over the 8 tasks of each task's mean metric.
 import dataclasses
 from typing import Any, Mapping
 
+import numpy as np
+
+from xprompt_jax import variant_names
 from xprompt_jax.tables import base
 from xprompt_jax.tables import benchmarks
 
 NUM_PROMPTS = 5
-TASKLESS = "taskless_"  # tasks/registry_utils.TASKLESS_PREFIX: the inputs without T5's task name.
 # The SuperGLUE columns on the taskless tasks (evaluated on their taskless evaluation tasks: WSC on simple_eval).
-COLUMNS_TASKLESS = tuple(dataclasses.replace(c, task=TASKLESS + c.task) for c in benchmarks.SUPER_GLUE)
+COLUMNS_TASKLESS = tuple(dataclasses.replace(c, task=variant_names.TASKLESS_PREFIX + c.task)
+                         for c in benchmarks.SUPER_GLUE)
 FREE_TEXT = ("super_glue_record_v102", "super_glue_wsc_v102_simple_train")  # No label words to initialise from.
 # Quoted from ../shared/seeds/003_d13362ded1d43f30.txt (T5 1.1 LM-adapted XXL, prompt length 100): mean / best /
 # ensemble per task, in the SUPER_GLUE column order, then the SuperGLUE (dev) score.
@@ -29,12 +32,13 @@ QUOTES = {"xxl": {
     "ReCoRD": ("92.7/93.4", "92.9/93.5", "93.2/93.9"), "RTE": ("92.6", "93.5", "93.5"),
     "WiC": ("76.2", "76.6", "77.4"), "WSC": ("95.8", "96.2", "96.2"), "SuperGLUE": ("90.5", "91.0", "91.3")}}
 COLUMNS = ("mean of 5", "best prompt", "5-prompt ensemble")
+RANK_COLUMN = "mean of 5 (rank classification)"
 
 
 def prompt_bindings(task: str, seed: int) -> tuple[str, ...]:
   """The gin bindings of one prompt's run (the task, its initialisation, the seed)."""
   out = [f"MIXTURE_OR_TASK_NAME = '{task}'", f"TrainConfig.seed = {seed}", f"DataConfig.seed = {seed}"]
-  if task.removeprefix(TASKLESS) in FREE_TEXT:
+  if variant_names.base_task_name(task) in FREE_TEXT:
     out.append("PromptTuning.prompt_init = 'sampled_vocab'")
   else:
     from xprompt_jax.tasks import registry_utils
@@ -63,7 +67,7 @@ class LesterSuperGlue(base.PaperTable):
     return jobs
 
   def gather(self, records: Mapping[str, Any], size: str) -> base.Grid:
-    rows, scores = [], {c: [] for c in COLUMNS}
+    rows, scores, ranked = [], {c: [] for c in COLUMNS}, []
     for column in COLUMNS_TASKLESS:
       runs = [records.get(prompt_folder(column, k)) for k in range(NUM_PROMPTS)]
       values = [benchmarks.task_metrics(column, r["last"]) if r else None for r in runs]
@@ -82,8 +86,14 @@ class LesterSuperGlue(base.PaperTable):
       cells = [mean, best, ensemble]
       for name, v in zip(COLUMNS, cells):
         scores[name].append(benchmarks.score(v))
-      rows.append((column.header(), [base.fmt_pair(v) if v else base.MISSING for v in cells]))
-    rows.append(("SuperGLUE score", [base.fmt(benchmarks.benchmark_score(scores[name])) for name in COLUMNS]))
+      rank = [benchmarks.task_metrics(column, r["last"], "rank") if r else None for r in runs]
+      rank_mean = None if any(v is None for v in rank) else [float(x) for x in np.mean(rank, axis=0)]
+      ranked.append(rank_mean)
+      rank_cell = (base.fmt_pair(rank_mean) if rank_mean else base.MISSING) if benchmarks.can_rank(column) \
+          else base.NA
+      rows.append((column.header(), [base.fmt_pair(v) if v else base.MISSING for v in cells] + [rank_cell]))
+    rows.append(("SuperGLUE score", [base.fmt(benchmarks.benchmark_score(scores[name])) for name in COLUMNS]
+                 + [base.fmt(benchmarks.rank_score(COLUMNS_TASKLESS, ranked))]))
     quoted = QUOTES.get(size, {})
     quotes = {label: quoted[key] for label, key in zip([r[0] for r in rows],
                                                         [c.label for c in benchmarks.SUPER_GLUE] + ["SuperGLUE"])
@@ -93,7 +103,8 @@ class LesterSuperGlue(base.PaperTable):
              f"The seeds quote per-task numbers only for XXL; none at {size} (../shared/seeds/{self.seed_file}).",
              "Each prompt counts at its last evaluation (no checkpoint selection on dev); the ensemble is the "
              "majority vote of the 5 prompts' predictions; the SuperGLUE score is the mean of the task scores.",
-             "Inputs without T5's task name (taskless_* tasks), as the paper states."]
-    return base.Grid(self.title + f" — T5 1.1 LM-adapted {size.upper()}", list(COLUMNS), rows,
+             "Inputs without T5's task name (taskless_* tasks), as the paper states.",
+             benchmarks.rank_note(COLUMNS_TASKLESS)]
+    return base.Grid(self.title + f" — T5 1.1 LM-adapted {size.upper()}", [*COLUMNS, RANK_COLUMN], rows,
                      quote_columns=[f"paper (quoted): {c}" for c in COLUMNS] if quotes else [], quotes=quotes,
                      notes=notes)

@@ -40,8 +40,15 @@ def seed_bindings(seed: int) -> tuple[str, ...]:
   return (f"TrainConfig.seed = {seed}", f"DataConfig.seed = {seed}")
 
 
-def target_metrics(record: Optional[Mapping[str, Any]], column: benchmarks.Column) -> Optional[list[float]]:
-  return None if record is None else benchmarks.task_metrics(column, record["eval"])
+def target_metrics(record: Optional[Mapping[str, Any]], column: benchmarks.Column,
+                   mode: str = "decode") -> Optional[list[float]]:
+  return None if record is None else benchmarks.task_metrics(column, record["eval"], mode)
+
+
+def seed_mean(records: Mapping[str, Any], folders: Sequence[str], column: benchmarks.Column,
+              mode: str = "decode") -> Optional[list[float]]:
+  values = [target_metrics(records.get(f), column, mode) for f in folders]
+  return None if any(v is None for v in values) else [float(x) for x in np.mean(np.asarray(values), axis=0)]
 
 
 def source_tasks(extended: bool = False) -> tuple[str, ...]:
@@ -86,18 +93,24 @@ class MPTGlueSuperGlue(_MPTTable):
     return jobs
 
   def gather(self, records: Mapping[str, Any], size: str) -> base.Grid:
-    cells, glue, sglue = [], [], []
+    cells, glue, sglue, ranked = [], [], [], {}
     for column in self.columns():
-      values = [target_metrics(records.get(f"seed{s}/{column.label}"), column) for s in SEEDS]
-      mean = None if any(v is None for v in values) else [float(x) for x in np.mean(np.asarray(values), axis=0)]
+      folders = [f"seed{s}/{column.label}" for s in SEEDS]
+      mean = seed_mean(records, folders, column)
       cells.append(base.fmt_pair(mean) if mean else base.MISSING)
       (glue if column in benchmarks.GLUE else sglue).append(benchmarks.score(mean))
-    row = cells + [base.fmt(benchmarks.benchmark_score(glue)), base.fmt(benchmarks.benchmark_score(sglue))]
-    columns = [c.header() for c in self.columns()] + ["GLUE avg", "SuperGLUE avg"]
+      ranked[column] = seed_mean(records, folders, column, "rank")
+    glue_cols, sglue_cols = benchmarks.GLUE, super_glue_targets()
+    row = cells + [base.fmt(benchmarks.benchmark_score(glue)), base.fmt(benchmarks.benchmark_score(sglue)),
+                   *(base.fmt(benchmarks.rank_score(cols, [ranked[c] for c in cols])) for cols in (glue_cols,
+                                                                                                   sglue_cols))]
+    columns = [c.header() for c in self.columns()] + ["GLUE avg", "SuperGLUE avg", "GLUE avg (rank)",
+                                                      "SuperGLUE avg (rank)"]
     notes = [f"Mean over seeds {list(SEEDS)} (source training and targets per seed; the teachers once, seed 0) of "
              "each target's last evaluation; an average is the mean of the task scores.",
              f"Quoted from ../shared/seeds/{self.seed_file} (Wang et al. 2023)"
-             + (" at T5-Base." if size == "base" else f"; the seeds quote T5-Base only, not {size}.")]
+             + (" at T5-Base." if size == "base" else f"; the seeds quote T5-Base only, not {size}."),
+             benchmarks.rank_note(self.columns())]
     quote = {"MPT": [QUOTE_MAIN]} if size == "base" else {}
     return base.Grid(f"{self.title} — {size}", columns, [("MPT", row)],
                      quote_columns=["paper (quoted)"] if quote else [], quotes=quote, notes=notes)
@@ -123,14 +136,18 @@ class MPTAblations(_MPTTable):
     rows = []
     for row in mpt_ablations.ABLATIONS:
       values = [target_metrics(records.get(f"{row.name}/{c.label}"), c) for c in super_glue_targets()]
+      ranked = [target_metrics(records.get(f"{row.name}/{c.label}"), c, "rank") for c in super_glue_targets()]
       cells = [base.fmt_pair(v) if v else base.MISSING for v in values]
       rows.append((f"{row.name}: {row.description}",
-                   cells + [base.fmt(benchmarks.benchmark_score([benchmarks.score(v) for v in values]))]))
+                   cells + [base.fmt(benchmarks.benchmark_score([benchmarks.score(v) for v in values])),
+                            base.fmt(benchmarks.rank_score(super_glue_targets(), ranked))]))
     quotes = {label: [QUOTE_ABLATIONS[r.name]] for (label, _), r in zip(rows, mpt_ablations.ABLATIONS)
               if r.name in QUOTE_ABLATIONS} if size == "base" else {}
     notes = ["Seed 0 (the seeds give no seed count for the ablations); each target at its last evaluation; the last "
              "column is the mean of the task scores.",
              f"Quoted from ../shared/seeds/{self.seed_file} (Wang et al. 2023, T5-Base SuperGLUE averages; none for "
              "the 12-source-task row)" + ("." if size == "base" else f"; no number at {size}.")]
-    return base.Grid(f"{self.title} — {size}", [c.header() for c in super_glue_targets()] + ["SuperGLUE avg"], rows,
+    notes.append(benchmarks.rank_note(super_glue_targets()))
+    return base.Grid(f"{self.title} — {size}",
+                     [c.header() for c in super_glue_targets()] + ["SuperGLUE avg", "SuperGLUE avg (rank)"], rows,
                      quote_columns=["paper (quoted): SuperGLUE avg"] if quotes else [], quotes=quotes, notes=notes)

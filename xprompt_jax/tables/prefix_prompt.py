@@ -22,6 +22,10 @@ SEEDS = (0, 1, 2)
 METHODS = (("prompt", "Prompt tuning (L = 100, class labels)"), ("prefix", "Prefix tuning (L = 10, MLP)"))
 
 
+def _seed_mean(values):
+  return None if any(v is None for v in values) else [float(x) for x in np.mean(np.asarray(values), axis=0)]
+
+
 def folder(method: str, column: benchmarks.Column, seed: int) -> str:
   return f"{method}/{column.label}/seed{seed}"
 
@@ -46,18 +50,21 @@ class PrefixVsPrompt(base.PaperTable):
   def gather(self, records: Mapping[str, Any], size: str) -> base.Grid:
     rows = []
     for method, label in METHODS:
-      cells, scores = [], []
+      cells, scores, ranked = [], [], []
       for column in benchmarks.SUPER_GLUE:
         runs = [records.get(folder(method, column, s)) for s in SEEDS]
-        values = [benchmarks.task_metrics(column, r["last"]) if r else None for r in runs]
-        mean = None if any(v is None for v in values) else list(np.mean(np.asarray(values), axis=0))
+        mean, rank = (_seed_mean([benchmarks.task_metrics(column, r["last"], mode) if r else None for r in runs])
+                      for mode in benchmarks.MODES)
         cells.append(base.fmt_pair(mean) if mean else base.MISSING)
         scores.append(benchmarks.score(mean) if mean else None)
-      rows.append((label, cells + [base.fmt(benchmarks.benchmark_score(scores))]))
-    columns = [c.header() for c in benchmarks.SUPER_GLUE] + ["SuperGLUE score"]
+        ranked.append(rank)
+      rows.append((label, cells + [base.fmt(benchmarks.benchmark_score(scores)),
+                                   base.fmt(benchmarks.rank_score(benchmarks.SUPER_GLUE, ranked))]))
+    columns = [c.header() for c in benchmarks.SUPER_GLUE] + ["SuperGLUE score", "SuperGLUE score (rank)"]
     notes = [f"Mean over seeds {list(SEEDS)} of each run's last evaluation; the SuperGLUE score is the mean of the "
              "task scores.",
              "The seeds quote no per-task number for prefix tuning on SuperGLUE; they state (Ma et al. 2022, "
              f"../shared/seeds/{self.seed_file}) that Prefix-Tuning, designed for generation, does worse than prompt "
-             "tuning on most NLU tasks."]
+             "tuning on most NLU tasks.",
+             benchmarks.rank_note(benchmarks.SUPER_GLUE)]
     return base.Grid(f"{self.title} — T5 1.1 LM-adapted {size.upper()}", columns, rows, notes=notes)

@@ -20,7 +20,8 @@ from xprompt_jax.tables import base
 from xprompt_jax.tables import benchmarks
 
 SEEDS = (0, 1, 2)
-SELECT_METRIC = {"MultiRC": "f1", "ReCoRD": "f1"}  # Early stopping metric per task (others: accuracy).
+# Early stopping metric per task (others: accuracy), on the decoded predictions (the paper configs evaluate both).
+SELECT_METRIC = {"MultiRC": "decode/f1", "ReCoRD": "decode/f1"}
 CONTROL_FLAGS = ("reversed_control", "random_control", "length_control", "token_only", "piece_only")
 FEW_SHOT_TASKS = ("BoolQ", "WiC", "RTE")
 CONTROL_TASKS = ("CB", "RTE", "WiC", "WSC")
@@ -40,22 +41,22 @@ QUOTE_CONTROLS = ("XPrompt best; Reversed clearly worse than every variant; Leng
 def job_bindings(column: benchmarks.Column, seed: int, *, controls: bool, extra: Sequence[str] = ()) -> tuple:
   out = [f"MIXTURE_OR_TASK_NAME = '{column.task}'", f"TrainConfig.seed = {seed}", f"DataConfig.seed = {seed}",
          f"XPromptPipelineConfig.control_seed = {seed}",
-         f"XPromptPipelineConfig.select_metric = '{SELECT_METRIC.get(column.label, 'accuracy')}'"]
+         f"XPromptPipelineConfig.select_metric = '{SELECT_METRIC.get(column.label, 'decode/accuracy')}'"]
   out += [f"XPromptPipelineConfig.{flag} = {controls}" for flag in CONTROL_FLAGS]
   return (*out, *extra)
 
 
-def variant_metrics(record: Optional[Mapping[str, Any]], variant: str, column: benchmarks.Column
-                    ) -> Optional[list[float]]:
+def variant_metrics(record: Optional[Mapping[str, Any]], variant: str, column: benchmarks.Column,
+                    mode: str = "decode") -> Optional[list[float]]:
   """The column's metrics of one variant of a finished xprompt job (None: not finished or no such variant)."""
   if record is None or variant not in record["variants"]:
     return None
-  return benchmarks.task_metrics(column, record["variants"][variant]["eval"])
+  return benchmarks.task_metrics(column, record["variants"][variant]["eval"], mode)
 
 
 def seed_mean(records: Mapping[str, Any], folders: Sequence[str], variant: str,
-              column: benchmarks.Column) -> Optional[list[float]]:
-  values = [variant_metrics(records.get(f), variant, column) for f in folders]
+              column: benchmarks.Column, mode: str = "decode") -> Optional[list[float]]:
+  values = [variant_metrics(records.get(f), variant, column, mode) for f in folders]
   if any(v is None for v in values):
     return None
   return [float(x) for x in np.mean(np.asarray(values), axis=0)]
@@ -94,13 +95,16 @@ class _XPromptTable(base.PaperTable):
     rows = []
     for setting, (_, variants) in self.settings().items():
       for variant in variants:
-        cells, scores = [], []
+        cells, scores, ranked = [], [], []
         for column in self._columns():
-          mean = seed_mean(records, [self.folder(column, s, setting) for s in self.seeds], variant, column)
+          folders = [self.folder(column, s, setting) for s in self.seeds]
+          mean = seed_mean(records, folders, variant, column)
           cells.append(base.fmt_pair(mean) if mean else base.MISSING)
           scores.append(benchmarks.score(mean))
+          ranked.append(seed_mean(records, folders, variant, column, "rank"))
         label = VARIANTS[variant] + (f" ({setting.replace('_', ' ')} init)" if setting else "")
-        rows.append((label, cells + [base.fmt(benchmarks.benchmark_score(scores))]))
+        rows.append((label, cells + [base.fmt(benchmarks.benchmark_score(scores)),
+                                     base.fmt(benchmarks.rank_score(self._columns(), ranked))]))
     return rows
 
   def quote(self, size: str) -> Optional[str]:
@@ -111,11 +115,12 @@ class _XPromptTable(base.PaperTable):
     quote = self.quote(size)
     seeds = f"mean over seeds {list(self.seeds)}" if len(self.seeds) > 1 else f"seed {self.seeds[0]}"
     notes = [f"Each cell: {seeds} of the variant's best checkpoint on dev (early stopping by "
-             "XPromptPipelineConfig.select_metric: f1 (F1a) for MultiRC and ReCoRD, accuracy otherwise); XPrompt is "
-             "the best rewound ratio; the last column is the mean of the task scores.",
+             "XPromptPipelineConfig.select_metric: decoded f1 (F1a) for MultiRC and ReCoRD, decoded accuracy "
+             "otherwise); XPrompt is the best rewound ratio; the mean column is the mean of the task scores.",
              f"Quoted from ../shared/seeds/{self.seed_file} (Ma et al. 2022)" + ("." if quote else
-                                                                                  f": no number at {size}.")]
-    columns = [c.header() for c in self._columns()] + ["mean"]
+                                                                                  f": no number at {size}."),
+             benchmarks.rank_note(self._columns())]
+    columns = [c.header() for c in self._columns()] + ["mean", "mean (rank)"]
     return base.Grid(f"{self.title} — T5 1.1 LM-adapted {size.upper()}", columns, rows,
                      quote_columns=["paper (quoted)"] if quote else [],
                      quotes={VARIANTS["xprompt"]: [quote]} if quote else {},
