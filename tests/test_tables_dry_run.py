@@ -42,6 +42,37 @@ def test_lester_dry_run_trains_five_prompts_and_ensembles_them(tmp_path):
 
 
 @pytest.mark.paper_table
+def test_lester_lm_steps_dry_run_lm_adapts_and_tunes_prompts_on_its_exports(tmp_path):
+  result, out = _table(tmp_path, "lester_lm_steps", "paper/prompt_tuning_base.gin", "lm_adapt",
+                       "class_labels-L100-lm10k/RTE/seed0", "class_labels-L100-lm50k/RTE/seed0")
+  assert "table: lm_adapt (lm_adapt)" in out and "c4_v220_prefix_lm[train]" in out
+  assert json.loads((tmp_path / "lm_adapt" / "result.json").read_text())["exports"] == [1, 2]
+  for row, export in (("lm10k", 1), ("lm50k", 2)):  # Each row's prompt is tuned on its own export.
+    meta = (tmp_path / f"class_labels-L100-{row}" / "RTE" / "seed0" / "checkpoints" / "2" / "meta" / "metadata")
+    assert f"lm_adapt/export/checkpoint_{export}" in meta.read_text(), row
+  assert (tmp_path / "table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert result["plot"]["x_label"] == "LM adaptation steps"
+
+
+@pytest.mark.paper_table
+def test_lester_objective_dry_run_trains_the_sentinel_task_on_the_span_corruption_checkpoint(tmp_path):
+  _, out = _table(tmp_path, "lester_objective", "paper/prompt_tuning_small.gin",
+                  "class_labels-L100-sc_sentinel/CB/seed0")
+  assert "sentinel_taskless_super_glue_cb_v102/decode/accuracy=" in out
+  assert "sentinel_taskless_super_glue_cb_v102/rank/accuracy=" in out  # Ranked behind the sentinel too.
+
+
+@pytest.mark.paper_table
+@pytest.mark.slow
+def test_lester_transfer_dry_runs_evaluate_out_of_domain_and_zero_shot(tmp_path):
+  mrqa, out = _table(tmp_path / "mrqa", "lester_mrqa", "paper/prompt_tuning_xxl.gin", "squad/seed0")
+  assert "mrqa_textbook_qa_v100/decode/f1=" in out and "squad_v010_allanswers/decode/f1=" in out
+  assert mrqa["quote_columns"] and (tmp_path / "mrqa" / "table.png").exists()
+  _, out = _table(tmp_path / "pp", "lester_paraphrase", "paper/prompt_tuning_xxl.gin", "qqp_to_mrpc/seed0")
+  assert "taskless_glue_mrpc_from_qqp_v002/decode/accuracy=" in out and "data: glue_qqp_v002[train]" in out
+
+
+@pytest.mark.paper_table
 def test_prefix_vs_prompt_dry_run_trains_prefix_tuning(tmp_path):
   _, out = _table(tmp_path, "prefix_vs_prompt", "paper/prefix_tuning_base.gin", "prefix/WSC/seed0")
   assert "method: prefix" in out
@@ -66,7 +97,9 @@ def test_xprompt_superglue_dry_run_selects_multircs_best_checkpoint_by_f1(tmp_pa
   assert "stage rewind_r" in out
   record = json.loads((tmp_path / "MultiRC" / "seed0" / "result.json").read_text())
   assert set(record["variants"]) == {"prompt_tuning", "xprompt"}  # Controls are off in the SuperGLUE table.
-  assert set(record["variants"]["xprompt"]["eval"]["super_glue_multirc_v102"]) >= {"f1", "exact_match"}
+  # Decoded and ranked (EvalConfig.mode='both'), the checkpoint selected on the decoded F1a.
+  assert set(record["variants"]["xprompt"]["eval"]["super_glue_multirc_v102"]) >= {
+      "decode/f1", "decode/exact_match", "rank/f1", "rank/exact_match"}
   assert result["quote_columns"] == ["paper (quoted)"]  # XXL: the paper's best scores, labelled as a quote.
 
 

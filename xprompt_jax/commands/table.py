@@ -11,8 +11,8 @@
 Each run is the per-run command of the paper config (`xprompt-jax train`, `xprompt`, `mpt`, `ensemble`) with the
 run's bindings, in its own folder `<results_dir>/<run>` (its model_dir); a finished run is read back, an
 unfinished one resumes (`training.stages`). Prints "table: <run> (<kind>)" per run started, then the table, which
-goes to <results_dir>/table.md and table.json. `--gin.NAME=VALUE` bindings apply to every run. Exit status 1 when a
-run failed (the others still ran).
+goes to <results_dir>/table.md and table.json (the sweeps' and transfer tables' figure to table.png).
+`--gin.NAME=VALUE` bindings apply to every run. Exit status 1 when a run failed (the others still ran).
 """
 import os
 import shlex
@@ -45,8 +45,8 @@ def _gin_config(gin_files, bindings):
   # Every configurable a run may construct is registered before the config is parsed and locked (a module imported
   # later, inside a run, could not register its own).
   import importlib
-  for module in ("compare", "mpt", "xprompt"):
-    importlib.import_module(f"xprompt_jax.pipelines.{module}")
+  for module in ("pipelines.compare", "pipelines.mpt", "pipelines.xprompt", "pretraining.train"):
+    importlib.import_module(f"xprompt_jax.{module}")
   gin.clear_config()
   common.parse_gin(gin_files, bindings, flags.FLAGS.gin_search_paths)
 
@@ -90,18 +90,21 @@ def _run(table, size, jobs, selected):
   from xprompt_jax.tables import runner
   from xprompt_jax.training import stages
   import contextlib
-  bindings = list(f.gin_bindings)
+  bindings, dry_bindings = list(f.gin_bindings), []
   _gin_config(f.gin_file, [*bindings, *jobs[0].bindings])  # The config is checked before any run starts.
   context = contextlib.nullcontext()
   if f.dry_run:
     from xprompt_jax.models.config import T5Config
-    bindings += dry.bindings(T5Config(), dry.write_backbone(f.results_dir, T5Config()), table.dry_run_batch_size)
+    dry_bindings = dry.bindings(T5Config(), dry.write_backbone(f.results_dir, T5Config()), table.dry_run_batch_size)
     context = dry.data_sources()
   if not f.results_dir.startswith("gs://"):  # On a pod, JAX_COMPILATION_CACHE_DIR may name a bucket folder.
     _enable_compilation_cache(os.path.join(f.results_dir, "jax_cache"))
 
   def execute(job, run_dir):
-    _gin_config(f.gin_file, [*bindings, *job.bindings])
+    # The job's bindings make it its run; a dry run's caps and tiny backbone win over them (a job may name a
+    # checkpoint); a backbone the table made itself (an lm_adapt export) comes last.
+    _gin_config(f.gin_file, [*bindings, *job.bindings, *dry_bindings,
+                             *table_jobs.backbone_bindings(job, f.results_dir)])
     return table_jobs.EXECUTORS[job.kind](job, run_dir, f.results_dir)
 
   start = time.time()
@@ -127,6 +130,8 @@ def _run(table, size, jobs, selected):
   storage.write_bytes(storage.join(f.results_dir, "table.md"), text.encode("utf-8"))
   summary = {**render.as_json(grid), "unfinished": unfinished, "failures": failures}
   storage.write_bytes(storage.join(f.results_dir, "table.json"), json.dumps(summary, indent=1).encode("utf-8"))
+  if grid.plot:
+    storage.write_bytes(storage.join(f.results_dir, "table.png"), render.plot_png(grid))
   print(text)
   print(f"table: {len(records)}/{len(jobs)} runs finished ({time.time() - start:.0f} s this call); "
         f"{storage.join(f.results_dir, 'table.md')}")

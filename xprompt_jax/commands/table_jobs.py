@@ -55,6 +55,37 @@ def ensemble_job(job: base.Job, run_dir: str, results_dir: str) -> dict:
   return {"task": job.task, "prompts": list(job.needs), "eval": out}
 
 
+def lm_adapt_job(job: base.Job, run_dir: str, results_dir: str) -> dict:
+  """`xprompt-jax pretrain --model_dir=<run_dir>` on the job's config (LM adaptation of a span-corruption
+  checkpoint): {"exports": [step, ...]} of every export it made (`<run_dir>/export/checkpoint_<step>`), in order."""
+  del results_dir
+  import os
+  from xprompt_jax.pretraining import train as pretrain_lib
+  report = pretrain_lib.pretrain(run_dir)
+  root = os.path.join(run_dir, pretrain_lib.EXPORT_SUBDIR)
+  steps = sorted(int(n.split("_")[-1]) for n in os.listdir(root) if n.startswith("checkpoint_"))
+  return {"step": int(report["step"]), "validation_loss": report["validation_loss"],
+          "exports": steps}
+
+
+def backbone_bindings(job: base.Job, results_dir: str) -> list[str]:
+  """The bindings that point a job at a backbone another job of the table made (its `backbone_export` option:
+  (folder, index of that job's export)); none for a job on a public checkpoint."""
+  made = job.option("backbone_export")
+  if not made:
+    return []
+  from xprompt_jax.checkpoints import storage
+  from xprompt_jax.training import stages
+  folder, index = made
+  record = stages.read_result(storage.join(results_dir, folder))
+  exports = (record or {}).get("exports", [])
+  if index >= len(exports):
+    raise ValueError(f"{job.folder} loads export {index} of {folder}, which made {len(exports)} ({exports}); rerun "
+                     f"{folder} (move its folder away) to make them")
+  path = storage.join(results_dir, folder, "export", f"checkpoint_{exports[index]}")
+  return [f"INITIAL_CHECKPOINT_PATH = {path!r}", f"TrainConfig.initial_checkpoint = {path!r}"]
+
+
 def _lazy(module: str, name: str) -> Callable[[base.Job, str, str], Any]:
   """A job function of another module, imported when a job of its kind runs (XPrompt and MPT jobs)."""
   def run(job: base.Job, run_dir: str, results_dir: str) -> Any:
@@ -66,6 +97,7 @@ def _lazy(module: str, name: str) -> Callable[[base.Job, str, str], Any]:
 EXECUTORS: dict[str, Callable[[base.Job, str, str], Any]] = {  # (job, its model_dir, the results dir) -> record
     "train": train_job,
     "ensemble": ensemble_job,
+    "lm_adapt": lm_adapt_job,
     "xprompt": _lazy("xprompt_jax.commands.table_jobs_xprompt", "xprompt_job"),
     "mpt_teacher": _lazy("xprompt_jax.commands.table_jobs_mpt", "mpt_teacher_job"),
     "mpt_source": _lazy("xprompt_jax.commands.table_jobs_mpt", "mpt_source_job"),

@@ -1,4 +1,6 @@
-"""SeqIO tasks over the local *training* text only: `pretrain_span_corruption` and `pretrain_prefix_lm`.
+"""SeqIO pretraining tasks: `pretrain_span_corruption` and `pretrain_prefix_lm` over the local *training* text, and
+`c4_v220_prefix_lm`, T5's prefix-LM objective over C4 (TFDS `c4/en:2.2.0`, as T5's c4_v220 tasks: the corpus Lester
+et al. LM-adapt T5 1.1 on; its `validation` split gives the validation loss) for LM adaptation at scale.
 
 The corpus is every string of the training files under `<shared>/data` (SuperGLUE `*/train.jsonl`, FewGLUE
 `*/train.jsonl`, the GLUE re-split `*/train.json`); validation and test files are never opened, so the downstream
@@ -18,8 +20,11 @@ import tensorflow as tf
 
 from xprompt_jax import paths
 from xprompt_jax.pretraining import objectives
+from xprompt_jax.tasks import sources
 from xprompt_jax.tasks import vocab as vocab_lib
 
+C4_PREFIX_LM_TASK = "c4_v220_prefix_lm"
+C4_TFDS = "c4/en:2.2.0"  # T5's c4_v220_* tasks: C4 as TFDS 2.2.0 builds it.
 SPAN_CORRUPTION_TASK = "pretrain_span_corruption"
 PREFIX_LM_TASK = "pretrain_prefix_lm"
 TRAIN_FILE_PATTERNS = ("superglue/*/train.jsonl", "fewglue/*/train.jsonl", "glue_resplit/*/train.json")
@@ -123,5 +128,20 @@ def _register(name: str, objective) -> None:
       output_features=vocab_lib.DEFAULT_OUTPUT_FEATURES, metric_fns=[])
 
 
+def _register_c4() -> None:
+  if C4_PREFIX_LM_TASK in seqio.TaskRegistry.names():
+    return
+  seqio.TaskRegistry.add(
+      C4_PREFIX_LM_TASK,
+      source=sources.HybridSource(C4_PREFIX_LM_TASK, signature={}, tfds_name=C4_TFDS,
+                                  tfds_splits={"train": "train", "validation": "validation"},
+                                  hint="C4 has no local copy: LM adaptation reads TFDS (XPROMPT_DATA_SOURCE=tfds)."),
+      preprocessors=[functools.partial(seqio.preprocessors.rekey, key_map={"targets": "text"}),
+                     seqio.preprocessors.tokenize, objectives.prefix_lm_preprocessor,
+                     seqio.preprocessors.append_eos_after_trim],
+      output_features=vocab_lib.DEFAULT_OUTPUT_FEATURES, metric_fns=[])
+
+
 _register(SPAN_CORRUPTION_TASK, objectives.span_corruption_preprocessor)
 _register(PREFIX_LM_TASK, objectives.prefix_lm_preprocessor)
+_register_c4()

@@ -31,6 +31,7 @@ import numpy as np
 import optax
 
 from xprompt_jax import checkpoints as ckpt_io
+from xprompt_jax.checkpoints import t5x as t5x_io
 from xprompt_jax.models import t5
 from xprompt_jax.models.config import T5Config
 from xprompt_jax.pretraining import tasks as _tasks  # noqa: F401  (registers the pretraining tasks)
@@ -62,6 +63,8 @@ class PretrainConfig:
   unigram_batches: int = 100  # Training batches whose targets give the unigram baseline's distribution.
   checkpoint_period: int = 1_000
   keep_checkpoints: int = 2
+  export_steps: tuple[int, ...] = ()  # Steps before the last at which a T5X export is also written (LM-adaptation
+  # sweeps load each one as a backbone).
   seed: int = 0
   progress_bar: bool = True
 
@@ -74,6 +77,11 @@ class PretrainConfig:
     for name in ("log_period", "checkpoint_period", "eval_batches", "keep_checkpoints"):
       if getattr(self, name) == 0:
         raise ValueError(f"PretrainConfig.{name} must be > 0")
+    steps = self.export_steps
+    if not isinstance(steps, (tuple, list)) or any(not isinstance(x, int) or isinstance(x, bool) or
+                                                   not 0 < x < self.num_train_steps for x in steps):
+      raise ValueError(f"PretrainConfig.export_steps={steps!r} must be steps between 1 and num_train_steps - 1 "
+                       f"({self.num_train_steps - 1})")
     if not self.learning_rate > 0:
       raise ValueError(f"PretrainConfig.learning_rate must be > 0, got {self.learning_rate}")
 
@@ -304,6 +312,11 @@ def pretrain(model_dir: str, *, config: Optional[T5Config] = None, data_cfg: Opt
         val_loss, eval_metrics = evaluation(step)
       if step % cfg.checkpoint_period == 0:
         ckpt.save(step, state, data_position=position, extra_meta={"pretrain": gin.config_str()})
+      if step in cfg.export_steps and not os.path.exists(os.path.join(export_path(model_dir, step),
+                                                                      t5x_io.MSGPACK_NAME)):
+        ckpt_io.save_params(state["trainable"], export_path(model_dir, step), "t5x", config, step=step)
+        if is_main:
+          bar.write(f"exported T5X checkpoint: {export_path(model_dir, step)}")
     bar.close()
     val_loss, eval_metrics = evaluation(step)
     ckpt.save(step, state, data_position=position, extra_meta={"pretrain": gin.config_str()}, force=True)

@@ -5,6 +5,12 @@ import importlib
 # name -> (module, class) of every paper table.
 _TABLES = {
     "lester_superglue": ("lester", "LesterSuperGlue"),
+    "lester_init": ("lester_sweeps", "LesterInit"),
+    "lester_length": ("lester_sweeps", "LesterLength"),
+    "lester_objective": ("lester_sweeps", "LesterObjective"),
+    "lester_lm_steps": ("lester_sweeps", "LesterLMSteps"),
+    "lester_mrqa": ("lester_transfer", "LesterMRQA"),
+    "lester_paraphrase": ("lester_transfer", "LesterParaphrase"),
     "prefix_vs_prompt": ("prefix_prompt", "PrefixVsPrompt"),
     "xprompt_superglue": ("xprompt_tables", "XPromptSuperGlue"),
     "xprompt_fewshot": ("xprompt_tables", "XPromptFewShot"),

@@ -44,6 +44,9 @@ class Grid:
   quote_columns: list[str] = dataclasses.field(default_factory=list)
   quotes: dict[str, Sequence[str]] = dataclasses.field(default_factory=dict)
   notes: list[str] = dataclasses.field(default_factory=list)
+  # A figure of the table (`tables.render.plot`): {"x_label", "y_label", "series": {name: [(x label, mean, std or
+  # None), ...]}}; a point without a number has mean None. None: the table has no figure.
+  plot: Optional[dict] = None
 
   def empty_cells(self) -> list[str]:
     """`row / column` of every measured cell without a number (a job not finished)."""

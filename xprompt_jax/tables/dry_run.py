@@ -24,6 +24,9 @@ CAPS = (
     "EvalConfig.max_examples = 4", "EvalConfig.batch_size = 4",
     "XPromptPipelineConfig.num_epochs = None", "XPromptPipelineConfig.importance_max_examples = 4",
     "MPTConfig.teacher_steps = 2", "MPTConfig.source_steps = 2", "MPTConfig.target_steps = 2",
+    "PretrainConfig.num_train_steps = 2", "PretrainConfig.export_steps = (1,)", "PretrainConfig.eval_period = 0",
+    "PretrainConfig.log_period = 1", "PretrainConfig.checkpoint_period = 2", "PretrainConfig.eval_batches = 1",
+    "PretrainConfig.unigram_batches = 1", "PretrainConfig.progress_bar = False",
 )
 MOCK_EXAMPLES = 40  # Rows per mocked TFDS split: enough for the 32-shot draws.
 
@@ -50,7 +53,8 @@ def bindings(config: T5Config, backbone: str, batch_size: int = 2) -> list[str]:
   the table's `dry_run_batch_size`, the smallest its stages accept)."""
   tiny = tiny_config(config)
   model = [f"T5Config.{k} = {getattr(tiny, k)!r}" for k in (*TINY, "name")]
-  return [*model, f"INITIAL_CHECKPOINT_PATH = {backbone!r}", f"TrainConfig.initial_checkpoint = {backbone!r}", *CAPS,
+  return [*model, f"INITIAL_CHECKPOINT_PATH = {backbone!r}", f"TrainConfig.initial_checkpoint = {backbone!r}",
+          f"SPAN_CORRUPTION_CHECKPOINT_PATH = {backbone!r}", f"PretrainConfig.initial_checkpoint = {backbone!r}", *CAPS,
           f"DataConfig.batch_size = {batch_size}"]
 
 

@@ -13,10 +13,10 @@ from xprompt_jax.checkpoints import storage
 from xprompt_jax.tables import base
 from xprompt_jax.training import stages
 
-KINDS = ("train", "ensemble", "xprompt", "mpt_teacher", "mpt_source", "mpt_target")
-# Kinds whose pipelines (XPrompt, MPT) write their own stage files with local file I/O: a gs:// results dir is refused
-# up front (a gcsfuse-mounted bucket works); train and ensemble runs read and write gs:// directly.
-LOCAL_FILE_KINDS = ("xprompt", "mpt_teacher", "mpt_source", "mpt_target")
+KINDS = ("train", "ensemble", "lm_adapt", "xprompt", "mpt_teacher", "mpt_source", "mpt_target")
+# Kinds whose pipelines (XPrompt, MPT, pretraining) write their own files with local file I/O: a gs:// results dir is
+# refused up front (a gcsfuse-mounted bucket works); train and ensemble runs read and write gs:// directly.
+LOCAL_FILE_KINDS = ("lm_adapt", "xprompt", "mpt_teacher", "mpt_source", "mpt_target")
 Execute = Callable[[base.Job, str], Any]  # (job, its folder) -> record
 
 
