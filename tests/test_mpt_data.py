@@ -101,6 +101,20 @@ def test_few_shot_pool_takes_k_per_class_by_seed(shared):
     mpt_data.few_shot_pool("super_glue_cb_v102", _cfg(), shots=0, seed=0)
 
 
+def test_few_shot_pool_of_k_in_all_draws_uniformly_by_seed(shared):
+  """The paper recipe's reading of "k training examples": k rows of the split, whatever their classes."""
+  del shared
+  rows = {r.tobytes() for r in mpt_data.few_shot_pool("super_glue_cb_v102", _cfg(), shots=1000, seed=0,
+                                                       per_class=False)["encoder_input_tokens"]}
+  assert len(rows) == 250  # CB's whole train split when k exceeds it.
+  draws = [mpt_data.few_shot_pool("super_glue_cb_v102", _cfg(), shots=4, seed=s, per_class=False) for s in range(10)]
+  assert all(len(d["encoder_input_tokens"]) == 4 for d in draws)
+  assert all({r.tobytes() for r in d["encoder_input_tokens"]} <= rows for d in draws)
+  assert len({d["encoder_input_tokens"].tobytes() for d in draws}) == 10  # Ten different draws.
+  again = mpt_data.few_shot_pool("super_glue_cb_v102", _cfg(), shots=4, seed=3, per_class=False)
+  np.testing.assert_array_equal(again["encoder_input_tokens"], draws[3]["encoder_input_tokens"])
+
+
 def test_unknown_sizes_and_mixtures_raise(shared):
   del shared
   with pytest.raises(ValueError, match="mixture"):

@@ -123,7 +123,7 @@ def test_mpt_ablations_dry_run_trains_a_source_variant_and_its_target(tmp_path):
                        "teachers/super_glue_*", "source/distance", "distance/MultiRC")
   assert out.count("(mpt_teacher)") == 6 and "source/distance (mpt_source)" in out
   record = json.loads((tmp_path / "distance" / "MultiRC" / "result.json").read_text())
-  assert "f1" in record["eval"]["super_glue_multirc_v102"]
+  assert {"decode/f1", "rank/f1"} <= set(record["eval"]["super_glue_multirc_v102"])
   row = _cells(result, "distance: prompt-distance (MSE) loss instead of logits + hidden distillation")
   assert base.MISSING not in row[0]  # MultiRC, the first target column.
 
@@ -137,6 +137,14 @@ def test_mpt_dry_run_chains_teachers_source_and_a_target(tmp_path):
   record = json.loads((tmp_path / "seed0" / "MNLI" / "result.json").read_text())
   assert set(record["eval"]) == {"glue_mnli_matched_v002", "glue_mnli_mismatched_v002"}  # As T5 reports MNLI.
   assert (tmp_path / "seed0" / "source" / "stage" / "mpt_source.npz").exists()
+  # The MRQA + Others and few-shot tables reuse those teachers and that source prompt in the same results dir.
+  _, out = _table(tmp_path, "mpt_mrqa_others", "paper/mpt_base.gin", "seed0/NQ", "seed0/Yelp-2")
+  assert "(mpt_teacher)" not in out and "(mpt_source)" not in out
+  nq = json.loads((tmp_path / "seed0" / "NQ" / "result.json").read_text())
+  assert set(nq["eval"]["mrqa_natural_questions_v100"]) == {"decode/em", "decode/f1"}
+  _, out = _table(tmp_path, "mpt_fewshot", "paper/mpt_base.gin", "fewshot/4shot/CB/draw3")
+  few = json.loads((tmp_path / "fewshot" / "4shot" / "CB" / "draw3" / "result.json").read_text())
+  assert (few["shots"], few["draw"]) == (4, 3) and "decode/accuracy" in few["eval"]["super_glue_cb_v102"]
 
 
 @pytest.mark.slow
@@ -146,7 +154,15 @@ def test_mpt_dry_run_chains_teachers_source_and_a_target(tmp_path):
                                             ("xprompt_fewshot", "paper/xprompt_xl.gin"),
                                             ("xprompt_controls", "paper/xprompt_xl.gin"),
                                             ("mpt_glue_superglue", "paper/mpt_base.gin"),
-                                            ("mpt_ablations", "paper/mpt_base.gin")])
+                                            ("mpt_ablations", "paper/mpt_base.gin"),
+                                            ("mpt_mrqa_others", "paper/mpt_base.gin"),
+                                            ("mpt_fewshot", "paper/mpt_base.gin"),
+                                            ("lester_init", "paper/prompt_tuning_base.gin"),
+                                            ("lester_length", "paper/prompt_tuning_base.gin"),
+                                            ("lester_objective", "paper/prompt_tuning_base.gin"),
+                                            ("lester_lm_steps", "paper/prompt_tuning_base.gin"),
+                                            ("lester_mrqa", "paper/prompt_tuning_xxl.gin"),
+                                            ("lester_paraphrase", "paper/prompt_tuning_xxl.gin")])
 def test_whole_table_dry_run_fills_every_cell(tmp_path, table, gin_file):
   result, out = _table(tmp_path, table, gin_file, timeout=7200)
   assert result["unfinished"] == [] and result["failures"] == [], out[-3000:]

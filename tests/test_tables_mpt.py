@@ -66,3 +66,43 @@ def test_structured_mock_rows_are_valid_multiple_choice_examples():
       ds = seqio.get_mixture_or_task(name).get_dataset({"inputs": 64, "targets": 4}, split="train", shuffle=False)
       rows = list(ds.as_numpy_iterator())
       assert rows and all(r["targets_pretokenized"] in (b"A", b"B", b"C", b"D") for r in rows), name
+
+
+def test_mrqa_others_targets_share_the_main_tables_teachers_and_sources():
+  main = {j.folder: j for j in tables.get_table("mpt_glue_superglue").jobs()}
+  jobs = {j.folder: j for j in tables.get_table("mpt_mrqa_others").jobs()}
+  shared = [f for f in jobs if f.startswith(("teachers/", "seed0/source", "seed1/source", "seed2/source"))]
+  assert len(shared) == 6 + 3 and all(jobs[f] == main[f] for f in shared)
+  assert len(jobs) == 6 + 3 * (1 + 8)
+  nq = jobs["seed2/NQ"]
+  assert nq.task == "mrqa_natural_questions_v100" and nq.needs == ("seed2/source",)
+  assert "TASK_FEATURE_LENGTHS = {'inputs': 512, 'targets': 32}" in nq.bindings
+  assert "EvalConfig.split = 'test'" in jobs["seed0/Yelp-2"].bindings  # Yelp-2 has no dev set.
+  assert not any("split" in b for b in jobs["seed0/SciTail"].bindings)
+
+
+def test_mrqa_others_gather_averages_each_benchmark():
+  table = tables.get_table("mpt_mrqa_others")
+  records = {f"seed{s}/{c.label}": _target(c, 50.0 + 10 * (c in mpt_tables.MRQA)) for c in table.columns()
+             for s in mpt_tables.SEEDS}
+  (_, cells), = table.gather(records, "base").rows
+  assert cells[0] == "60.0" and cells[-3:] == ["60.0", "50.0", "40.0"]  # MRQA F1 is free text: no rank.
+
+
+def test_fewshot_jobs_adapt_the_seed0_source_on_ten_draws_of_each_k():
+  jobs = tables.get_table("mpt_fewshot").jobs()
+  targets = [j for j in jobs if j.kind == "mpt_target"]
+  assert len(targets) == 3 * 3 * 10 and {j.needs for j in targets} == {("seed0/source",)}
+  job = {j.folder: j for j in targets}["fewshot/16shot/SciTail/draw7"]
+  assert job.task == "scitail_v100" and job.option("shots") == 16 and job.option("draw") == 7
+  assert "TrainConfig.seed = 7" in job.bindings
+
+
+def test_fewshot_gather_means_the_draws():
+  table = tables.get_table("mpt_fewshot")
+  records = {mpt_tables.few_shot_folder(k, c, d): _target(c, float(k + d)) for k in mpt_tables.SHOTS
+             for c in table.columns() for d in mpt_tables.DRAWS}
+  rows = dict(table.gather(records, "base").rows)
+  assert rows["k = 4"][0] == "8.5" and rows["k = 32"][-2:] == ["36.5", "26.5"]  # mean of k + 0..9
+  del records["fewshot/4shot/CB/draw3"]
+  assert dict(table.gather(records, "base").rows)["k = 4"][1] == "—"

@@ -61,17 +61,20 @@ def mpt_source_job(job: base.Job, run_dir: str, results_dir: str) -> dict:
 
 
 def mpt_target_job(job: base.Job, run_dir: str, results_dir: str) -> dict:
-  """Target adaptation of the job's task from its source job's export (`mpt.adapt_target`): its metrics by
-  evaluation task ({eval task: metrics}, MNLI on matched and mismatched)."""
+  """Target adaptation of the job's task from its source job's export (`mpt.adapt_target`; on the job's `shots`
+  examples of draw `draw` when it has them): its metrics by evaluation task ({eval task: metrics}, MNLI on matched
+  and mismatched)."""
   from xprompt_jax.checkpoints import storage
   from xprompt_jax.tasks import registry_utils
   mpt, cfg, base_cfg, row = _setup(job)
   export = mpt.load_source_export(storage.join(results_dir, job.option("source"), STAGE, mpt.SOURCE_EXPORT))
-  per_task = mpt.adapt_target(storage.join(run_dir, STAGE), cfg, base_cfg, mpt.Frozen.load(base_cfg), export, [job.task],
-                              update=row.update)[job.task]
+  per_task = mpt.adapt_target(storage.join(run_dir, STAGE), cfg, base_cfg, mpt.Frozen.load(base_cfg), export,
+                              [job.task], update=row.update, shots=job.option("shots"),
+                              seed=job.option("draw", 0))[job.task]
   names = registry_utils.evaluation_tasks(job.task, base_cfg.eval.split)
   if len(names) == 1:
     by_task = {names[0]: per_task}
   else:  # Keyed "<eval task>/<metric>" (`mpt.per_task_metrics`).
     by_task = {n: {k[len(n) + 1:]: v for k, v in per_task.items() if k.startswith(f"{n}/")} for n in names}
-  return {"task": job.task, "seed": job.seed, "ablation": row.name, "eval": by_task}
+  return {"task": job.task, "seed": job.seed, "ablation": row.name, "shots": job.option("shots"),
+          "draw": job.option("draw"), "eval": by_task}

@@ -290,7 +290,7 @@ def _adapt(model_dir, cfg, base, frozen, export, targets, update, shots, seed) -
   if len(targets) == 1:
     task = targets[0]
     if shots is not None:
-      pool = mpt_data.few_shot_pool(task, base.data, shots, seed)
+      pool = mpt_data.few_shot_pool(task, base.data, shots, seed, per_class=cfg.few_shot_per_class)
       kwargs["batches_fn"] = mpt_data.make_pool_batches_fn(pool, seed)
   else:
     task = group_mixture(targets, kind="target")

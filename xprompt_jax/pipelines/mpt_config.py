@@ -43,8 +43,9 @@ class MPTConfig:
   target_uv_init: str = "mean"  # "mean" of the sources' u_k, v_k | "matching_source" (same-named source) | "ones".
   target_update: str = "both"  # "both" | "shared_only" (u, v removed) | "task_only" (P* frozen).
   target_multitask: bool = False  # One MPT over the target group (P* shared across it).
-  few_shot: tuple[int, ...] = ()  # k examples per class, e.g. (4, 16, 32); () trains on the full split.
+  few_shot: tuple[int, ...] = ()  # k examples, e.g. (4, 16, 32); () trains on the full split.
   few_shot_seeds: tuple[int, ...] = (0, 1, 2)
+  few_shot_per_class: bool = True  # k examples of each class (True) or k in all, drawn uniformly (False).
   # Ablation extras.
   extended_source_tasks: tuple[str, ...] = mixtures.MPT_EXTRA_SOURCE_TASKS  # The `sources_12` ablation's extra tasks.
   lengths: tuple[int, ...] = ()  # Prompt lengths of `run_length_sweep`.
@@ -72,7 +73,7 @@ class MPTConfig:
       if not getattr(self, field) >= 0:
         raise ValueError(f"MPTConfig.{field} must be >= 0 (0 freezes), got {getattr(self, field)}")
     if any(not isinstance(k, int) or k <= 0 for k in self.few_shot):
-      raise ValueError(f"MPTConfig.few_shot must hold positive ints (examples per class), got {self.few_shot}")
+      raise ValueError(f"MPTConfig.few_shot must hold positive ints (numbers of examples), got {self.few_shot}")
     if self.few_shot and not self.few_shot_seeds:
       raise ValueError("MPTConfig.few_shot is set but few_shot_seeds is empty")
     if self.few_shot and self.target_multitask:

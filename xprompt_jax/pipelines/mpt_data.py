@@ -11,8 +11,8 @@ unknown features, so the stream is built here from one feature-converted seqio d
 step s depends only on (seed, s), so the stream is deterministic in `position`: a resumed run replays the plans of
 the steps already taken to know how many examples each task consumed and skips exactly those.
 
-Few-shot target adaptation (`few_shot_pool`) draws k examples per class (the class is the target token sequence)
-from a task's training split with a seed; `pool_batches` then samples batches from that pool, keyed on the step.
+Few-shot target adaptation (`few_shot_pool`) draws k examples per class (the class is the target token sequence),
+or k in all, from a task's training split with a seed; `pool_batches` then samples batches from that pool, keyed on the step.
 """
 import dataclasses
 import functools
@@ -149,8 +149,10 @@ def _call_sampled(task_names, sampling, rates, data_cfg, position):
   return sampled_batches(task_names, data_cfg, position, sampling, rates)
 
 
-def few_shot_pool(task_name: str, data_cfg: data_lib.DataConfig, shots: int, seed: int) -> Batch:
-  """`shots` examples per class (fewer when a class has fewer) of `task_name`'s split, chosen with `seed`."""
+def few_shot_pool(task_name: str, data_cfg: data_lib.DataConfig, shots: int, seed: int,
+                  per_class: bool = True) -> Batch:
+  """`shots` examples per class (fewer when a class has fewer), or with `per_class=False` `shots` examples of the
+  whole split drawn uniformly, of `task_name`'s split, chosen with `seed`."""
   if not isinstance(shots, int) or shots <= 0:
     raise ValueError(f"few_shot_pool: shots must be a positive int, got {shots!r}")
   task = data_lib.get_task(task_name)
@@ -164,6 +166,9 @@ def few_shot_pool(task_name: str, data_cfg: data_lib.DataConfig, shots: int, see
   for i, r in enumerate(rows):
     by_class.setdefault(r["decoder_target_tokens"].tobytes(), []).append(i)
   rng = np.random.default_rng(seed)
+  if not per_class:
+    return {k: np.stack([rows[i][k] for i in sorted(rng.choice(len(rows), size=min(shots, len(rows)),
+                                                               replace=False).tolist())]) for k in rows[0]}
   picked = []
   for key in sorted(by_class):
     members = by_class[key]

@@ -16,6 +16,8 @@ _TABLES = {
     "xprompt_fewshot": ("xprompt_tables", "XPromptFewShot"),
     "xprompt_controls": ("xprompt_tables", "XPromptControls"),
     "mpt_glue_superglue": ("mpt_tables", "MPTGlueSuperGlue"),
+    "mpt_mrqa_others": ("mpt_tables", "MPTMRQAOthers"),
+    "mpt_fewshot": ("mpt_tables", "MPTFewShot"),
     "mpt_ablations": ("mpt_tables", "MPTAblations"),
 }
 TABLES = tuple(_TABLES)

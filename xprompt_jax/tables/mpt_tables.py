@@ -1,6 +1,9 @@
-"""MPT (Wang et al. 2023): the GLUE + SuperGLUE table and the ablation table, each one command.
+"""MPT (Wang et al. 2023): the GLUE + SuperGLUE table, the MRQA + Others table, the few-shot table and the
+ablation table, each one command.
 
     xprompt-jax table --table=mpt_glue_superglue --gin_file=paper/mpt_base.gin --results_dir=/mnt/B/mpt_base
+    xprompt-jax table --table=mpt_mrqa_others --gin_file=paper/mpt_base.gin --results_dir=/mnt/B/mpt_base
+    xprompt-jax table --table=mpt_fewshot --gin_file=paper/mpt_base.gin --results_dir=/mnt/B/mpt_base
     xprompt-jax table --table=mpt_ablations --gin_file=paper/mpt_base.gin --results_dir=/mnt/B/mpt_ablations_base
 
 Jobs, each its own folder and stage (`training.stages`): `teachers/<source task>` (plain prompt tuning on one
@@ -13,6 +16,7 @@ it), one source prompt per row that changes source training (`source/<row>`; row
 adaptation reuse `source/full`) and every row's 5 SuperGLUE targets (`<row>/<Task>`); `sources_12` adds the 6 extra
 source tasks' teachers. Each target counts at its last evaluation (the MPT pipeline's record).
 """
+import dataclasses
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -151,3 +155,98 @@ class MPTAblations(_MPTTable):
     return base.Grid(f"{self.title} — {size}",
                      [c.header() for c in super_glue_targets()] + ["SuperGLUE avg", "SuperGLUE avg (rank)"], rows,
                      quote_columns=["paper (quoted): SuperGLUE avg"] if quotes else [], quotes=quotes, notes=notes)
+
+
+# The paper's MRQA and Others targets (F1 for the QA sets, accuracy for the classification ones).
+MRQA = (benchmarks.Column("mrqa_natural_questions_v100", "NQ", ("f1",), "F1"),
+        benchmarks.Column("mrqa_hotpot_qa_v100", "HotpotQA", ("f1",), "F1"),
+        benchmarks.Column("mrqa_search_qa_v100", "SearchQA", ("f1",), "F1"),
+        benchmarks.Column("mrqa_news_qa_v100", "NewsQA", ("f1",), "F1"))
+OTHERS = (benchmarks.Column("winogrande_v120", "WinoGrande", ("accuracy",), "acc"),
+          benchmarks.Column("yelp_polarity_v020", "Yelp-2", ("accuracy",), "acc"),
+          benchmarks.Column("scitail_v100", "SciTail", ("accuracy",), "acc"),
+          benchmarks.Column("paws_wiki_v110", "PAWS-Wiki", ("accuracy",), "acc"))
+# MRQA answers are free text longer than the recipe's 16 target tokens (the seeds give no lengths): 32.
+QA_TARGET_BINDINGS = ("TASK_FEATURE_LENGTHS = {'inputs': 512, 'targets': 32}", "EvalConfig.targets_length = 32")
+# Yelp-2 has no dev set (TFDS: train and test only) and the seeds are silent: its test set is evaluated.
+EVAL_SPLIT_BINDINGS = {"Yelp-2": ("EvalConfig.split = 'test'",)}
+FEW_SHOT_TASKS = ("BoolQ", "CB", "SciTail")
+SHOTS = (4, 16, 32)
+DRAWS = tuple(range(10))  # The paper samples each k-shot training set 10 times.
+
+
+class MPTMRQAOthers(MPTGlueSuperGlue):
+  name = "mpt_mrqa_others"
+  title = "MPT on MRQA and Others (dev) (Wang et al. 2023, Table 2)"
+
+  def columns(self) -> tuple[benchmarks.Column, ...]:
+    return (*MRQA, *OTHERS)
+
+  def target_job(self, folder, column, source, seed, ablation="full"):
+    job = super().target_job(folder, column, source, seed, ablation)
+    extra = (*(QA_TARGET_BINDINGS if column in MRQA else ()), *EVAL_SPLIT_BINDINGS.get(column.label, ()))
+    return dataclasses.replace(job, bindings=(*job.bindings, *extra))
+
+  def gather(self, records: Mapping[str, Any], size: str) -> base.Grid:
+    cells, scores, ranked = [], {"MRQA": [], "Others": []}, []
+    for column in self.columns():
+      folders = [f"seed{s}/{column.label}" for s in SEEDS]
+      mean = seed_mean(records, folders, column)
+      cells.append(base.fmt_pair(mean) if mean else base.MISSING)
+      scores["MRQA" if column in MRQA else "Others"].append(benchmarks.score(mean))
+      if column in OTHERS:
+        ranked.append(seed_mean(records, folders, column, "rank"))
+    row = cells + [base.fmt(benchmarks.benchmark_score(v)) for v in scores.values()]
+    row.append(base.fmt(benchmarks.rank_score(OTHERS, ranked)))
+    notes = [f"Mean over seeds {list(SEEDS)} of each target's last evaluation (the teachers and source prompts of "
+             "the GLUE + SuperGLUE table); MRQA: F1 of the decoded answer against every reference; an average is "
+             "the mean of the task scores.",
+             "Yelp-2 has no dev set: its test set is evaluated (the seeds are silent).",
+             f"The seeds quote no MRQA or Others numbers (../shared/seeds/{self.seed_file}).",
+             benchmarks.rank_note(OTHERS) + " (MRQA answers are free text)"]
+    return base.Grid(f"{self.title} — {size}", [c.header() for c in self.columns()] +
+                     ["MRQA avg", "Others avg", "Others avg (rank)"], [("MPT", row)], notes=notes)
+
+
+def few_shot_folder(shots: int, column: benchmarks.Column, draw: int) -> str:
+  return f"fewshot/{shots}shot/{column.label}/draw{draw}"
+
+
+class MPTFewShot(_MPTTable):
+  name = "mpt_fewshot"
+  title = "MPT few-shot adaptation, k = 4, 16, 32 training examples (Wang et al. 2023, Tables 3-4)"
+
+  def columns(self) -> tuple[benchmarks.Column, ...]:
+    return benchmarks.by_label((*benchmarks.SUPER_GLUE, *OTHERS), FEW_SHOT_TASKS)
+
+  def jobs(self) -> list[base.Job]:
+    tasks = source_tasks()
+    jobs = [*self.teacher_jobs(tasks), self.source_job("seed0/source", tasks, 0)]
+    for shots in SHOTS:
+      for column in self.columns():
+        for draw in DRAWS:
+          job = self.target_job(few_shot_folder(shots, column, draw), column, "seed0/source", draw)
+          jobs.append(dataclasses.replace(job, options=(*job.options, ("shots", shots), ("draw", draw))))
+    return jobs
+
+  def gather(self, records: Mapping[str, Any], size: str) -> base.Grid:
+    rows = []
+    for shots in SHOTS:
+      cells, scores, ranked = [], [], []
+      for column in self.columns():
+        folders = [few_shot_folder(shots, column, d) for d in DRAWS]
+        mean = seed_mean(records, folders, column)
+        cells.append(base.fmt_pair(mean) if mean else base.MISSING)
+        scores.append(benchmarks.score(mean))
+        ranked.append(seed_mean(records, folders, column, "rank"))
+      rows.append((f"k = {shots}", cells + [base.fmt(benchmarks.benchmark_score(scores)),
+                                            base.fmt(benchmarks.rank_score(self.columns(), ranked))]))
+    notes = [f"Each cell: the mean over {len(DRAWS)} draws of k training examples (MPTConfig.few_shot_per_class: k "
+             "in all, the seed's 'k training examples') of the target's last evaluation on the full dev set, adapted "
+             "from the source prompt of seed 0 (the seeds give no seed for the few-shot source: seed 0 chosen); a "
+             "draw's seed also seeds its adaptation.",
+             f"The seeds quote no few-shot numbers (../shared/seeds/{self.seed_file}); they state that MPT beats "
+             "vanilla prompt tuning and SPoT at every k.",
+             benchmarks.rank_note(self.columns())]
+    return base.Grid(f"{self.title} — {size}", [c.header() for c in self.columns()] + ["mean", "mean (rank)"],
+                     rows, notes=notes)
