@@ -55,6 +55,26 @@ def test_train_eval_infer(tmp_path):
                     f"--output={scored}")
   assert rc == 1 and "give exactly one of --checkpoint (a frozen T5) and --model_dir" in log, log[-2000:]
 
+  # T5X's infer layout: <task>-predict.jsonl-00000-of-00001, {"input": pretokenized features, "prediction"}.
+  t5x_dir = tmp_path / "t5x_infer"
+  rc, log = run_cli("infer", *TINY, f"--model_dir={model_dir}", f"--output_dir={t5x_dir}")
+  assert rc == 1 and "--output_dir writes T5X's decoded predictions, but super_glue_rte_v102 is evaluated by rank" \
+      in log and not t5x_dir.exists(), log[-2000:]
+  rc, log = run_cli("infer", *TINY, f"--model_dir={model_dir}", f"--output_dir={t5x_dir}",
+                    "--gin.EvalConfig.mode='both'")
+  assert rc == 0, log[-3000:]
+  lines = [json.loads(l) for l in open(t5x_dir / "super_glue_rte_v102-predict.jsonl-00000-of-00001")]
+  assert len(lines) == 8 and set(lines[0]) == {"input", "prediction"}
+  assert lines[0]["input"]["inputs_pretokenized"] == records[0]["inputs"]
+  assert lines[0]["input"]["targets_pretokenized"] == records[0]["targets"]
+  rc, log = run_cli("infer", *TINY, f"--model_dir={model_dir}", f"--inputs={rows}", f"--output_dir={t5x_dir}")
+  assert rc == 0, log[-3000:]
+  lines = [json.loads(l) for l in open(t5x_dir / "in-predict.jsonl-00000-of-00001")]
+  assert [l["input"] for l in lines] == [{"inputs_pretokenized": "rte hypothesis: a. premise: b."},
+                                         {"inputs_pretokenized": "another one"}]
+  rc, log = run_cli("infer", *TINY, f"--model_dir={model_dir}", f"--output={out}", f"--output_dir={t5x_dir}")
+  assert rc == 1 and "give exactly one of --output (a jsonl) and --output_dir" in log
+
 
 def test_unknown_gin_binding_and_empty_model_dir(tmp_path):
   rc, log = run_cli("train", *TINY, "--gin.TrainConfig.num_train_stepz=3", f"--model_dir={tmp_path / 'a'}")

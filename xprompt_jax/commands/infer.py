@@ -4,11 +4,20 @@
     xprompt-jax infer --gin_file=runs/smoke_cpu.gin --model_dir=/tmp/xprompt_smoke --inputs=IN.jsonl \
       --output=/tmp/preds.jsonl
 
+    xprompt-jax infer --gin_file=paper/prompt_tuning_xxl.gin --model_dir=gs://B/rte --output_dir=gs://B/rte_infer
+
 Without --inputs it predicts a task split (default: the training task's EvalConfig.split), one record per example
 with inputs, targets and the predictions of the configured mode (rank scores per label, decoded text). With
 --inputs (jsonl rows {"inputs": str, ...}) it decodes each row greedily (beam with EvalConfig.beam_size > 1) and
 adds "prediction". The output appears atomically.
+
+`--output_dir` writes T5X's infer layout instead (t5x/infer.py, mode 'predict'): one file
+`<output_dir>/<task>-predict.jsonl-00000-of-00001` (with --inputs: `<inputs file stem>-predict...`) whose lines are
+{"input": {"inputs_pretokenized": ..., "targets_pretokenized": ...}, "prediction": the decoded text} (not
+postprocessed, as T5X writes it), so scripts that read T5X's inference files read these. It needs decoding
+(EvalConfig.mode 'decode' or 'both', the paper configs' mode).
 """
+import os
 import time
 
 from absl import flags
@@ -23,6 +32,8 @@ common.define_once(flags.DEFINE_string, "task", None, "Task to predict (default:
 common.define_once(flags.DEFINE_string, "inputs", None,
                    "jsonl with {\"inputs\": str} rows to decode instead of a task.")
 common.define_once(flags.DEFINE_string, "output", None, "jsonl to write.")
+common.define_once(flags.DEFINE_string, "output_dir", None, "Write T5X infer's layout here instead of --output: "
+                   "<task>-predict.jsonl-00000-of-00001 (local or gs://).")
 common.define_once(flags.DEFINE_list, "prompts", None,
                    "With --inputs: NAME=SOURCE prompts (runs or prompt files) served together; each row names its "
                    "prompt in 'task' or 'prompt' (mixed-task inference in shared batches).")
@@ -79,11 +90,45 @@ def _mixed_task_infer():
         f"to {f.output} [{stats['examples_per_s']:.1f} examples/s]")
 
 
+T5X_SHARD = "-predict.jsonl-00000-of-00001"  # One shard, as t5x/infer.py names it with num_shards=1.
+
+
+def t5x_lines(records, examples=None) -> list[dict]:
+  """T5X infer's lines ({"input": pretokenized features, "prediction": decoded text}) of `records` (a task's
+  `TaskEvaluator.predict` records with its `examples`, or --inputs rows with their "prediction")."""
+  def text(value):
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+  out = []
+  for i, r in enumerate(records):
+    if examples is None:
+      line = {"input": {"inputs_pretokenized": r["inputs"]}, "prediction": r["prediction"]}
+    else:
+      pretokenized = {k: text(v) for k, v in examples[i].items() if k.endswith("_pretokenized")}
+      line = {"input": pretokenized or {"inputs_pretokenized": r["inputs"], "targets_pretokenized": r["targets"]},
+              "prediction": r["decode_prediction"]}
+    out.append(line)
+  return out
+
+
+def _write_t5x(folder: str, name: str, lines) -> str:
+  import json
+  from xprompt_jax.checkpoints import storage
+  if not storage.is_gcs(folder):
+    import os
+    os.makedirs(folder, exist_ok=True)
+  path = storage.join(folder, name + T5X_SHARD)
+  storage.write_bytes(path, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode("utf-8"))
+  return path
+
+
 def main(argv):
   common.init_run(argv)
-  if not flags.FLAGS.output:
-    raise ValueError("--output is required")
-  if flags.FLAGS.prompts:
+  f = flags.FLAGS
+  if bool(f.output) == bool(f.output_dir):
+    raise ValueError("give exactly one of --output (a jsonl) and --output_dir (T5X infer's layout)")
+  if f.prompts:
+    if f.output_dir:
+      raise ValueError("--prompts writes one --output jsonl (rows of several prompts), not T5X's per-task layout")
     return _mixed_task_infer()
   from xprompt_jax import jsonl_io
   from xprompt_jax.evaluation import evaluator as eval_lib
@@ -99,13 +144,24 @@ def main(argv):
     rows = jsonl_io.read_rows(flags.FLAGS.inputs, fields=("inputs",))
     preds = _decode_rows(run, rows, eval_cfg, vocab_lib.get_default_vocabulary())
     records = [{**r, "prediction": p} for r, p in zip(rows, preds)]
+    name, lines = (os.path.splitext(os.path.basename(f.inputs))[0], t5x_lines(records)) if f.output_dir else ("", [])
   else:
     evaluator = eval_lib.make_evaluator(flags.FLAGS.task or data_cfg.mixture_or_task_name, run.model, run.config,
                                         eval_cfg)
     if not hasattr(evaluator, "predict") or not hasattr(evaluator, "task"):
       raise ValueError("--task must name a single task (not a mixture) for infer")
+    if f.output_dir and "decode" not in evaluator.modes:
+      raise ValueError(f"--output_dir writes T5X's decoded predictions, but {evaluator.task.name} is evaluated by "
+                       f"{'/'.join(evaluator.modes)} (EvalConfig.mode={eval_cfg.mode!r}): bind "
+                       "--gin.EvalConfig.mode=\"'decode'\" (or 'both'), or use --output")
     records = evaluator.predict(run.frozen, run.state["trainable"], run.inject_fn(), run.state["aux"])
-  jsonl_io.write_jsonl_atomic(flags.FLAGS.output, records)
+    name = evaluator.task.name
+    lines = t5x_lines(records, evaluator.data.examples) if f.output_dir else []
+  if f.output_dir:
+    written = _write_t5x(f.output_dir, name, lines)
+  else:
+    jsonl_io.write_jsonl_atomic(flags.FLAGS.output, records)
+    written = flags.FLAGS.output
   elapsed = time.time() - start
-  print(f"wrote {len(records)} predictions (step {run.step}) to {flags.FLAGS.output} "
+  print(f"wrote {len(records)} predictions (step {run.step}) to {written} "
         f"[{len(records) / max(elapsed, 1e-9):.1f} examples/s]")

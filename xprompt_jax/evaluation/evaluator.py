@@ -283,7 +283,8 @@ class TaskEvaluator:
 
   def metrics(self, records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """The task's metrics of `predict`'s records (keys prefixed `rank/`, `decode/` with `EvalConfig.mode="both"`,
-    also when one of the two was impossible for this task)."""
+    also when one of the two was impossible for this task). Each record gains the postprocessed predictions the
+    metrics saw (`rank_postprocessed`, `decode_postprocessed`), which the inference log writes as they are."""
     if len(records) != len(self.data):
       raise ValueError(f"{len(records)} records for the {len(self.data)} examples of {self.task.name!r}")
     results = {}
@@ -293,6 +294,8 @@ class TaskEvaluator:
       if "rank_prediction" in records[0]:
         preds = [self.task.postprocess_fn(r["rank_prediction"], example=ex, is_target=False)
                  for r, ex in zip(records, examples)]
+        for r, p in zip(records, preds):
+          r["rank_postprocessed"] = p
         out.update(apply_metric_fns(self.task.predict_metric_fns, self.targets, preds))
       if "target_score" in records[0]:
         out.update(apply_metric_fns(self.task.score_metric_fns, self.targets, [r["target_score"] for r in records]))
@@ -300,6 +303,8 @@ class TaskEvaluator:
     if "decode" in self.modes:
       preds = [self.task.postprocess_fn(r["decode_prediction"], example=ex, is_target=False)
                for r, ex in zip(records, examples)]
+      for r, p in zip(records, preds):
+        r["decode_postprocessed"] = p
       results["decode"] = apply_metric_fns(self.task.predict_metric_fns, self.targets, preds)
     if self.eval_config.mode != "both":
       return next(iter(results.values()))

@@ -8,6 +8,10 @@ the same with the records of each evaluation (`TaskEvaluator.evaluate(..., on_re
        "prediction": the postprocessed prediction, "score": its log-likelihood (rank classification)}
   <model_dir>/inference_eval/<task>-metrics.jsonl     {"step": N, "<metric>": value, ...}, one line per evaluation
 
+The step is the run's own (tuning) step, as in metrics.jsonl and checkpoints/<step>; T5X counts from the initial
+checkpoint's step (1100000 + N for the LM-adapted T5 1.1), so its `rte-1101000.jsonl` is `rte-001000.jsonl` here
+(docs/from_t5x.md).
+
 `EvalConfig.log_inferences` is True (every example), an int N (the first N examples: ReCoRD's 10,000-row dev set
 at every evaluation adds up) or False (nothing). With `EvalConfig.mode='both'` the line holds the decoded
 prediction as "prediction" and the ranked one as "rank_prediction" (with its "score"). Only process 0 writes;
@@ -41,13 +45,16 @@ def write(model_dir: str, step: int, evaluator: Any, records: Sequence[Mapping[s
   import seqio
   task = evaluator.task
   examples = evaluator.data.examples
-  post = lambda text, ex: task.postprocess_fn(text, example=ex, is_target=False)
+  def post(mode):  # What the metrics saw (`TaskEvaluator.metrics` keeps it), else the task's postprocessor now.
+    return [r[f"{mode}_postprocessed"] if f"{mode}_postprocessed" in r else
+            task.postprocess_fn(r[f"{mode}_prediction"], example=ex, is_target=False)
+            for r, ex in zip(records, examples)]
   inferences: dict[str, list] = {}
   if records and "decode_prediction" in records[0]:
-    inferences["prediction"] = [post(r["decode_prediction"], ex) for r, ex in zip(records, examples)]
+    inferences["prediction"] = post("decode")
   if records and "rank_prediction" in records[0]:
     key = "rank_prediction" if "prediction" in inferences else "prediction"
-    inferences[key] = [post(r["rank_prediction"], ex) for r, ex in zip(records, examples)]
+    inferences[key] = post("rank")
     inferences["score"] = [r["rank_scores"][r["rank_prediction"]] for r in records]
   elif records and "target_score" in records[0]:
     inferences["score"] = [r["target_score"] for r in records]
