@@ -48,6 +48,23 @@ class Run:
     return inject
 
 
+def _stored_labels(stored: dict, trainable) -> Optional[Any]:
+  """The per-parameter optimizer labels a checkpoint was saved with (optax.multi_transform's
+  `opt_state.inner_states.<label>...` leaves), as a tree like `trainable`; None without per-label states."""
+  prefix = "opt_state.inner_states."
+  owner = {}
+  for name in stored:
+    if name.startswith(prefix):
+      label, rest = name[len(prefix):].split(".", 1)
+      for path in (n[len("trainable."):] for n in stored if n.startswith("trainable.")):
+        if rest.endswith("." + path):
+          owner[path] = label
+  if not owner:
+    return None
+  dotted = lambda path: ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+  return jax.tree_util.tree_map_with_path(lambda path, _: owner.get(dotted(path), "frozen"), trainable)
+
+
 def load_run(model_dir: str, step: Optional[str] = "latest") -> Run:
   """The run in `model_dir` at `step` ("latest", "best" or a number), with gin-bound configs."""
   config, method = T5Config(), get_method()
@@ -65,14 +82,20 @@ def load_run(model_dir: str, step: Optional[str] = "latest") -> Run:
       number = int(step)
     if number is None:
       raise FileNotFoundError(f"{model_dir} holds no checkpoint; train first (xprompt-jax train ...)")
-    labels = method.param_labels(method.abstract_trainable(config, frozen))
-    label_lrs = dict(opt_cfg.label_learning_rates) if opt_cfg.label_learning_rates else None
-    optimizer = optim.make_optimizer(opt_cfg, labels if label_lrs else None, label_lrs)
-    abstract = jax.eval_shape(lambda: step_lib.init_state(method, frozen, config, optimizer, jax.random.PRNGKey(0)))
     try:
       stored = ckpt.stored_shapes(number)
     except (ValueError, OSError) as e:
       raise _unreadable(number, model_dir, e) from e
+    trainable = method.abstract_trainable(config, frozen)
+    labels = method.param_labels(trainable)
+    label_lrs = dict(opt_cfg.label_learning_rates) if opt_cfg.label_learning_rates else None
+    stored_labels = _stored_labels(stored, trainable)
+    if label_lrs is None and stored_labels is not None:
+      # Trained with per-label learning rates that a pipeline set (MPT's target adaptation), not gin: the optimizer
+      # state has that per-label layout. Its values are restored, never used, so any rates give the right tree.
+      labels, label_lrs = stored_labels, {label: 1.0 for label in set(jax.tree.leaves(stored_labels))}
+    optimizer = optim.make_optimizer(opt_cfg, labels if label_lrs else None, label_lrs)
+    abstract = jax.eval_shape(lambda: step_lib.init_state(method, frozen, config, optimizer, jax.random.PRNGKey(0)))
     if any(name.startswith("aux") for name in stored):
       # Non-trained method inputs saved with the state: XPrompt's pruning masks are the only kind so far.
       if not hasattr(method, "ones_masks"):
