@@ -284,3 +284,18 @@ def test_every_stage_evaluates_its_tasks_on_their_evaluation_tasks(tmp_path, rec
   assert recorded_stages[-1]["eval_tasks"] == (WSC_EVAL, CB)
   assert recorded_stages[-1]["task_ids"] == {WSC_EVAL: 0, CB: 1}
   assert group == targets
+
+
+@pytest.mark.usefixtures("shared")
+def test_without_decomposition_the_source_trains_one_plain_prompt(tmp_path, frozen):
+  """Table 6's 'no decomposition' rows: u, v stay exactly ones (lr 0), so every source task shares P*; P* moves."""
+  cfg, base = _cfg(source_decomposition=False), _base(weight=0.0)
+  teachers = np.zeros((2, LENGTH, CFG.emb_dim), np.float32)
+  export, _ = mpt.source_stage(str(tmp_path / "source"), cfg, base, frozen, teachers, [RTE, CB])
+  np.testing.assert_array_equal(export["u"], np.ones_like(export["u"]))
+  np.testing.assert_array_equal(export["v"], np.ones_like(export["v"]))
+  start = mpt.MPT(length=LENGTH, num_tasks=2, rank=1, prompt_init="random_uniform", uv_init="ones")
+  assert start.uv_init == "ones" and not np.allclose(export["shared_prompt"], 0.0)
+  rows = {a.name: a for a in mpt_ablations.ABLATIONS}
+  assert rows["distillation_only"].config == {"source_decomposition": False} and not rows["distillation_only"].distill
+  assert rows["decomposition_only"].distill == {"weight": 0.0} and rows["decomposition_only"].source_variant

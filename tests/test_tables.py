@@ -89,6 +89,19 @@ def test_lester_gather_mean_best_ensemble_and_superglue_score():
   assert "not ReCoRD, WSC: free-text answers" in " ".join(grid.notes)
 
 
+def test_each_prompt_counts_at_its_best_checkpoint_by_the_decoded_selection_metric():
+  column = lester.COLUMNS_TASKLESS[3]  # MultiRC: selected by F1a.
+  name = _eval_names(column)[0]
+  assert lester.select_key(column.task) == f"{name}/decode/f1"
+  assert "TrainConfig.best_metric = 'taskless_super_glue_wsc_v102_simple_eval/decode/accuracy'" in \
+      lester.prompt_bindings("taskless_super_glue_wsc_v102_simple_train", 0)
+  evals = [[step, {"decode/f1": f1, "decode/exact_match": em}]
+           for step, f1, em in ((1000, 50.0, 9.0), (2000, 70.0, 1.0), (3000, 70.0, 2.0), (4000, 60.0, 3.0))]
+  record = {"evals": {name: evals}, "last": {name: evals[-1][1]}}
+  assert lester.best_eval(record, column.task) == {name: evals[1][1]}  # The first best, not the last.
+  assert lester.best_eval(None, column.task) is None
+
+
 def test_a_run_evaluated_in_one_mode_fills_the_decoded_cells_only():
   column = lester.COLUMNS_TASKLESS[5]  # RTE
   plain = {"last": {n: {"accuracy": 70.0} for n in _eval_names(column)}}
@@ -122,7 +135,8 @@ def test_prefix_vs_prompt_rows_are_seed_means():
   assert len(jobs) == 2 * 8 * len(prefix_prompt.SEEDS)
   assert "get_method.name = 'prompt'" in [j for j in jobs if j.folder == "prompt/RTE/seed0"][0].bindings
   assert not any("get_method" in b for b in [j for j in jobs if j.folder == "prefix/RTE/seed0"][0].bindings)
-  records = {j.folder: _train_record(next(c for c in benchmarks.SUPER_GLUE if c.task == j.task), 40.0 + 10 * j.seed)
+  assert [j for j in jobs if j.folder == "prefix/RTE/seed0"][0].task == "taskless_super_glue_rte_v102"
+  records = {j.folder: _train_record(next(c for c in lester.COLUMNS_TASKLESS if c.task == j.task), 40.0 + 10 * j.seed)
              for j in jobs}
   rows = dict(table.gather(records, "base").rows)
   assert rows["Prefix tuning (L = 10, MLP)"][benchmarks.SUPER_GLUE.index(benchmarks.by_label(

@@ -41,10 +41,12 @@ def test_main_gather_glue_and_superglue_averages():
   records = {f"seed{s}/{c.label}": _target(c, 60.0 + s) for c in table.columns() for s in mpt_tables.SEEDS}
   grid = table.gather(records, "base")
   (label, cells), = grid.rows
-  assert cells[0] == "61.0" and cells[-4:] == ["61.0", "61.0", "51.0", "51.0"] and grid.empty_cells() == []
+  # Mean ± std over the 3 seeds (60, 61, 62), as the paper reports them.
+  assert cells[0] == "61.0 ± 0.8" and cells[-4:] == ["61.0", "61.0", "51.0", "51.0"] and grid.empty_cells() == []
+  assert cells[1] == "61.0 ± 0.8 / 61.0 ± 0.8"  # QQP: acc / F1.
   assert "74.1" in grid.quotes["MPT"][0]
   records["seed2/CoLA"] = _target(benchmarks.GLUE[-1], float("nan"))  # An undefined metric is shown, not missing.
-  assert table.gather(records, "base").rows[0][1][7] == "nan"
+  assert table.gather(records, "base").rows[0][1][7].startswith("nan ± ")
 
 
 def test_ablation_gather_quotes_the_base_averages():
@@ -86,7 +88,7 @@ def test_mrqa_others_gather_averages_each_benchmark():
   records = {f"seed{s}/{c.label}": _target(c, 50.0 + 10 * (c in mpt_tables.MRQA)) for c in table.columns()
              for s in mpt_tables.SEEDS}
   (_, cells), = table.gather(records, "base").rows
-  assert cells[0] == "60.0" and cells[-3:] == ["60.0", "50.0", "40.0"]  # MRQA F1 is free text: no rank.
+  assert cells[0] == "60.0 ± 0.0" and cells[-3:] == ["60.0", "50.0", "40.0"]  # MRQA F1 is free text: no rank.
 
 
 def test_fewshot_jobs_adapt_the_seed0_source_on_ten_draws_of_each_k():

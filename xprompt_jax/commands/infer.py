@@ -137,7 +137,8 @@ def main(argv):
   from xprompt_jax.training import restore
   from xprompt_jax.tasks import vocab as vocab_lib
   run = restore.load_run(flags.FLAGS.model_dir, flags.FLAGS.step)
-  data_cfg = data_lib.DataConfig()
+  # --task names the task where the config binds none (an MPT or XPrompt pipeline stage sets it per stage).
+  data_cfg = data_lib.DataConfig(**({"mixture_or_task_name": f.task} if f.task else {}))
   eval_cfg = loop.eval_lib_defaults(eval_lib.EvalConfig(), data_cfg)
   start = time.time()
   if flags.FLAGS.inputs:

@@ -44,7 +44,7 @@ def ensemble_job(job: base.Job, run_dir: str, results_dir: str) -> dict:
   from xprompt_jax.checkpoints import storage
   from xprompt_jax.commands import ensemble
   sources = {need: storage.join(results_dir, need) for need in job.needs}
-  results, _, _ = ensemble.evaluate_runs(sources)  # The job's task's evaluation tasks.
+  results, _, _ = ensemble.evaluate_runs(sources, step="best")  # The prompts' best checkpoints on dev.
   out = {}
   for task, metrics in results.items():
     grouped: dict[str, dict] = {}

@@ -26,7 +26,7 @@ def _setup(job: base.Job):
   row = rows[job.option("ablation", "full")]
   base_cfg = dataclasses.replace(base_cfg, distill=dataclasses.replace(base_cfg.distill, **row.distill),
                                  sampling=dataclasses.replace(base_cfg.sampling, **row.sampling))
-  return mpt, cfg, base_cfg, row
+  return mpt, cfg.replace(**row.config), base_cfg, row
 
 
 def _check_sources(cfg, tasks, row) -> None:

@@ -214,13 +214,16 @@ def source_stage(model_dir: str, cfg: MPTConfig, base: Base, frozen: Frozen, tea
 
 
 def _distill_sources(model_dir, cfg, base, frozen, teachers, tasks) -> dict:
-  method = MPT(length=cfg.prompt_length, num_tasks=len(tasks), rank=cfg.rank, prompt_init=cfg.prompt_init,
-               uv_init=cfg.student_uv_init)
+  method = MPT(length=cfg.prompt_length, num_tasks=len(tasks), rank=cfg.rank,
+               prompt_init=cfg.student_prompt_init or cfg.prompt_init,
+               uv_init=cfg.student_uv_init if cfg.source_decomposition else "ones")
   distill.check_teachers(teachers, method, base.config, tasks)
   rates = cfg.source_rates if tasks == list(cfg.source_tasks) else None
   mixture = group_mixture(tasks, rates, "source")
   loss_fn = distill.make_distill_loss(t5.T5(base.config), method, base.config, base.loss, base.distill)
-  opt = dataclasses.replace(base.opt, learning_rate=cfg.source_learning_rate, label_learning_rates=None)
+  # Without decomposition u, v are frozen at ones: every task shares the one prompt P*.
+  label_rates = None if cfg.source_decomposition else (("shared", cfg.source_learning_rate), ("task", 0.0))
+  opt = dataclasses.replace(base.opt, learning_rate=cfg.source_learning_rate, label_learning_rates=label_rates)
   result = _train(model_dir, base, frozen, method=method, task=mixture, steps=source_steps(cfg, base, tasks),
                   opt=opt, evaluated=tasks, eval_split=cfg.source_eval_split, task_ids=True,
                   aux={distill.TEACHERS_KEY: np.asarray(teachers)},

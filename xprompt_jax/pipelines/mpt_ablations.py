@@ -23,11 +23,12 @@ class Ablation:
   sampling: dict = dataclasses.field(default_factory=dict)  # SamplingConfig overrides.
   update: str = "both"
   extended_sources: bool = False
+  config: dict = dataclasses.field(default_factory=dict)  # MPTConfig overrides (source_decomposition).
 
   @property
   def source_variant(self) -> str:
     """Rows that train the same source prompt share it (the target-side ablations reuse the full source)."""
-    if self.distill or self.sampling or self.extended_sources:
+    if self.distill or self.sampling or self.extended_sources or self.config:
       return self.name
     return ""
 
@@ -38,6 +39,12 @@ class Ablation:
 
 
 ABLATIONS = (
+    # Table 6: decomposition and distillation, each without the other, and neither (the seed's "first row").
+    Ablation("neither", "no decomposition, no distillation (one multitask prompt)", distill={"weight": 0.0},
+             config={"source_decomposition": False}),
+    Ablation("decomposition_only", "decomposition without distillation", distill={"weight": 0.0}),
+    Ablation("distillation_only", "distillation into one plain prompt (no decomposition)",
+             config={"source_decomposition": False}),
     Ablation("full", "MPT (distillation: logits + hidden states, task sampling, P* and u, v tuned)"),
     Ablation("no_hidden", "without the hidden-state loss", distill={"objective": "logits"}),
     Ablation("distance", "prompt-distance (MSE) loss instead of logits + hidden distillation",
@@ -70,10 +77,12 @@ def run_ablations(workdir: str, cfg: MPTConfig, base: Base, names: Optional[Sequ
       tasks += [t for t in cfg.extended_source_tasks if t not in tasks]
     row_base = dataclasses.replace(base, distill=dataclasses.replace(base.distill, **row.distill),
                                    sampling=dataclasses.replace(base.sampling, **row.sampling))
-    teachers, _ = mpt.train_teachers(workdir, cfg, row_base, frozen, tasks)
-    export, source_eval = mpt.train_source(workdir, cfg, row_base, frozen, teachers, variant=row.source_variant,
+    row_cfg = cfg.replace(**row.config)
+    teachers, _ = mpt.train_teachers(workdir, row_cfg, row_base, frozen, tasks)
+    export, source_eval = mpt.train_source(workdir, row_cfg, row_base, frozen, teachers, variant=row.source_variant,
                                        tasks=tasks)
-    targets = mpt.adapt_targets(workdir, cfg, row_base, frozen, export, variant=row.target_variant, update=row.update)
+    targets = mpt.adapt_targets(workdir, row_cfg, row_base, frozen, export, variant=row.target_variant,
+                                update=row.update)
     results[row.name] = {"description": row.description, "targets": targets, "source": source_eval,
                          "average": float(np.mean([mpt.task_score(m) for m in targets.values()]))}
   jsonl_io.write_json_atomic(os.path.join(workdir, "ablations.json"), {"backbone": frozen.ref["path"], "rows": results})

@@ -35,6 +35,9 @@ class MPTConfig:
   source_steps: Optional[int] = None  # None: `source_epochs` passes over the (capped) source mixture.
   source_learning_rate: float = 0.3
   student_uv_init: str = "normal"  # The paper initialises the students randomly.
+  student_prompt_init: Optional[str] = None  # The students' P* init (None: `prompt_init`, the teachers').
+  # False: no decomposition (Table 6's ablation rows): u, v stay ones, one plain prompt P* is trained for every task.
+  source_decomposition: bool = True
   # 3. Target adaptation.
   target_steps: int = 30_000
   shared_learning_rate: float = 0.3

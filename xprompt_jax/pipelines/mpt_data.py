@@ -12,7 +12,8 @@ step s depends only on (seed, s), so the stream is deterministic in `position`: 
 the steps already taken to know how many examples each task consumed and skips exactly those.
 
 Few-shot target adaptation (`few_shot_pool`) draws k examples per class (the class is the target token sequence),
-or k in all, from a task's training split with a seed; `pool_batches` then samples batches from that pool, keyed on the step.
+or k in all, from a task's training split with a seed; `pool_batches` then samples batches from that pool, keyed on
+the step.
 """
 import dataclasses
 import functools

@@ -37,6 +37,7 @@ finished source run's pruned prompt (values and masks; the masks stay fixed, lat
 what survives). Prompt length and initialisation: `XPrompt.length` and `XPrompt.prompt_init` of separate runs.
 """
 import dataclasses
+import math
 import os
 from typing import Any, Optional
 
@@ -242,7 +243,10 @@ def _prepare_data(run: _Run) -> None:
     num_train = (examples_lib.num_rows(run.train_examples) if complete
                  else examples_lib.count_examples(run.data_cfg) if cfg.num_epochs is not None else None)
   steps = stage_steps(cfg.num_epochs, num_train, run.data_cfg.batch_size, run.train_cfg.num_train_steps)
-  run.train_cfg = dataclasses.replace(run.train_cfg, num_train_steps=steps)
+  period = run.train_cfg.eval_period
+  if cfg.evaluations_per_stage is not None:
+    period = max(1, math.ceil(steps / cfg.evaluations_per_stage))
+  run.train_cfg = dataclasses.replace(run.train_cfg, num_train_steps=steps, eval_period=period)
 
 
 def _stop_if(run: _Run, stage: str) -> None:

@@ -38,6 +38,9 @@ class XPromptPipelineConfig:
   piece_only: bool = False
   control_seed: int = 0
   num_epochs: Optional[float] = None  # Set: every training stage runs ceil(epochs · N / batch) steps.
+  # Set: each stage evaluates (and keeps a candidate checkpoint) this many times, evenly over its steps, whatever
+  # their number (a 32-shot stage's 200 steps, BoolQ's 58,919); None: every TrainConfig.eval_period steps.
+  evaluations_per_stage: Optional[int] = None
   num_shots: Optional[int] = None  # The low-resource setting: train on this many examples (32 in the paper).
   shots_seed: int = 0
   importance_max_examples: Optional[int] = None  # None: the whole training set.
@@ -72,5 +75,8 @@ class XPromptPipelineConfig:
       raise ValueError(f"XPromptPipelineConfig.stop_after={self.stop_after!r} is not one of {STAGES}")
     if self.num_shots is not None and self.num_shots <= 0:
       raise ValueError(f"XPromptPipelineConfig.num_shots={self.num_shots} must be positive")
+    per_stage = self.evaluations_per_stage
+    if per_stage is not None and (not isinstance(per_stage, int) or isinstance(per_stage, bool) or per_stage <= 0):
+      raise ValueError(f"XPromptPipelineConfig.evaluations_per_stage={per_stage!r} must be None or an int > 0")
     if self.num_epochs is not None and not self.num_epochs > 0:
       raise ValueError(f"XPromptPipelineConfig.num_epochs={self.num_epochs} must be > 0")

@@ -92,6 +92,14 @@ def fmt_pair(values: Sequence[Optional[float]]) -> str:
   return "/".join(fmt(v) for v in values)
 
 
+def fmt_mean_std(per_seed: Sequence[Optional[Sequence[float]]]) -> str:
+  """'mean ± std' over seeds of each reported metric ('a ± s / b ± t' for two), MISSING when a seed is missing."""
+  if not per_seed or any(v is None for v in per_seed):
+    return MISSING
+  arr = np.asarray(per_seed, dtype=float)
+  return " / ".join(f"{fmt(m)} ± {fmt(s)}" for m, s in zip(arr.mean(axis=0), arr.std(axis=0)))
+
+
 def mean_or_none(values: Sequence[Optional[float]]) -> Optional[float]:
   values = [v for v in values]
   if not values or any(v is None for v in values):

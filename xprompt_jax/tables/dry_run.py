@@ -23,6 +23,7 @@ CAPS = (
     "DataConfig.inputs_length = 64", "EvalConfig.inputs_length = 64", "DataConfig.shuffle_buffer_size = 64",
     "EvalConfig.max_examples = 4", "EvalConfig.batch_size = 4",
     "XPromptPipelineConfig.num_epochs = None", "XPromptPipelineConfig.importance_max_examples = 4",
+    "XPromptPipelineConfig.evaluations_per_stage = None",
     "MPTConfig.teacher_steps = 2", "MPTConfig.source_steps = 2", "MPTConfig.target_steps = 2",
     "PretrainConfig.num_train_steps = 2", "PretrainConfig.export_steps = (1,)", "PretrainConfig.eval_period = 0",
     "PretrainConfig.log_period = 1", "PretrainConfig.checkpoint_period = 2", "PretrainConfig.eval_batches = 1",
