@@ -182,11 +182,13 @@ def test_recipe_hints_name_keys_the_tasks_report():
   from xprompt_jax import paths
   from xprompt_jax.evaluation import metric_keys
   text = (paths.gin_dir() / "recipes" / "xprompt_paper.gin").read_text()
-  assert "MultiRC selects by another\n# metric: --gin.XPromptPipelineConfig.select_metric=\"'f1'\"" in text
-  assert "EvalConfig.mode = 'auto'" in text
-  assert "f1" in metric_keys.evaluator_keys("super_glue_multirc_v102", EvalConfig(mode="auto"))
-  assert "f1" in metric_keys.evaluator_keys("super_glue_record_v102", EvalConfig(mode="auto"))
-  assert "accuracy" in metric_keys.evaluator_keys("super_glue_wsc_v102_simple_eval", EvalConfig(mode="auto"))
+  assert "MultiRC selects by another\n# metric: --gin.XPromptPipelineConfig.select_metric=\"'decode/f1'\"" in text
+  assert "EvalConfig.mode = 'both'" in text and "XPromptPipelineConfig.select_metric = 'decode/accuracy'" in text
+  both = EvalConfig(mode="both")
+  assert "decode/f1" in metric_keys.evaluator_keys("super_glue_multirc_v102", both)
+  assert "decode/f1" in metric_keys.evaluator_keys("super_glue_record_v102", both)
+  assert "decode/accuracy" in metric_keys.evaluator_keys("super_glue_wsc_v102_simple_eval", both)
+  assert "decode/accuracy" in metric_keys.evaluator_keys("super_glue_cb_v102", both)
 
 
 def check_saved_masks(model_dir, policies, ratio, length=8, pieces=4):

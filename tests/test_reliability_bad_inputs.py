@@ -137,8 +137,8 @@ def test_xprompt_select_metric_multirc_unknown_key(trained, tmp_path):
               "--gin.MIXTURE_OR_TASK_NAME='super_glue_multirc_v102'",
               "--gin.XPromptPipelineConfig.select_metric='f1_score'", f"--model_dir={fresh}", expect=[])
   assert error_line(log).endswith(
-      "error: XPromptPipelineConfig.select_metric='f1_score': super_glue_multirc_v102 (EvalConfig.mode='auto') "
-      "reports f1, exact_match; bind one of them"), log[-3000:]
+      "error: XPromptPipelineConfig.select_metric='f1_score': super_glue_multirc_v102 (EvalConfig.mode='both') "
+      "reports rank/f1, rank/exact_match, decode/f1, decode/exact_match; bind one of them"), log[-3000:]
   assert not fresh.exists()
 
 

@@ -21,7 +21,8 @@ def test_main_table_jobs_chain_teachers_sources_and_13_targets_per_seed():
 def test_ablation_jobs_share_the_full_source_for_target_only_rows():
   jobs = {j.folder: j for j in tables.get_table("mpt_ablations").jobs()}
   assert sorted(f for f in jobs if f.startswith("source/")) == [
-      "source/distance", "source/full", "source/no_hidden", "source/no_task_sampling", "source/sources_12"]
+      "source/decomposition_only", "source/distance", "source/distillation_only", "source/full", "source/neither",
+      "source/no_hidden", "source/no_task_sampling", "source/sources_12"]
   assert jobs["task_only/CB"].needs == ("source/full",) and jobs["shared_only/WSC"].needs == ("source/full",)
   assert jobs["no_hidden/CB"].needs == ("source/no_hidden",)
   assert len(jobs["source/sources_12"].needs) == 12 and len(jobs["source/full"].needs) == 6
@@ -53,8 +54,10 @@ def test_ablation_gather_quotes_the_base_averages():
   table = tables.get_table("mpt_ablations")
   records = {f"full/{c.label}": _target(c, 70.0) for c in mpt_tables.super_glue_targets()}
   grid = table.gather(records, "base")
-  full = grid.rows[0]
+  full = next(r for r in grid.rows if r[0].startswith("full:"))
   assert full[1][-2:] == ["70.0", "60.0"] and grid.quotes[full[0]] == ["74.1"]
+  decomposition = next(r for r in grid.rows if r[0].startswith("decomposition_only:"))
+  assert grid.quotes[decomposition[0]] == ["+3.5 % over 'neither'"]
   assert table.gather(records, "small").quote_columns == []
 
 
