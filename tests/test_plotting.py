@@ -69,7 +69,7 @@ def test_bad_metrics_name_file_and_line(tmp_path):
   _write_metrics(tmp_path / "bad", [{"step": 1, "kind": "train", "loss": 1.0}])
   with open(tmp_path / "bad" / "metrics.jsonl", "a") as f:
     f.write("{not json\n")
-  with pytest.raises(ValueError, match=r"metrics.jsonl:2: not json"):
+  with pytest.raises(ValueError, match=r"metrics.jsonl:2: not a json row"):
     plotting.read_metrics(str(tmp_path / "bad"))
   with pytest.raises(KeyError, match="no metric 'x'"):
     _write_metrics(tmp_path / "ev", [{"step": 1, "kind": "eval", "acc": 1.0}])

@@ -86,6 +86,12 @@ def _reporting_errors(name, main):
   def wrapped(argv):
     try:
       return main(argv)
+    except KeyboardInterrupt:
+      if os.environ.get("XPROMPT_TRACEBACK"):
+        raise
+      print(f"xprompt-jax {name}: interrupted (Ctrl-C) before a save; rerun the same command to resume from the "
+            "last checkpoint", file=sys.stderr)
+      sys.exit(130)
     except _USER_ERRORS as e:
       if os.environ.get("XPROMPT_TRACEBACK"):
         raise

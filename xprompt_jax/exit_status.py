@@ -2,9 +2,11 @@
 
 0: finished (and `--help`). 1: bad input or a failed run (one line on stderr). `PREEMPTED`: stopped by SIGTERM (a Spot
 preemption, the launcher's `stop`, the Cloud TPU preemption notice) after saving at a step boundary; rerunning the
-same command resumes. The value is sysexits' EX_TEMPFAIL ("temporary failure; try again").
+same command resumes. The value is sysexits' EX_TEMPFAIL ("temporary failure; try again"). `INTERRUPTED` (130, the
+shell's 128 + SIGINT): stopped by Ctrl-C, saved at a step boundary (the first Ctrl-C) or not (a second one).
 """
 PREEMPTED = 75
+INTERRUPTED = 130
 
 HELP_FLAGS = ("--help", "-?", "--helpshort", "--helpfull", "--helpxml")
 

@@ -29,19 +29,12 @@ def read_metrics(model_dir: str) -> list[dict]:
   path = storage.join(model_dir, METRICS_FILE)
   if not storage.is_file(path):
     raise FileNotFoundError(f"{path} does not exist: train the run first (xprompt-jax train --model_dir=...)")
-  rows = []
-  text = storage.read_bytes(path).decode("utf-8")
-  for lineno, line in enumerate(text.splitlines(), 1):
-    if not line.strip():
-      continue
-    try:
-      row = json.loads(line)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{path}:{lineno}: not json ({e})") from e
+  from xprompt_jax.training import metrics_log
+  rows = metrics_log.parse_rows(storage.read_bytes(path).decode("utf-8", errors="replace"), path)
+  for lineno, row in enumerate(rows, 1):
     if not isinstance(row, dict) or "step" not in row or row.get("kind") not in ("train", "eval"):
-      raise ValueError(f"{path}:{lineno}: expected {{\"step\", \"kind\": \"train\"|\"eval\", ...}}, "
-                       f"got {line[:80]!r}")
-    rows.append(row)
+      raise ValueError(f"{path}: row {lineno}: expected {{\"step\", \"kind\": \"train\"|\"eval\", ...}}, "
+                       f"got {json.dumps(row)[:80]!r}")
   return rows
 
 

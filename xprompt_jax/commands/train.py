@@ -34,6 +34,8 @@ def main(argv):
     result = loop.train(flags.FLAGS.model_dir)
   except (checkpointing.CheckpointingError, loop.NonFiniteError, OSError) as e:
     raise TrainError(str(e)) from e
+  if result.get("interrupted"):
+    return exit_status.INTERRUPTED  # Ctrl-C: saved; rerunning resumes.
   if result.get("preempted"):
     return exit_status.PREEMPTED  # Saved; rerunning resumes (the launcher's `supervise` does).
   print(f"done: step {result['step']}, checkpoints and metrics in {flags.FLAGS.model_dir}")

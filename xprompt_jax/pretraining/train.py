@@ -37,6 +37,7 @@ from xprompt_jax.models.config import T5Config
 from xprompt_jax.pretraining import tasks as _tasks  # noqa: F401  (registers the pretraining tasks)
 from xprompt_jax.training import data as data_lib
 from xprompt_jax.training import loop
+from xprompt_jax.training import metrics_log
 from xprompt_jax.training import partitioning
 from xprompt_jax.training import step as step_lib
 
@@ -279,7 +280,7 @@ def pretrain(model_dir: str, *, config: Optional[T5Config] = None, data_cfg: Opt
   eval_step = jax.jit(make_eval_step(model))
   train_step = jax.jit(make_train_step(model, optimizer, step_lib.LossConfig(z_loss=cfg.z_loss)),
                        donate_argnums=(0,))
-  log = loop.MetricsLog(model_dir)
+  log = metrics_log.MetricsLog(model_dir, resume_step=latest or 0)
   step = int(jax.device_get(state["step"]))
   stream = (batches_fn or data_lib.batches)(data_cfg, position)
   from tqdm import tqdm
@@ -287,6 +288,7 @@ def pretrain(model_dir: str, *, config: Optional[T5Config] = None, data_cfg: Opt
              disable=not (is_main and cfg.progress_bar))
   sums, window, started = {}, 0, time.time()
   val_loss, eval_metrics = None, {}
+  trained_to_end = False
 
   def evaluation(at: int) -> tuple[float, dict[str, float]]:
     loss = validation_loss(eval_step, state["trainable"], eval_batches)
@@ -308,18 +310,20 @@ def pretrain(model_dir: str, *, config: Optional[T5Config] = None, data_cfg: Opt
         log.write(step, "train", values)
         bar.set_postfix(loss=f"{values['loss']:.3f}")
         sums, window, started = {}, 0, time.time()
-      if cfg.eval_period and step % cfg.eval_period == 0 and step < cfg.num_train_steps:
-        val_loss, eval_metrics = evaluation(step)
-      if step % cfg.checkpoint_period == 0:
+      final = step == cfg.num_train_steps
+      if final or cfg.eval_period and step % cfg.eval_period == 0:
+        val_loss, eval_metrics = evaluation(step)  # The last step's evaluation comes before its only save.
+      if final or step % cfg.checkpoint_period == 0:
         ckpt.save(step, state, data_position=position, extra_meta={"pretrain": gin.config_str()})
+        trained_to_end = final
       if step in cfg.export_steps and not os.path.exists(os.path.join(export_path(model_dir, step),
                                                                       t5x_io.MSGPACK_NAME)):
         ckpt_io.save_params(state["trainable"], export_path(model_dir, step), "t5x", config, step=step)
         if is_main:
           bar.write(f"exported T5X checkpoint: {export_path(model_dir, step)}")
     bar.close()
-    val_loss, eval_metrics = evaluation(step)
-    ckpt.save(step, state, data_position=position, extra_meta={"pretrain": gin.config_str()}, force=True)
+    if not trained_to_end:  # Resumed at the end: evaluate for the report, save nothing (the step is saved).
+      val_loss, eval_metrics = evaluation(step)
   finally:
     bar.close()
     ckpt.close()

@@ -28,6 +28,7 @@ from xprompt_jax.methods.base import Method
 from xprompt_jax.models import t5
 from xprompt_jax.models.config import T5Config
 from xprompt_jax.training import data as data_lib
+from xprompt_jax.training import metrics_log
 from xprompt_jax.training import optim
 from xprompt_jax.training import partitioning
 from xprompt_jax.training import step as step_lib
@@ -46,7 +47,10 @@ class TrainConfig:
   initial_checkpoint: Optional[str] = None  # The frozen T5 (HF/T5X/Orbax). None: random weights (tests only).
   encoder_length: Optional[int] = None  # Prompt + inputs must fit; None: no limit beyond the feature length.
   seed: int = 42
-  nonfinite: str = "stop"  # "stop" | "skip"
+  nonfinite: str = "stop"  # "stop" | "skip": a step whose loss, gradients or updated parameters are not finite.
+  # An update that takes the trainable parameters' global norm past this counts as non-finite (a diverging run:
+  # at learning rate 1e30 the prompt reaches ~1e30 while T5's RMS norm keeps the loss finite). None: no limit.
+  max_trainable_norm: Optional[float] = 1e6
   async_checkpointing: bool = True
   eval_tasks: Optional[tuple[str, ...]] = None  # Default: the training task's evaluation tasks (default_eval_tasks).
   progress_bar: bool = True
@@ -56,6 +60,17 @@ class TrainConfig:
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool):
         raise ValueError(f"TrainConfig.{name}={value!r} must be an int, got a {type(value).__name__}")
+    for name in ("log_period", "checkpoint_period"):
+      if getattr(self, name) <= 0:
+        raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r} must be > 0 (a step count)")
+    keep = self.keep_checkpoints
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep <= 0):
+      raise ValueError(f"TrainConfig.keep_checkpoints={keep!r} must be None (keep all) or an int > 0")
+    if self.eval_period < 0:
+      raise ValueError(f"TrainConfig.eval_period={self.eval_period!r} must be >= 0 (0: evaluate at the end only)")
+    limit = self.max_trainable_norm
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0):
+      raise ValueError(f"TrainConfig.max_trainable_norm={limit!r} must be None or a number > 0")
     if self.nonfinite not in ("stop", "skip"):
       raise ValueError(f"TrainConfig.nonfinite={self.nonfinite!r} must be 'stop' or 'skip'")
     if self.num_train_steps < 0:
@@ -70,7 +85,8 @@ class NonFiniteError(FloatingPointError):
 
 
 class _Preemption:
-  """SIGTERM (spot preemption, `stop`, `kill`) -> save at the next step boundary and exit cleanly.
+  """SIGTERM (spot preemption, `stop`, `kill`) or Ctrl-C (SIGINT) -> save at the next step boundary (the evaluation
+  under way, if any, finishes first) and exit cleanly; a second Ctrl-C stops at once, without that save.
 
   On several hosts the decision is one collective per step: each host's SIGTERM flag is gathered from every host,
   and all of them stop when any of them was signalled (or the Cloud TPU preemption service reached its sync
@@ -79,14 +95,17 @@ class _Preemption:
 
   def __init__(self):
     self.requested = False
+    self.interrupted = False  # Ctrl-C (SIGINT) rather than SIGTERM.
     self.stopping = False  # This process decided to save and exit.
     self._previous = None
+    self._previous_int = None
 
   def __enter__(self):
     try:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
+      self._previous_int = signal.signal(signal.SIGINT, self._handle_int)
     except ValueError:  # Not the main thread (e.g. a test runner thread): no handler.
-      self._previous = None
+      self._previous = self._previous_int = None
     return self
 
   def _handle(self, signum, frame):
@@ -94,9 +113,18 @@ class _Preemption:
     logging.warning("SIGTERM received: saving a checkpoint at the next step boundary, then exiting")
     self.requested = True
 
+  def _handle_int(self, signum, frame):
+    del signum, frame
+    if self.requested:  # The second Ctrl-C: stop now.
+      raise KeyboardInterrupt
+    print("\nCtrl-C: saving a checkpoint at the next step boundary, then exiting (Ctrl-C again: stop now, "
+          "without that save)", flush=True)
+    self.requested = self.interrupted = True
+
   def __exit__(self, *exc):
     if self._previous is None:
       return
+    signal.signal(signal.SIGINT, self._previous_int)
     if self.stopping:  # Saved and on the way out: a SIGTERM arriving now (a host's own, after the others' vote or
       # the preemption sync point stopped it) must not kill it with status 143, which a supervisor reads as a crash.
       signal.signal(signal.SIGTERM, lambda signum, frame: logging.warning("SIGTERM while exiting: already saved"))
@@ -129,42 +157,6 @@ class _Preemption:
 def format_metrics(metrics: Mapping[str, float]) -> str:
   """`name=value` pairs sorted by name, as every "eval step ..." line prints them."""
   return "  ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
-
-
-class MetricsLog:
-  """metrics.jsonl + TensorBoard (clu) from process 0. A `gs://` model_dir gets the whole file rewritten in one object
-  write per row (GCS objects cannot be appended to), so the bucket always holds every row logged so far."""
-
-  def __init__(self, model_dir: str):
-    from xprompt_jax.checkpoints import storage
-    self.active = jax.process_index() == 0
-    self.path = storage.join(model_dir, "metrics.jsonl")
-    self.gcs = storage.is_gcs(self.path)
-    self.lines: list[str] = []
-    self.writer = None
-    if self.active:
-      if self.gcs and storage.is_file(self.path):  # A resumed run keeps the rows logged before.
-        self.lines = storage.read_bytes(self.path).decode("utf-8").splitlines(keepends=True)
-      from clu import metric_writers
-      self.writer = metric_writers.SummaryWriter(storage.join(model_dir, "tb"))
-
-  def write(self, step: int, kind: str, values: dict[str, float]) -> None:
-    if not self.active:
-      return
-    line = json.dumps({"step": int(step), "kind": kind, **{k: float(v) for k, v in values.items()}}) + "\n"
-    if self.gcs:
-      from xprompt_jax.checkpoints import storage
-      self.lines.append(line)
-      storage.write_bytes(self.path, "".join(self.lines).encode("utf-8"))
-    else:
-      with open(self.path, "a", encoding="utf-8") as f:
-        f.write(line)
-    self.writer.write_scalars(int(step), {f"{kind}/{k}": float(v) for k, v in values.items()})
-    self.writer.flush()
-
-  def close(self):
-    if self.writer is not None:
-      self.writer.close()
 
 
 def load_frozen(train_cfg: TrainConfig, config: T5Config, mesh, rules: str):
@@ -299,7 +291,8 @@ def train(model_dir: str, *, config: Optional[T5Config] = None, method: Optional
             f"{config.num_params():,}  frozen model: {frozen_ref['path']}")
 
     train_step = jax.jit(step_lib.make_train_step(model, method, config, optimizer, loss_cfg, loss_fn=loss_fn,
-                                                  skip_nonfinite=train_cfg.nonfinite == "skip"),
+                                                  skip_nonfinite=train_cfg.nonfinite == "skip",
+                                                  max_trainable_norm=train_cfg.max_trainable_norm),
                          donate_argnums=(0,), out_shardings=(state_shardings, None))
     eval_tasks = default_eval_tasks(train_cfg, data_cfg, eval_cfg)
     evaluators = [eval_lib.make_evaluator(name, model, config, eval_cfg, task_ids=eval_task_ids)
@@ -323,7 +316,7 @@ def train(model_dir: str, *, config: Optional[T5Config] = None, method: Optional
         print(f"eval step {step}: {format_metrics(results)}")
       return results
 
-    log = MetricsLog(model_dir)
+    log = metrics_log.MetricsLog(model_dir, resume_step=latest or 0)
     step = int(jax.device_get(state["step"]))
     stream = (batches_fn or data_lib.batches)(data_cfg, position)
     last_train, last_eval = {}, {}
@@ -331,6 +324,7 @@ def train(model_dir: str, *, config: Optional[T5Config] = None, method: Optional
     bar = tqdm(total=train_cfg.num_train_steps, initial=step, desc="train", unit="step",
                disable=not (is_main and train_cfg.progress_bar))
     window_start, window_steps, sums = time.time(), 0, {}
+    trained_to_end = False
   except BaseException:
     ckpt.close()
     raise
@@ -347,8 +341,13 @@ def train(model_dir: str, *, config: Optional[T5Config] = None, method: Optional
         state, metrics = train_step(state, partitioning.shard_batch(batch, mesh), frozen)
         if not bool(metrics["finite"]):
           bad = _nonfinite_examples(metrics, position, data_cfg.batch_size)
-          message = (f"non-finite loss or gradient at step {step + 1} (input batch {position}, example indices "
-                     f"{bad or 'unknown: the loss is finite, a gradient is not'})")
+          if bool(metrics["params_finite"]) or bad:
+            message = (f"non-finite loss or gradient at step {step + 1} (input batch {position}, example indices "
+                       f"{bad or 'unknown: the loss is finite, a gradient is not'})")
+          else:
+            message = (f"the update of step {step + 1} diverged: the trainable parameters' norm became "
+                       f"{float(metrics['update_norm']):.3g} (non-finite or above TrainConfig.max_trainable_norm="
+                       f"{train_cfg.max_trainable_norm}); lower OptimizerConfig.learning_rate")
           if train_cfg.nonfinite == "stop":
             raise NonFiniteError(message + "; nothing was saved for this step (TrainConfig.nonfinite='skip' "
                                  "skips such steps instead)")
@@ -357,7 +356,7 @@ def train(model_dir: str, *, config: Optional[T5Config] = None, method: Optional
         position += 1
         window_steps += 1
         for k, v in metrics.items():  # Every scalar the step reports (MPT adds its distillation terms).
-          if k != "finite" and getattr(v, "ndim", 1) == 0:
+          if k not in ("finite", "params_finite") and getattr(v, "ndim", 1) == 0:
             sums[k] = sums.get(k, 0.0) + float(v)
         bar.update(1)
         if step % train_cfg.log_period == 0 or step == train_cfg.num_train_steps:
@@ -367,21 +366,24 @@ def train(model_dir: str, *, config: Optional[T5Config] = None, method: Optional
           bar.set_postfix(loss=f"{last_train['loss']:.4f}", steps_per_s=f"{last_train['steps_per_second']:.2f}")
           log.write(step, "train", last_train)
           window_start, window_steps, sums = time.time(), 0, {}
-        if train_cfg.eval_period and step % train_cfg.eval_period == 0 and step < train_cfg.num_train_steps:
-          last_eval = evaluate(step)
+        final = step == train_cfg.num_train_steps
+        if final or train_cfg.eval_period and step % train_cfg.eval_period == 0:
+          last_eval = evaluate(step)  # The last step's evaluation comes before its (only) save.
         preempted = preemption.check(step)
-        if preempted or step % train_cfg.checkpoint_period == 0:
+        if preempted or final or step % train_cfg.checkpoint_period == 0:
           ckpt.save(step, state, data_position=position, metrics=last_eval or None,
                     extra_meta={"method": method.name, "gin": gin.config_str()})
-        if preempted:
+        if preempted and not final:  # At the last step the run is complete: it ends as usual.
           ckpt.wait()
           if is_main:
-            print(f"preempted: saved step {step} to {model_dir}; rerun the same command to resume")
-          return {"step": step, "train": last_train, "eval": last_eval, "preempted": True}
+            why = "interrupted (Ctrl-C)" if preemption.interrupted else "preempted"
+            print(f"{why}: saved step {step} to {model_dir}; rerun the same command to resume")
+          return {"step": step, "train": last_train, "eval": last_eval, "preempted": True,
+                  "interrupted": preemption.interrupted}
+        trained_to_end = final
+      if not trained_to_end:  # Resumed at the end (nothing trained in this call): report, save nothing.
+        last_eval = evaluate(step)
     bar.close()
-    last_eval = evaluate(step)
-    ckpt.save(step, state, data_position=position, metrics=last_eval or None,
-              extra_meta={"method": method.name, "gin": gin.config_str()}, force=True)
     ckpt.wait()
   finally:
     bar.close()

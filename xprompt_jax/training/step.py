@@ -80,12 +80,14 @@ def _all_finite(tree) -> jax.Array:
 
 def make_train_step(model: T5, method: Method, config: T5Config, optimizer: optax.GradientTransformation,
                     loss_cfg: LossConfig = LossConfig(), loss_fn: Optional[Callable] = None,
-                    skip_nonfinite: bool = False):
+                    skip_nonfinite: bool = False, max_trainable_norm: Optional[float] = None):
   """`train_step(state, batch, frozen) -> (state, metrics)`, pure and ready for `jax.jit`.
 
   `loss_fn(trainable, frozen, batch, aux, rng) -> (loss, metrics)` replaces the default token loss (used by
-  MPT distillation). With `skip_nonfinite`, a step whose loss or gradients are not finite leaves the state
-  unchanged except for the step counter and rng; `metrics["finite"]` tells the loop either way.
+  MPT distillation). A step is finite when its loss, its gradients and the updated trainable parameters are, and
+  the parameters' global norm stays within `max_trainable_norm` (None: any finite norm). With `skip_nonfinite` a
+  step that is not leaves the state unchanged except for the step counter and rng; `metrics["finite"]` (and
+  `metrics["params_finite"]`, the parameters' part) tell the loop either way.
   """
 
   def default_loss(trainable, frozen, batch, aux, rng):
@@ -100,11 +102,16 @@ def make_train_step(model: T5, method: Method, config: T5Config, optimizer: opta
                                                                       state["aux"], step_rng)
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["trainable"])
     trainable = optax.apply_updates(state["trainable"], updates)
-    finite = jnp.isfinite(loss) & _all_finite(grads)
+    norm = optax.global_norm(trainable)
+    params_finite = _all_finite(trainable) & jnp.isfinite(norm)
+    if max_trainable_norm is not None:
+      params_finite = params_finite & (norm <= max_trainable_norm)
+    finite = jnp.isfinite(loss) & _all_finite(grads) & params_finite
     if skip_nonfinite:
       keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
       trainable, opt_state = keep(trainable, state["trainable"]), keep(opt_state, state["opt_state"])
-    metrics = {**metrics, "finite": finite, "grad_norm": optax.global_norm(grads),
+    metrics = {**metrics, "finite": finite, "params_finite": params_finite, "update_norm": norm,
+               "grad_norm": optax.global_norm(grads),
                "trainable_norm": optax.global_norm(trainable)}
     new_state = {"step": state["step"] + 1, "trainable": trainable, "opt_state": opt_state, "aux": state["aux"],
                  "rng": rng}

@@ -1,0 +1,107 @@
+"""Reliability, round two (issue "no way to lose a run"), each fault injected through the console script: a diverging
+update stops the run naming its step (or is skipped), the final save never removes the only checkpoint, a resumed
+run's metrics.jsonl keeps one row per step and survives a torn last line, Ctrl-C saves and exits 130, and zero
+periods are refused before anything is written."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cli_helpers import one_device_env, run_cli, tiny_flags
+from xprompt_jax import plotting
+from xprompt_jax.training import checkpointing
+
+pytestmark = pytest.mark.usefixtures("shared")
+
+
+def _steps(model_dir):
+  with checkpointing.TrainCheckpointer(str(model_dir), read_only=True) as ckpt:
+    return ckpt.all_steps()
+
+
+def _rows(model_dir):
+  return [(r["step"], r["kind"]) for r in plotting.read_metrics(str(model_dir))]
+
+
+def test_a_diverging_update_stops_the_run_naming_its_step(tmp_path):
+  """At learning rate 1e30 the loss stays finite (T5's RMS norm rescales a 1e30 prompt) while the prompt is garbage:
+  the updated parameters' norm is what gives it away."""
+  model_dir = tmp_path / "run"
+  code, out = run_cli("train", *tiny_flags(4, 1, 1), "--gin.OptimizerConfig.learning_rate=1e30",
+                      f"--model_dir={model_dir}")
+  assert code == 1, out[-3000:]
+  assert "xprompt-jax train: error: the update of step 1 diverged: the trainable parameters' norm became" in out
+  assert "lower OptimizerConfig.learning_rate" in out and "Traceback" not in out
+  assert _steps(model_dir) == []  # Nothing saved: no checkpoint holds the garbage prompt.
+  code, out = run_cli("train", *tiny_flags(3, 1, 1), "--gin.OptimizerConfig.learning_rate=1e30",
+                      "--gin.TrainConfig.nonfinite='skip'", f"--model_dir={tmp_path / 'skip'}")
+  assert code == 0 and out.count("diverged") >= 3, out[-3000:]  # Every step skipped, each one named.
+  with checkpointing.TrainCheckpointer(str(tmp_path / "skip"), read_only=True) as ckpt:
+    state, _ = ckpt.restore(3)
+  import numpy as np
+  assert float(np.linalg.norm(np.asarray(state["trainable"]["prompt"]))) < 1e3  # The kept prompt is the start.
+
+
+def test_the_final_save_is_the_only_save_of_its_step_and_a_resumed_end_saves_nothing(tmp_path):
+  """With keep_checkpoints=1 the final step used to be deleted and written again (force): a kill in between lost
+  the run. Now its evaluation comes first and the step is written once."""
+  model_dir = tmp_path / "run"
+  flags = [*tiny_flags(4, 2, 2), "--gin.TrainConfig.keep_checkpoints=1", "--gin.TrainConfig.eval_period=2",
+           f"--model_dir={model_dir}"]
+  code, out = run_cli("train", *flags)
+  assert code == 0, out[-3000:]
+  assert _steps(model_dir) == [4] and out.count("eval step 4:") == 1
+  saved = (model_dir / "checkpoints" / "4").stat().st_mtime_ns
+  meta = json.loads((model_dir / "checkpoints" / "4" / "meta" / "metadata").read_text())
+  assert meta["metrics"], meta  # The final evaluation's metrics were saved with the step (best-checkpoint ranking).
+  code, out = run_cli("train", *flags)  # Finished: evaluates for its report, writes nothing.
+  assert code == 0 and "eval step 4:" in out, out[-3000:]
+  assert (model_dir / "checkpoints" / "4").stat().st_mtime_ns == saved and _steps(model_dir) == [4]
+
+
+def test_a_resumed_run_logs_each_step_once_and_survives_a_torn_last_line(tmp_path):
+  model_dir = tmp_path / "run"
+  code, out = run_cli("train", *tiny_flags(2, 1, 2), f"--model_dir={model_dir}")
+  assert code == 0, out[-3000:]
+  log = model_dir / "metrics.jsonl"
+  with open(log, "a", encoding="utf-8") as f:  # A killed run logged step 3 after the last checkpoint (2), then tore.
+    f.write(json.dumps({"step": 3, "kind": "train", "loss": 1.0}) + "\n" + '{"step": 4, "kind": "tr')
+  assert [s for s, k in _rows(model_dir) if k == "train"] == [1, 2, 3]  # The torn line is skipped on reading.
+  code, out = run_cli("train", *tiny_flags(4, 1, 2), f"--model_dir={model_dir}")
+  assert code == 0, out[-3000:]
+  assert [s for s, k in _rows(model_dir) if k == "train"] == [1, 2, 3, 4]  # Step 3 once: the resumed run's.
+  assert log.read_text().endswith("\n") and '"kind": "tr"' not in log.read_text()
+
+
+def test_ctrl_c_saves_at_the_next_step_and_exits_130(tmp_path):
+  model_dir = tmp_path / "run"
+  proc = subprocess.Popen([sys.executable, "-m", "xprompt_jax.cli", "train", *tiny_flags(100000, 1, 100000),
+                           "--gin.TrainConfig.progress_bar=False", f"--model_dir={model_dir}"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=one_device_env())
+  deadline = time.time() + 600
+  while time.time() < deadline and not ((model_dir / "metrics.jsonl").exists() and
+                                        (model_dir / "metrics.jsonl").read_text().count("\n") >= 2):
+    time.sleep(0.5)
+  proc.send_signal(signal.SIGINT)
+  out, _ = proc.communicate(timeout=600)
+  assert proc.returncode == 130, out[-3000:]
+  assert "Ctrl-C: saving a checkpoint at the next step boundary" in out and "interrupted (Ctrl-C): saved step" in out
+  assert "Traceback" not in out
+  assert len(_steps(model_dir)) == 1  # The step it stopped at (the period is far away).
+
+
+@pytest.mark.parametrize("binding,message", [
+    ("TrainConfig.checkpoint_period=0", "TrainConfig.checkpoint_period=0 must be > 0 (a step count)"),
+    ("TrainConfig.log_period=0", "TrainConfig.log_period=0 must be > 0 (a step count)"),
+    ("TrainConfig.eval_period=-1", "TrainConfig.eval_period=-1 must be >= 0"),
+    ("TrainConfig.keep_checkpoints=0", "TrainConfig.keep_checkpoints=0 must be None (keep all) or an int > 0"),
+    ("TrainConfig.max_trainable_norm=-1.0", "TrainConfig.max_trainable_norm=-1.0 must be None or a number > 0"),
+])
+def test_zero_and_negative_periods_are_refused_before_anything_is_written(tmp_path, binding, message):
+  model_dir = tmp_path / "run"
+  code, out = run_cli("train", *tiny_flags(4, 1, 1), f"--gin.{binding}", f"--model_dir={model_dir}")
+  assert code == 1 and message in out and "Traceback" not in out, out[-3000:]
+  assert not model_dir.exists()
