@@ -105,3 +105,47 @@ def test_zero_and_negative_periods_are_refused_before_anything_is_written(tmp_pa
   code, out = run_cli("train", *tiny_flags(4, 1, 1), f"--gin.{binding}", f"--model_dir={model_dir}")
   assert code == 1 and message in out and "Traceback" not in out, out[-3000:]
   assert not model_dir.exists()
+
+
+def test_a_damaged_checkpoint_is_refused_not_used(tmp_path):
+  """Bytes flipped in the saved state's data chunk: before, `eval` printed an accuracy from a prompt of ~1e36."""
+  model_dir = tmp_path / "run"
+  code, out = run_cli("train", *tiny_flags(2, 1, 2), f"--model_dir={model_dir}")
+  assert code == 0, out[-3000:]
+  with checkpointing.TrainCheckpointer(str(model_dir), read_only=True) as ckpt:
+    state, _ = ckpt.restore(2)
+  import numpy as np
+  prompt = np.asarray(state["trainable"]["prompt"], np.float32).tobytes()
+  chunks = [p for p in (model_dir / "checkpoints" / "2" / "state").rglob("*") if p.is_file()
+            and prompt[:16] in p.read_bytes()]
+  assert chunks, "no file holds the prompt's bytes"
+  for chunk in chunks:  # The prompt's own bytes, in every copy orbax keeps of them.
+    data = bytearray(chunk.read_bytes())
+    at = bytes(data).index(prompt[:16])
+    for i in range(at + 4, at + 12):
+      data[i] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+  before = {p: p.read_bytes() for p in (model_dir / "checkpoints").rglob("*") if p.is_file()}
+  code, out = run_cli("eval", *tiny_flags(2, 1, 2), f"--model_dir={model_dir}")
+  assert code == 1 and "Traceback" not in out, out[-3000:]
+  error = [line for line in out.splitlines() if "error:" in line][-1]
+  assert "checkpoint 2" in error and ("checksum" in error or "unreadable" in error or "NaN/Inf" in error), error
+  after = {p: p.read_bytes() for p in (model_dir / "checkpoints").rglob("*") if p.is_file()}
+  assert set(after) == set(before)  # Nothing written or removed by the failed command.
+
+
+def test_restored_values_are_checked_against_the_checksums_recorded_at_save(tmp_path):
+  """Storage that returns other bytes without an error of its own (a copy, a filesystem bug, a hand edit) is caught
+  by the checksum of each leaf written into the checkpoint's metadata."""
+  model_dir = tmp_path / "run"
+  code, out = run_cli("train", *tiny_flags(2, 1, 2), f"--model_dir={model_dir}")
+  assert code == 0, out[-3000:]
+  meta_path = model_dir / "checkpoints" / "2" / "meta" / "metadata"
+  meta = json.loads(meta_path.read_text())
+  assert set(meta["checksums"]) >= {"trainable.prompt", "step", "rng"}
+  meta["checksums"]["trainable.prompt"] = "0" * 64  # As if the prompt's bytes had changed since the save.
+  meta_path.write_text(json.dumps(meta))
+  with checkpointing.TrainCheckpointer(str(model_dir), read_only=True) as ckpt:
+    with pytest.raises(checkpointing.UnreadableCheckpointError,
+                       match=r"leaf trainable.prompt does not match the checksum recorded when it was saved"):
+      ckpt.restore(2)

@@ -226,3 +226,41 @@ def _prepare_local_dir(folder: str) -> None:
     raise ModelDirError(f"cannot create the checkpoint folder {folder}: {e}") from e
   if not os.access(folder, os.W_OK | os.X_OK):
     raise ModelDirError(f"the checkpoint folder {folder} is not writable by this user")
+
+
+def leaf_checksums(tree: Any) -> dict[str, Optional[str]]:
+  """{dotted leaf path: sha256 of its dtype, shape and bytes} of a state tree, recorded with each checkpoint and
+  compared on restore (`verify_checksums`). A leaf this process cannot read whole (sharded over several hosts) has
+  None: it is not checked."""
+  import hashlib
+  out = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+      out[_leaf_name(path)] = None
+      continue
+    if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+      leaf = jax.random.key_data(leaf)  # Typed PRNG keys: their integer words.
+    value = np.ascontiguousarray(np.asarray(jax.device_get(leaf)))
+    digest = hashlib.sha256(f"{value.dtype.str}{value.shape}".encode())
+    digest.update(value.tobytes())
+    out[_leaf_name(path)] = digest.hexdigest()
+  return out
+
+
+def verify_checksums(tree: Any, recorded: Optional[Mapping[str, Optional[str]]], where: str) -> None:
+  """Raises ValueError naming the first leaf of a restored `tree` whose checksum differs from the one recorded at
+  save time, or that holds a NaN/Inf (checkpoints are never saved so); `recorded` None (a checkpoint from before
+  checksums were recorded) checks finiteness only."""
+  bad = nonfinite_leaves(tree)
+  if bad:
+    raise ValueError(f"{where}: the restored leaves {bad[:3]} hold NaN/Inf, which no checkpoint is saved with: the "
+                     "files were changed or damaged")
+  if not recorded:
+    return
+  actual = leaf_checksums(tree)
+  for name, digest in recorded.items():
+    if digest is None or name not in actual or actual[name] is None:
+      continue
+    if actual[name] != digest:
+      raise ValueError(f"{where}: leaf {name} does not match the checksum recorded when it was saved: the files were "
+                       "changed or damaged")

@@ -46,7 +46,7 @@ from orbax.checkpoint import checkpoint_managers as ocm
 from xprompt_jax.training.checkpoint_checks import (
     CheckpointingError, CheckpointLockedError, FrozenModelMismatchError, ModelDirError, NonFiniteStateError,
     StateMismatchError, UnreadableCheckpointError, _Lock, _json_metrics, _prepare_local_dir, _signed_metric,
-    check_frozen, compare_trees, nonfinite_leaves, restore_target, unreadable)
+    check_frozen, compare_trees, leaf_checksums, nonfinite_leaves, restore_target, unreadable, verify_checksums)
 from xprompt_jax.training.fingerprint import fingerprint_checkpoint
 
 __all__ = [
@@ -62,7 +62,8 @@ META_ITEM = "meta"
 META_FORMAT = "xprompt_jax.train_checkpoint.v1"
 STATE_KEYS = ("step", "trainable", "opt_state", "aux", "rng")
 _REQUIRED_STATE_KEYS = ("step", "trainable")
-_RESERVED_META_KEYS = ("format", "step", "data_position", "frozen", "metrics", "saved_at", "host", "process_count")
+_RESERVED_META_KEYS = ("format", "step", "data_position", "frozen", "metrics", "saved_at", "host", "process_count",
+                       "checksums")
 
 
 class TrainCheckpointer:
@@ -211,6 +212,7 @@ class TrainCheckpointer:
       raise KeyError(f"metrics of step {step} lack best_metric {self.best_metric!r}; "
                      f"they have {sorted(metrics)}")
     meta = self._meta(step, data_position, metrics, extra_meta)
+    meta["checksums"] = leaf_checksums(dict(state))  # Verified on restore: damaged files are not used silently.
     return bool(manager.save(
         step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardSave(dict(state)),
                                          META_ITEM: ocp.args.JsonSave(meta)}),
@@ -296,7 +298,8 @@ class TrainCheckpointer:
     it is checked leaf by leaf against the saved tree and gives the restored tree its types (optax namedtuples).
     Without it the saved tree comes back as nested dicts/lists. `shardings` (a matching tree of Shardings, or one
     Sharding for every leaf) or shardings already on the abstract leaves make every leaf restore straight into
-    its sharding, so each host reads only its own shards. Truncated or corrupt files raise
+    its sharding, so each host reads only its own shards. Truncated or corrupt files (and restored values that differ
+    from the checksums recorded at save time, or hold NaN/Inf) raise
     `UnreadableCheckpointError` naming the step and model_dir, followed by `unreadable_hint` (what to do instead).
     """
     step = self._resolve_step(step)
@@ -312,6 +315,7 @@ class TrainCheckpointer:
         compare_trees(self.stored_shapes(step), target, where)
       restored = self._open_manager().restore(
           step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(target)}))
+      verify_checksums(restored[STATE_ITEM], meta.get("checksums"), where)
     except CheckpointingError:  # Another base model, another tree: already clear.
       raise
     except (ValueError, OSError) as e:  # tensorstore / orbax / json on truncated or corrupt files.
