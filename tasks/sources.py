@@ -88,8 +88,13 @@ def local_data_dir() -> Optional[pathlib.Path]:
 def read_jsonl(path: pathlib.Path) -> list[tuple[int, dict]]:
   """(line number, object) for each non-empty line of a JSON-lines file."""
   rows = []
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, start=1):
+  with open(path, "rb") as f:
+    for lineno, raw in enumerate(f, start=1):
+      try:
+        line = raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        raise LocalDataError(f"{path}:{lineno}: not UTF-8 text (byte {e.start}: {e.reason}); save the file as "
+                             "UTF-8.") from e
       if not line.strip():
         continue
       try:

@@ -180,7 +180,7 @@ def test_checkpoint_missing_parameter(trained):
 
 def test_unknown_checkpoint_step(trained):
   fails(trained, "eval", *TINY, "--step=7", f"--model_dir={trained}",
-        expect=["no checkpoint for step 7", "available steps: [2]"])
+        expect=["--step=7:", "has no checkpoint 7; its steps are [2]"])
 
 
 def test_partial_checkpoint(trained, tmp_path):

@@ -149,3 +149,58 @@ def test_restored_values_are_checked_against_the_checksums_recorded_at_save(tmp_
     with pytest.raises(checkpointing.UnreadableCheckpointError,
                        match=r"leaf trainable.prompt does not match the checksum recorded when it was saved"):
       ckpt.restore(2)
+
+
+TINY_TRAIN = tiny_flags(1, 1, 1)
+
+
+@pytest.mark.parametrize("name,args,message", [
+    ("unknown flag", ["train", *TINY_TRAIN, "--nope=1"], "error: Unknown command line flag 'nope'"),
+    ("gin flag without value", ["train", *TINY_TRAIN, "--gin.TrainConfig.seed"],
+     "error: --gin.TrainConfig.seed has no value: write --gin.TrainConfig.seed=VALUE"),
+    ("unbalanced binding", ["train", *TINY_TRAIN, "--gin.TrainConfig.eval_tasks=('a',"],
+     "error: --gin binding \"TrainConfig.eval_tasks = ('a',\": EOF in multi-line statement (an unbalanced"),
+    ("string learning rate", ["train", *TINY_TRAIN, "--gin.OptimizerConfig.learning_rate='fast'"],
+     "error: OptimizerConfig.learning_rate='fast' must be a number, got a str"),
+    ("required gin binding", ["infer", "--gin_file=paper/mpt_small.gin", "--output=OUT/o.jsonl"],
+     "error: Required bindings for `get_method` not provided in config: ['name'] (bind it: "
+     "--gin.get_method.name=VALUE"),
+    ("score output is a folder", ["score", "--inputs=IN", "--output=OUT"],
+     "error: --output=OUT is a folder; give a file path"),
+    ("infer output folder missing", ["infer", *TINY_TRAIN, "--output=OUT/missing/o.jsonl"],
+     "error: --output folder OUT/missing does not exist; create it first"),
+])
+def test_ordinary_mistakes_are_one_line_and_change_nothing(tmp_path, name, args, message):
+  del name
+  (tmp_path / "in.jsonl").write_text('{"inputs": "a", "targets": "b"}\n')
+  args = [a.replace("OUT", str(tmp_path)).replace("=IN", f"={tmp_path / 'in.jsonl'}") for a in args]
+  model_dir = tmp_path / "run"
+  before = sorted(p.name for p in tmp_path.iterdir())
+  code, out = run_cli(*args, f"--model_dir={model_dir}")
+  assert code == 1 and "Traceback" not in out, out[-3000:]
+  assert message.replace("OUT", str(tmp_path)) in out, out[-2000:]
+  assert sorted(p.name for p in tmp_path.iterdir()) == before  # Nothing created.
+
+
+def test_a_gin_file_mistake_names_the_file_and_line(tmp_path):
+  bad = tmp_path / "bad.gin"
+  bad.write_text("TrainConfig.seed = 1\nTrainConfig.eval_tasks = ('a',\n")
+  code, out = run_cli("train", *TINY_TRAIN, f"--gin_file={bad}", f"--model_dir={tmp_path / 'run'}")
+  assert code == 1 and f"error: {bad}:3: EOF in multi-line statement" in out and "Traceback" not in out, out[-2000:]
+  code, out = run_cli("train", f"--gin_file={tmp_path}", f"--model_dir={tmp_path / 'run'}")
+  assert code == 1 and f"error: --gin_file={tmp_path} is a directory" in out, out[-2000:]
+  latin = tmp_path / "latin.jsonl"
+  latin.write_bytes(b'{"inputs": "ok", "targets": "x"}\n\xff\xfe\n')
+  code, out = run_cli("score", "--checkpoint=x", f"--inputs={latin}", f"--output={tmp_path / 'o.jsonl'}")
+  assert code == 1 and f"error: {latin}:2: not UTF-8 text (byte 0: invalid start byte)" in out, out[-2000:]
+  assert not (tmp_path / "run").exists() and not (tmp_path / "o.jsonl").exists()
+
+
+def test_step_choices_that_do_not_exist_are_named(tmp_path):
+  model_dir = tmp_path / "run"
+  code, out = run_cli("train", *tiny_flags(2, 1, 1), f"--model_dir={model_dir}")
+  assert code == 0, out[-3000:]
+  code, out = run_cli("eval", *tiny_flags(2, 1, 1), f"--model_dir={model_dir}", "--step=999")
+  assert code == 1 and f"error: --step=999: {model_dir} has no checkpoint 999; its steps are [1, 2]" in out, out
+  code, out = run_cli("eval", *tiny_flags(2, 1, 1), f"--model_dir={model_dir}", "--step=best")
+  assert code == 1 and "error: --step=best needs TrainConfig.best_metric" in out, out[-2000:]

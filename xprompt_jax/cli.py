@@ -79,7 +79,34 @@ def _show_command_flags_in_help(module):
 
 
 # Errors a user can fix: printed as one clear message (no traceback), exit status 1.
-_USER_ERRORS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, PermissionError, FileExistsError)
+_USER_ERRORS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
+                FileExistsError)
+
+
+def _is_user_error(e: BaseException) -> bool:
+  """Errors a user can fix: the listed kinds, a full disk, and gin's missing required bindings."""
+  import errno
+  if isinstance(e, _USER_ERRORS):
+    return True
+  if isinstance(e, OSError):
+    return e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+  return isinstance(e, RuntimeError) and str(e).startswith("Required bindings for")
+
+
+def _message(e: BaseException) -> str:
+  import errno
+  if isinstance(e, OSError) and not isinstance(e, _USER_ERRORS) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+    return (f"no space left on the device writing {e.filename or 'a file'} ({e.strerror}): free space and rerun the "
+            "same command (a training run resumes from its last checkpoint)")
+  if isinstance(e, OSError) and not isinstance(e, _USER_ERRORS) and e.errno == errno.EROFS:
+    return f"{e.filename or 'the output'} is on a read-only file system: choose a writable folder"
+  message = str(e.args[0] if isinstance(e, KeyError) and e.args else e)
+  if isinstance(e, RuntimeError):  # gin: "Required bindings for `X` not provided in config: ['name']".
+    import re
+    m = re.match(r"Required bindings for `([\w.]+)` not provided in config: \['(\w+)'", message)
+    name = f"{m.group(1)}.{m.group(2)}" if m else "NAME"
+    message += f" (bind it: --gin.{name}=VALUE, or give a --gin_file that does)"
+  return message
 
 
 def _reporting_errors(name, main):
@@ -92,10 +119,10 @@ def _reporting_errors(name, main):
       print(f"xprompt-jax {name}: interrupted (Ctrl-C) before a save; rerun the same command to resume from the "
             "last checkpoint", file=sys.stderr)
       sys.exit(130)
-    except _USER_ERRORS as e:
-      if os.environ.get("XPROMPT_TRACEBACK"):
+    except (*_USER_ERRORS, OSError, RuntimeError) as e:
+      if os.environ.get("XPROMPT_TRACEBACK") or not _is_user_error(e):
         raise
-      message = str(e.args[0] if isinstance(e, KeyError) and e.args else e)
+      message = _message(e)
       # gin appends "  In call to configurable 'X' (<function ...>)" lines: the message already names the setting.
       message = "\n".join(line for line in message.splitlines() if not line.startswith("  In call to configurable"))
       print(f"xprompt-jax {name}: error: {message}", file=sys.stderr)
@@ -107,7 +134,15 @@ def _flags_parser(argv):
   from absl import flags
   from xprompt_jax import exit_status
   from xprompt_jax.commands import common
-  return exit_status.parse_with_help(flags.FLAGS, common.rewrite_gin_flags(argv))
+  name = argv[0]
+  try:
+    return exit_status.parse_with_help(flags.FLAGS, common.rewrite_gin_flags(argv))
+  except (flags.Error, ValueError) as e:  # Unknown, malformed or badly typed flags: one line, not a traceback.
+    if os.environ.get("XPROMPT_TRACEBACK"):
+      raise
+    hint = f" ({name} --help lists the flags)" if isinstance(e, flags.Error) else ""
+    print(f"{name}: error: {e}{hint}", file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

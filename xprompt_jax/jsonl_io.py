@@ -56,6 +56,19 @@ def read_json_if_exists(path: str) -> Any:
     return json.load(f)
 
 
+def check_output(path: str, flag: str = "--output") -> None:
+  """Before any work: `path` can be written (its folder exists and is writable, and it is not a folder)."""
+  if not path:
+    raise ValueError(f"{flag} is required")
+  if os.path.isdir(path):
+    raise IsADirectoryError(f"{flag}={path} is a folder; give a file path (e.g. {path.rstrip('/')}/out.jsonl)")
+  folder = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(folder):
+    raise FileNotFoundError(f"{flag} folder {folder} does not exist; create it first")
+  if not os.access(folder, os.W_OK):
+    raise PermissionError(f"{flag} folder {folder} is not writable")
+
+
 def write_jsonl_atomic(path: str, rows) -> None:
   """Writes rows to a temp file beside `path` and renames it, so a failure leaves no partial output."""
   folder = os.path.dirname(os.path.abspath(path))

@@ -15,9 +15,12 @@ _GIN_FLAG = re.compile(r"^--gin\.([^=]+)=(.*)$", re.S)
 
 
 def rewrite_gin_flags(argv):
-  """Turns every `--gin.NAME=VALUE` into `--gin_bindings=NAME = VALUE`; leaves other arguments alone."""
+  """Turns every `--gin.NAME=VALUE` into `--gin_bindings=NAME = VALUE`; leaves other arguments alone. A
+  `--gin.NAME` without a value is a one-line error."""
   out = []
   for arg in argv:
+    if arg.startswith("--gin.") and "=" not in arg:
+      raise ValueError(f"{arg} has no value: write {arg}=VALUE (e.g. --gin.TrainConfig.seed=1)")
     m = _GIN_FLAG.match(arg)
     out.append(f"--gin_bindings={m.group(1)} = {m.group(2)}" if m else arg)
   return out
@@ -47,6 +50,8 @@ def resolve_gin_file(name: str, search_paths=()) -> str:
   if os.path.isabs(name) or os.path.exists(name):
     if not os.path.exists(name):
       raise FileNotFoundError(f"gin file {name!r} does not exist")
+    if os.path.isdir(name):
+      raise ValueError(f"--gin_file={name} is a directory; give a .gin file (e.g. {name.rstrip('/')}/<name>.gin)")
     return os.path.abspath(name)
   tried = []
   for folder in [*search_paths, str(paths.gin_dir())]:
@@ -89,10 +94,38 @@ def parse_gin(gin_files, gin_bindings, search_paths=(), finalize=True):
   for folder in [*search_paths, str(paths.gin_dir())]:
     gin.add_config_file_search_path(folder)
   files = [resolve_gin_file(f, search_paths) for f in gin_files]
+  for path in files:
+    _check_gin_text(_read_gin_file(path), path)
+  for binding in gin_bindings:
+    _check_gin_text(binding, f"--gin binding {binding!r}")
   try:
     gin.parse_config_files_and_bindings(files, gin_bindings, finalize_config=finalize)
   except (ValueError, KeyError, TypeError, SyntaxError) as e:
     raise ValueError(f"gin configuration error: {e}") from e
+
+
+def _read_gin_file(path: str) -> str:
+  try:
+    with open(path, encoding="utf-8") as f:
+      return f.read()
+  except UnicodeDecodeError as e:
+    raise ValueError(f"gin file {path}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from e
+
+
+def _check_gin_text(text: str, where: str) -> None:
+  """An unbalanced bracket or quote in a gin file or binding: one line naming it (and the file's line), where gin
+  would raise Python's tokenizer error without saying which binding it read."""
+  import io
+  import tokenize
+  try:
+    for _ in tokenize.generate_tokens(io.StringIO(text).readline):
+      pass
+  except tokenize.TokenError as e:
+    line = e.args[1][0] if len(e.args) > 1 else "?"
+    at = f"{where}:{line}" if not where.startswith("--gin") else where
+    raise ValueError(f"{at}: {e.args[0]} (an unbalanced parenthesis, bracket or quote)") from e
+  except SyntaxError as e:  # An unterminated string, an unindent error.
+    raise ValueError(f"{where}:{e.lineno}: {e.msg}") from e
 
 
 def parse_gin_from_flags(finalize=True):

@@ -126,6 +126,9 @@ def main(argv):
   f = flags.FLAGS
   if bool(f.output) == bool(f.output_dir):
     raise ValueError("give exactly one of --output (a jsonl) and --output_dir (T5X infer's layout)")
+  from xprompt_jax import jsonl_io
+  if f.output:
+    jsonl_io.check_output(f.output)  # Before loading or predicting anything.
   if f.prompts:
     if f.output_dir:
       raise ValueError("--prompts writes one --output jsonl (rows of several prompts), not T5X's per-task layout")

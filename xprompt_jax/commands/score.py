@@ -10,6 +10,8 @@ T5X and Orbax checkpoints take the architecture from `--gin_file=models/<name>.g
 Rows are sorted by length into buckets so few shapes compile; malformed rows are reported with their line number
 and nothing is written unless every row was scored (the output appears atomically).
 """
+import os
+
 from absl import flags
 from absl import logging
 import numpy as np
@@ -87,7 +89,16 @@ def load_model(checkpoint: str):
 def load_vocab(path):
   import seqio
   from xprompt_jax.tasks import vocab as vocab_lib
-  return seqio.SentencePieceVocabulary(path, extra_ids=100) if path else vocab_lib.get_default_vocabulary()
+  if not path:
+    return vocab_lib.get_default_vocabulary()
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"--vocab={path} does not exist (a SentencePiece .model file)")
+  vocab = seqio.SentencePieceVocabulary(path, extra_ids=100)
+  try:
+    vocab.vocab_size  # Loads the model: a file that is not SentencePiece fails here.
+  except Exception as e:  # pylint: disable=broad-except  (sentencepiece raises RuntimeError / OSError variants)
+    raise ValueError(f"--vocab={path} is not a SentencePiece model ({type(e).__name__}: {str(e)[:120]})") from e
+  return vocab
 
 
 def check_vocab(vocab, config) -> None:
@@ -106,8 +117,10 @@ def main(argv):
   for name in ("inputs", "output"):
     if not getattr(f, name):
       raise ValueError(f"--{name} is required")
+  jsonl_io.check_output(f.output)  # Before any model is loaded or row scored.
   common.parse_gin_from_flags()
   rows = jsonl_io.read_rows(f.inputs)
+  vocab = load_vocab(f.vocab)  # Checked before a model is loaded.
   run = None
   if f.model_dir:
     from xprompt_jax.training import restore
@@ -116,7 +129,6 @@ def main(argv):
   else:
     model, params, config = load_model(f.checkpoint)
   task_ids = _task_ids(rows, run)
-  vocab = load_vocab(f.vocab)
   check_vocab(vocab, config)
   inputs, targets = tokenize(rows, vocab, f.max_input_length, f.max_target_length)
   scores = score_token_ids(model, params, inputs, targets, f.batch_size, run=run, task_ids=task_ids)

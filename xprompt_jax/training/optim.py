@@ -96,6 +96,10 @@ class OptimizerConfig:
       raise ValueError(f"OptimizerConfig.optimizer={self.optimizer!r} is not one of {_OPTIMIZERS}")
     if self.schedule not in _SCHEDULES:
       raise ValueError(f"OptimizerConfig.schedule={self.schedule!r} is not one of {_SCHEDULES}")
+    for field in ("learning_rate", "end_learning_rate", "decay_rate"):
+      value = getattr(self, field)
+      if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"OptimizerConfig.{field}={value!r} must be a number, got a {type(value).__name__}")
     if not self.learning_rate > 0:
       raise ValueError(f"OptimizerConfig.learning_rate must be > 0, got {self.learning_rate}")
     if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:

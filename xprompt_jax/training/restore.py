@@ -74,12 +74,24 @@ def load_run(model_dir: str, step: Optional[str] = "latest") -> Run:
   ckpt = checkpointing.TrainCheckpointer(model_dir, read_only=True, frozen_path=frozen_ref["path"],
                                          frozen_fingerprint=frozen_ref["fingerprint"])
   try:
+    steps = ckpt.all_steps()
     if step in (None, "latest"):
       number = ckpt.latest_step()
     elif step == "best":
-      number = ckpt.best_step() or ckpt.latest_step()
+      if train_cfg.best_metric is None:
+        raise ValueError(f"--step=best needs TrainConfig.best_metric (the metric checkpoints were ranked by); "
+                         f"{model_dir} has steps {steps}: give one with --step=N or bind the metric")
+      number = ckpt.best_step()
+      if number is None:
+        raise ValueError(f"--step=best: no checkpoint in {model_dir} recorded {train_cfg.best_metric!r}; its steps "
+                         f"are {steps}: give one with --step=N")
     else:
-      number = int(step)
+      try:
+        number = int(step)
+      except ValueError as e:
+        raise ValueError(f"--step={step!r} must be latest, best or a step number") from e
+      if steps and number not in steps:
+        raise ValueError(f"--step={number}: {model_dir} has no checkpoint {number}; its steps are {steps}")
     if number is None:
       raise FileNotFoundError(f"{model_dir} holds no checkpoint; train first (xprompt-jax train ...)")
     try:
