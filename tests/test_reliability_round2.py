@@ -204,3 +204,17 @@ def test_step_choices_that_do_not_exist_are_named(tmp_path):
   assert code == 1 and f"error: --step=999: {model_dir} has no checkpoint 999; its steps are [1, 2]" in out, out
   code, out = run_cli("eval", *tiny_flags(2, 1, 1), f"--model_dir={model_dir}", "--step=best")
   assert code == 1 and "error: --step=best needs TrainConfig.best_metric" in out, out[-2000:]
+
+
+def test_a_resume_on_another_task_or_batch_size_is_refused(tmp_path):
+  model_dir = tmp_path / "run"
+  code, out = run_cli("train", *tiny_flags(2, 1, 2), f"--model_dir={model_dir}")
+  assert code == 0, out[-3000:]
+  meta = json.loads((model_dir / "checkpoints" / "2" / "meta" / "metadata").read_text())
+  assert (meta["task"], meta["batch_size"]) == ("super_glue_rte_v102", 4)
+  code, out = run_cli("train", *tiny_flags(4, 1, 2), "--gin.DataConfig.batch_size=2", f"--model_dir={model_dir}")
+  assert code == 1 and "was trained with batch_size 4; this run binds 2: resume with the same task" in out, out
+  code, out = run_cli("train", *tiny_flags(4, 1, 2), "--gin.DataConfig.mixture_or_task_name='super_glue_cb_v102'",
+                      f"--model_dir={model_dir}")
+  assert code == 1 and "was trained with task 'super_glue_rte_v102'; this run binds 'super_glue_cb_v102'" in out
+  assert _steps(model_dir) == [2]

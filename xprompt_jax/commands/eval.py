@@ -6,7 +6,6 @@ Uses the same gin configs as training (model, method, frozen checkpoint, data); 
 split and the mode (rank classification or decoding). Prints one line of metrics and writes
 `<model_dir>/eval_<split>_step<N>.json`.
 """
-import json
 import os
 
 from absl import flags
@@ -48,7 +47,9 @@ def _evaluate(argv):
     for k, v in evaluator.evaluate(run.frozen, run.state["trainable"], inject, run.state["aux"]).items():
       results[f"{name}/{k}"] = v
   out = os.path.join(flags.FLAGS.model_dir, f"eval_{eval_cfg.split}_step{run.step}.json")
-  with open(out, "w", encoding="utf-8") as f:
-    json.dump({"step": run.step, "split": eval_cfg.split, "mode": eval_cfg.mode, "metrics": results,
-               "frozen": run.frozen_ref}, f, indent=2)
-  print(f"eval step {run.step} ({eval_cfg.split}, {eval_cfg.mode}): {loop.format_metrics(results)}\nwrote {out}")
+  # The metrics first: a model_dir that cannot be written (read-only, full) still shows what was computed.
+  print(f"eval step {run.step} ({eval_cfg.split}, {eval_cfg.mode}): {loop.format_metrics(results)}", flush=True)
+  from xprompt_jax import jsonl_io
+  jsonl_io.write_json_atomic(out, {"step": run.step, "split": eval_cfg.split, "mode": eval_cfg.mode,
+                                   "metrics": results, "frozen": run.frozen_ref})
+  print(f"wrote {out}")

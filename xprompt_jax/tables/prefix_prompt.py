@@ -8,7 +8,8 @@ Jobs: `<method>/<Task>/seed<k>`, `xprompt-jax train` with the paper config (pref
 reparametrisation; prompt: `get_method.name='prompt'`, Lester's 100-token class-label prompt, sampled vocabulary
 for ReCoRD and WSC), on the 8 taskless SuperGLUE tasks (as Lester et al.), 3 seeds (the seeds give no count for this
 comparison: 3, as MPT reports). Each run counts at its best checkpoint on dev, as the Lester table. Prints the
-per-task mean over seeds of both methods and the SuperGLUE score. The seeds quote no per-task number for this comparison, only the claim below.
+per-task mean over seeds of both methods and the SuperGLUE score. The seeds quote no per-task number for this
+comparison, only the claim below.
 """
 from typing import Any, Mapping
 

@@ -9,8 +9,9 @@ controls it enables, the report) in its own folder, on one task and seed. A vari
 (the paper's early stopping on dev); XPrompt is the best rewound ratio. The seeds give no number of seeds for these
 tables: 3 for the SuperGLUE and 32-shot tables (as MPT reports), 1 for the controls. The 32-shot table covers the
 tasks the seed names in its 32-shot results (BoolQ, WiC, RTE), the draw fixed per task (`shots_seed = 0`) as the
-paper's "fixed random seed"; the controls table the four tasks of the granularity study (the seed does not name them: CB, RTE,
-WiC, WSC here) with Reversed / Random / Length / token-only / piece-only, and the random-uniform initialisation.
+paper's "fixed random seed"; the controls table the four tasks of the granularity study (the seed does not name
+them: CB, RTE, WiC, WSC here) with Reversed / Random / Length / token-only / piece-only, and the random-uniform
+initialisation.
 """
 from typing import Any, Mapping, Optional, Sequence
 

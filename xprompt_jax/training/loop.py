@@ -10,9 +10,7 @@ offending examples.
 import dataclasses
 import functools
 import hashlib
-import json
 import os
-import signal
 import time
 from typing import Any, Callable, Mapping, Optional
 
@@ -31,6 +29,7 @@ from xprompt_jax.training import data as data_lib
 from xprompt_jax.training import metrics_log
 from xprompt_jax.training import optim
 from xprompt_jax.training import partitioning
+from xprompt_jax.training import preemption as preemption_lib
 from xprompt_jax.training import step as step_lib
 
 
@@ -84,79 +83,23 @@ class NonFiniteError(FloatingPointError):
   """A non-finite loss or gradient with `TrainConfig.nonfinite='stop'`."""
 
 
-class _Preemption:
-  """SIGTERM (spot preemption, `stop`, `kill`) or Ctrl-C (SIGINT) -> save at the next step boundary (the evaluation
-  under way, if any, finishes first) and exit cleanly; a second Ctrl-C stops at once, without that save.
-
-  On several hosts the decision is one collective per step: each host's SIGTERM flag is gathered from every host,
-  and all of them stop when any of them was signalled (or the Cloud TPU preemption service reached its sync
-  point). So every host saves the same step and exits; a host that acted on its own flag alone would leave the
-  others waiting in the next step's collectives."""
-
-  def __init__(self):
-    self.requested = False
-    self.interrupted = False  # Ctrl-C (SIGINT) rather than SIGTERM.
-    self.stopping = False  # This process decided to save and exit.
-    self._previous = None
-    self._previous_int = None
-
-  def __enter__(self):
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-      self._previous_int = signal.signal(signal.SIGINT, self._handle_int)
-    except ValueError:  # Not the main thread (e.g. a test runner thread): no handler.
-      self._previous = self._previous_int = None
-    return self
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    logging.warning("SIGTERM received: saving a checkpoint at the next step boundary, then exiting")
-    self.requested = True
-
-  def _handle_int(self, signum, frame):
-    del signum, frame
-    if self.requested:  # The second Ctrl-C: stop now.
-      raise KeyboardInterrupt
-    print("\nCtrl-C: saving a checkpoint at the next step boundary, then exiting (Ctrl-C again: stop now, "
-          "without that save)", flush=True)
-    self.requested = self.interrupted = True
-
-  def __exit__(self, *exc):
-    if self._previous is None:
-      return
-    signal.signal(signal.SIGINT, self._previous_int)
-    if self.stopping:  # Saved and on the way out: a SIGTERM arriving now (a host's own, after the others' vote or
-      # the preemption sync point stopped it) must not kill it with status 143, which a supervisor reads as a crash.
-      signal.signal(signal.SIGTERM, lambda signum, frame: logging.warning("SIGTERM while exiting: already saved"))
-    else:
-      signal.signal(signal.SIGTERM, self._previous)
-
-  def check(self, step: int) -> bool:
-    """True on every host at the same step once any host was signalled."""
-    self.stopping = self._decide(step)
-    return self.stopping
-
-  def _decide(self, step: int) -> bool:
-    from jax.experimental import multihost_utils
-    requested = self.requested  # Read once: the handler may set it while this step decides.
-    if jax.process_count() > 1:
-      votes = np.asarray(multihost_utils.process_allgather(np.int32(requested)))
-      if votes.any():
-        if not requested:
-          logging.warning("host(s) %s received SIGTERM: saving step %d with them, then exiting",
-                          np.flatnonzero(votes).tolist(), step)
-        return True
-    elif requested:
-      return True
-    try:  # Cloud TPU preemption notice, synchronised across hosts (needs jax.distributed).
-      return bool(multihost_utils.reached_preemption_sync_point(step))
-    except Exception:  # pylint: disable=broad-except  (no preemption service on CPU / single process)
-      return False
-
-
 def format_metrics(metrics: Mapping[str, float]) -> str:
   """`name=value` pairs sorted by name, as every "eval step ..." line prints them."""
   return "  ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+
+
+def _input_meta(data_cfg: data_lib.DataConfig) -> dict:
+  """What a checkpoint's input position counts in: the task and the batch size (checked on resume)."""
+  return {"task": data_cfg.mixture_or_task_name, "batch_size": int(data_cfg.batch_size)}
+
+
+def _check_same_input(meta: Mapping[str, Any], data_cfg: data_lib.DataConfig, where: str) -> None:
+  """A resume on another task or batch size would continue a stream it did not start (its saved input position
+  counts other batches): a one-line error instead."""
+  for key, value in _input_meta(data_cfg).items():
+    if key in meta and meta[key] != value:
+      raise ValueError(f"{where} was trained with {key} {meta[key]!r}; this run binds {value!r}: resume with the same "
+                       "task and DataConfig.batch_size, or train in another --model_dir")
 
 
 def load_frozen(train_cfg: TrainConfig, config: T5Config, mesh, rules: str):
@@ -279,6 +222,7 @@ def train(model_dir: str, *, config: Optional[T5Config] = None, method: Optional
       state, meta = ckpt.restore(latest, abstract_state=jax.eval_shape(fresh_state), shardings=state_shardings,
                                  unreadable_hint=hint)
       position = int(meta["data_position"])
+      _check_same_input(meta, data_cfg, f"checkpoint {latest} in {model_dir}")
       if is_main:
         print(f"resumed from step {latest} of {model_dir} (input position {position})")
     else:
@@ -329,7 +273,7 @@ def train(model_dir: str, *, config: Optional[T5Config] = None, method: Optional
     ckpt.close()
     raise
   try:
-    with _Preemption() as preemption:
+    with preemption_lib.Preemption() as preemption:
       while step < train_cfg.num_train_steps:
         try:
           batch = next(stream)
@@ -372,7 +316,7 @@ def train(model_dir: str, *, config: Optional[T5Config] = None, method: Optional
         preempted = preemption.check(step)
         if preempted or final or step % train_cfg.checkpoint_period == 0:
           ckpt.save(step, state, data_position=position, metrics=last_eval or None,
-                    extra_meta={"method": method.name, "gin": gin.config_str()})
+                    extra_meta={"method": method.name, "gin": gin.config_str(), **_input_meta(data_cfg)})
         if preempted and not final:  # At the last step the run is complete: it ends as usual.
           ckpt.wait()
           if is_main:
