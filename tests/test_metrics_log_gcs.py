@@ -4,7 +4,7 @@ import jax
 
 from xprompt_jax import plotting
 from xprompt_jax.checkpoints import storage
-from xprompt_jax.training import loop
+from xprompt_jax.training import metrics_log
 
 
 def test_metrics_log_on_gcs_rewrites_the_object_and_resumes(monkeypatch):
@@ -25,10 +25,10 @@ def test_metrics_log_on_gcs_rewrites_the_object_and_resumes(monkeypatch):
 
   from clu import metric_writers
   monkeypatch.setattr(metric_writers, "SummaryWriter", Writer)
-  log = loop.MetricsLog("gs://b/run")
+  log = metrics_log.MetricsLog("gs://b/run")
   log.write(1, "train", {"loss": 2.0})
   log.write(2, "eval", {"t/accuracy": 50.0})
   assert bucket["gs://b/run/metrics.jsonl"].decode().count("\n") == 2
-  resumed = loop.MetricsLog("gs://b/run")
+  resumed = metrics_log.MetricsLog("gs://b/run", resume_step=2)
   resumed.write(3, "train", {"loss": 1.0})
   assert [r["step"] for r in plotting.read_metrics("gs://b/run")] == [1, 2, 3]

@@ -247,7 +247,8 @@ def test_malformed_tsv_row(trained, tmp_path, monkeypatch):
   root = fake_shared(tmp_path, {"data/glue/RTE/dev.tsv": tsv})
   monkeypatch.setenv("XPROMPT_SHARED", str(root))
   fails(trained, "train", *TINY, "--gin.DataConfig.mixture_or_task_name='glue_rte_v002'",
-        "--gin.DataConfig.split='validation'", "--gin.data_source.mode='local'", f"--model_dir={trained}",
+        "--gin.DataConfig.split='validation'", "--gin.data_source.mode='local'",
+        f"--model_dir={tmp_path / 'glue_run'}",  # Another task: resuming `trained` on it is refused before the data.
         expect=[f"{root}/data/glue/RTE/dev.tsv:3: expected 4 tab-separated fields"])
 
 

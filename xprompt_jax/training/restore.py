@@ -72,7 +72,8 @@ def load_run(model_dir: str, step: Optional[str] = "latest") -> Run:
   mesh = partitioning.make_mesh(mesh_cfg)
   frozen, frozen_ref = loop.load_frozen(train_cfg, config, mesh, mesh_cfg.rules)
   ckpt = checkpointing.TrainCheckpointer(model_dir, read_only=True, frozen_path=frozen_ref["path"],
-                                         frozen_fingerprint=frozen_ref["fingerprint"])
+                                         frozen_fingerprint=frozen_ref["fingerprint"],
+                                         best_metric=train_cfg.best_metric)
   try:
     steps = ckpt.all_steps()
     if step in (None, "latest"):
