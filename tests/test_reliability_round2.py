@@ -218,3 +218,18 @@ def test_a_resume_on_another_task_or_batch_size_is_refused(tmp_path):
                       f"--model_dir={model_dir}")
   assert code == 1 and "was trained with task 'super_glue_rte_v102'; this run binds 'super_glue_cb_v102'" in out
   assert _steps(model_dir) == [2]
+
+
+def test_score_refuses_an_unbounded_row_and_infer_says_what_it_truncated(tmp_path):
+  model_dir = tmp_path / "run"
+  code, out = run_cli("train", *tiny_flags(1, 1, 1), f"--model_dir={model_dir}")
+  assert code == 0, out[-3000:]
+  rows = tmp_path / "rows.jsonl"
+  rows.write_text(json.dumps({"inputs": "word " * 5000, "targets": "entailment"}) + "\n")
+  code, out = run_cli("score", *tiny_flags(1, 1, 1), f"--model_dir={model_dir}", f"--inputs={rows}",
+                      f"--output={tmp_path / 'scores.jsonl'}")
+  assert code == 1 and "error: row 1: inputs has 5000 tokens, more than 4096: pass --max_input_length=N" in out, out
+  assert not (tmp_path / "scores.jsonl").exists()
+  code, out = run_cli("infer", *tiny_flags(1, 1, 1), f"--model_dir={model_dir}", f"--inputs={rows}",
+                      f"--output={tmp_path / 'preds.jsonl'}")
+  assert code == 0 and "infer: 1 of 1 rows are longer than EvalConfig inputs length" in out, out[-3000:]

@@ -57,7 +57,13 @@ def _decode_rows(run, rows, eval_cfg, vocab):
                                     injection=injection)
     return beams[:, 0]
 
-  ids = [list(vocab.encode(r["inputs"]))[:length - 1] + [1] for r in rows]
+  encoded = [list(vocab.encode(r["inputs"])) for r in rows]
+  cut = [n for n, ids in enumerate(encoded, 1) if len(ids) > length - 1]
+  if cut:  # Said, not silent: the rows the model saw only the start of.
+    print(f"infer: {len(cut)} of {len(rows)} rows are longer than EvalConfig inputs length {length} tokens and were "
+          f"truncated (rows {cut[:5]}{' ...' if len(cut) > 5 else ''}); bind --gin.EvalConfig.inputs_length=N to see "
+          "more of them")
+  ids = [ids[:length - 1] + [1] for ids in encoded]
   out = []
   bs = eval_cfg.batch_size
   for start in range(0, len(ids), bs):

@@ -29,16 +29,25 @@ common.define_once(flags.DEFINE_string, "inputs", None, "jsonl with {\"inputs\":
 common.define_once(flags.DEFINE_string, "output", None, "jsonl to write: each input row plus \"score\".")
 common.define_once(flags.DEFINE_integer, "batch_size", 16, "Rows per jitted forward pass.")
 common.define_once(flags.DEFINE_integer, "max_input_length", None,
-                   "Truncate inputs (before EOS) to this many tokens.")
+                   "Truncate inputs (before EOS) to this many tokens. Unset, a row longer than "
+                   "4096 tokens is an error (its attention would not fit memory).")
 common.define_once(flags.DEFINE_integer, "max_target_length", None,
                    "Truncate targets (before EOS) to this many tokens.")
 
 
+UNBOUNDED_LIMIT = 4096  # Tokens per input or target without --max_*_length: beyond, a row is refused.
+
+
 def tokenize(rows, vocab, max_input_length=None, max_target_length=None):
-  """Lists of input and target ids (EOS = 1 appended, as seqio's append_eos)."""
+  """Lists of input and target ids (EOS = 1 appended, as seqio's append_eos). Without a `max_*_length`, a row
+  longer than `UNBOUNDED_LIMIT` tokens raises naming the row (one 200k-word row asked for hundreds of GiB)."""
   ins, tgts = [], []
-  for row in rows:
+  for number, row in enumerate(rows, 1):
     i, t = list(vocab.encode(row["inputs"])), list(vocab.encode(row["targets"]))
+    for field, ids, limit in (("inputs", i, max_input_length), ("targets", t, max_target_length)):
+      if not limit and len(ids) > UNBOUNDED_LIMIT:
+        raise ValueError(f"row {number}: {field} has {len(ids)} tokens, more than {UNBOUNDED_LIMIT}: pass "
+                         f"--max_{field[:-1]}_length=N to truncate (e.g. 512)")
     ins.append((i[:max_input_length] if max_input_length else i) + [1])
     tgts.append((t[:max_target_length] if max_target_length else t) + [1])
   return ins, tgts
