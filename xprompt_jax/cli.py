@@ -36,8 +36,28 @@ def _usage() -> str:
   return "\n".join(lines)
 
 
+def _quiet_closed_event_loop(previous):
+  """sys.excepthook without one shutdown race: after a failed checkpoint read, tensorstore completes the read's
+  futures on orbax's asyncio loop once Python has closed it and prints `RuntimeError: Event loop is closed`
+  tracebacks after the command's own one-line error. Every other exception is reported as before."""
+  def hook(kind, value, tb):
+    if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+      return
+    previous(kind, value, tb)
+  hook.quiet_closed_event_loop = True
+  return hook
+
+
 def run(argv=None):
   """Console-script entry point."""
+  if not getattr(sys.excepthook, "quiet_closed_event_loop", False):
+    sys.excepthook = _quiet_closed_event_loop(sys.excepthook)
+    previous_unraisable = sys.unraisablehook
+
+    def unraisable(args):
+      if not (isinstance(args.exc_value, RuntimeError) and str(args.exc_value) == "Event loop is closed"):
+        previous_unraisable(args)
+    sys.unraisablehook = unraisable
   argv = list(sys.argv if argv is None else argv)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
