@@ -36,12 +36,16 @@ def _usage() -> str:
   return "\n".join(lines)
 
 
+def _closed_event_loop(value) -> bool:
+  return isinstance(value, RuntimeError) and str(value) == "Event loop is closed"
+
+
 def _quiet_closed_event_loop(previous):
   """sys.excepthook without one shutdown race: after a failed checkpoint read, tensorstore completes the read's
   futures on orbax's asyncio loop once Python has closed it and prints `RuntimeError: Event loop is closed`
   tracebacks after the command's own one-line error. Every other exception is reported as before."""
   def hook(kind, value, tb):
-    if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+    if _closed_event_loop(value):
       return
     previous(kind, value, tb)
   hook.quiet_closed_event_loop = True
@@ -55,7 +59,7 @@ def run(argv=None):
     previous_unraisable = sys.unraisablehook
 
     def unraisable(args):
-      if not (isinstance(args.exc_value, RuntimeError) and str(args.exc_value) == "Event loop is closed"):
+      if not _closed_event_loop(args.exc_value):
         previous_unraisable(args)
     sys.unraisablehook = unraisable
   argv = list(sys.argv if argv is None else argv)

@@ -100,6 +100,13 @@ def fmt_mean_std(per_seed: Sequence[Optional[Sequence[float]]]) -> str:
   return " / ".join(f"{fmt(m)} ± {fmt(s)}" for m, s in zip(arr.mean(axis=0), arr.std(axis=0)))
 
 
+def metric_means(per_seed: Sequence[Optional[Sequence[float]]]) -> Optional[list[float]]:
+  """Each reported metric's mean over seeds (or draws); None when one of them is missing."""
+  if not per_seed or any(v is None for v in per_seed):
+    return None
+  return [float(x) for x in np.mean(np.asarray(per_seed, dtype=float), axis=0)]
+
+
 def mean_or_none(values: Sequence[Optional[float]]) -> Optional[float]:
   values = [v for v in values]
   if not values or any(v is None for v in values):

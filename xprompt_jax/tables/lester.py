@@ -13,8 +13,6 @@ kept by `TrainConfig.best_metric`. The SuperGLUE score is the mean over the 8 ta
 import dataclasses
 from typing import Any, Mapping, Optional
 
-import numpy as np
-
 from xprompt_jax import variant_names
 from xprompt_jax.tables import base
 from xprompt_jax.tables import benchmarks
@@ -116,7 +114,7 @@ class LesterSuperGlue(base.PaperTable):
       for name, v in zip(COLUMNS, cells):
         scores[name].append(benchmarks.score(v))
       rank = [benchmarks.task_metrics(column, b, "rank") if b else None for b in bests]
-      rank_mean = None if any(v is None for v in rank) else [float(x) for x in np.mean(rank, axis=0)]
+      rank_mean = base.metric_means(rank)
       ranked.append(rank_mean)
       rank_cell = (base.fmt_pair(rank_mean) if rank_mean else base.MISSING) if benchmarks.can_rank(column) \
           else base.NA

@@ -19,8 +19,6 @@ source tasks' teachers. Each target counts at its last evaluation (the MPT pipel
 import dataclasses
 from typing import Any, Mapping, Optional, Sequence
 
-import numpy as np
-
 from xprompt_jax.tables import base
 from xprompt_jax.tables import benchmarks
 
@@ -52,8 +50,7 @@ def target_metrics(record: Optional[Mapping[str, Any]], column: benchmarks.Colum
 
 def seed_mean(records: Mapping[str, Any], folders: Sequence[str], column: benchmarks.Column,
               mode: str = "decode") -> Optional[list[float]]:
-  values = [target_metrics(records.get(f), column, mode) for f in folders]
-  return None if any(v is None for v in values) else [float(x) for x in np.mean(np.asarray(values), axis=0)]
+  return base.metric_means([target_metrics(records.get(f), column, mode) for f in folders])
 
 
 def source_tasks(extended: bool = False) -> tuple[str, ...]:

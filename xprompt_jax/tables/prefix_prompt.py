@@ -13,18 +13,12 @@ comparison, only the claim below.
 """
 from typing import Any, Mapping
 
-import numpy as np
-
 from xprompt_jax.tables import base
 from xprompt_jax.tables import benchmarks
 from xprompt_jax.tables import lester
 
 SEEDS = (0, 1, 2)
 METHODS = (("prompt", "Prompt tuning (L = 100, class labels)"), ("prefix", "Prefix tuning (L = 10, MLP)"))
-
-
-def _seed_mean(values):
-  return None if any(v is None for v in values) else [float(x) for x in np.mean(np.asarray(values), axis=0)]
 
 
 def folder(method: str, column: benchmarks.Column, seed: int) -> str:
@@ -55,7 +49,7 @@ class PrefixVsPrompt(base.PaperTable):
       for column in lester.COLUMNS_TASKLESS:
         runs = [records.get(folder(method, column, s)) for s in SEEDS]
         bests = [lester.best_eval(r, column.task) for r in runs]
-        mean, rank = (_seed_mean([benchmarks.task_metrics(column, b, mode) if b else None for b in bests])
+        mean, rank = (base.metric_means([benchmarks.task_metrics(column, b, mode) if b else None for b in bests])
                       for mode in benchmarks.MODES)
         cells.append(base.fmt_pair(mean) if mean else base.MISSING)
         scores.append(benchmarks.score(mean) if mean else None)

@@ -15,8 +15,6 @@ initialisation.
 """
 from typing import Any, Mapping, Optional, Sequence
 
-import numpy as np
-
 from xprompt_jax.tables import base
 from xprompt_jax.tables import benchmarks
 
@@ -58,10 +56,7 @@ def variant_metrics(record: Optional[Mapping[str, Any]], variant: str, column: b
 
 def seed_mean(records: Mapping[str, Any], folders: Sequence[str], variant: str,
               column: benchmarks.Column, mode: str = "decode") -> Optional[list[float]]:
-  values = [variant_metrics(records.get(f), variant, column, mode) for f in folders]
-  if any(v is None for v in values):
-    return None
-  return [float(x) for x in np.mean(np.asarray(values), axis=0)]
+  return base.metric_means([variant_metrics(records.get(f), variant, column, mode) for f in folders])
 
 
 class _XPromptTable(base.PaperTable):
